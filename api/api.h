@@ -1,0 +1,376 @@
+/* api.h - the one door to sandbox platforms.
+ *
+ * A backend (local runtime, Wrenn, CW Sandbox, ...) is a `const struct
+ * api_ops` table with capability bits, modelled on curl's `struct Curl_ssl`.
+ * Everything above api/ (fs/, src/, tools/) talks to platforms only through
+ * the functions declared here.
+ *
+ * Asynchrony contract (read this before using any operation):
+ *
+ *  - Every operation takes a completion callback and a `void *ud`.  The
+ *    callback is called exactly once, either before the operation returns
+ *    (inline, e.g. a local stat) or later from a backend-owned thread.  The
+ *    caller must cope with both.  No operation ever blocks its caller on the
+ *    network or on a sandbox state change: that is what lets a FUSE handler
+ *    call in and reply from the callback (libfuse low-level async replies).
+ *  - Errors are 0 or -errno, nothing else.  When err != 0, `msg` is a human
+ *    sentence (never NULL on error; may be NULL on success) for the
+ *    sandbox's `err` file and the log.  It is only valid during the
+ *    callback.
+ *  - Pointers passed to a callback (records, buffers, strings) are only
+ *    valid during the callback: copy what you keep.
+ *  - Pointers passed *into* an operation (paths, buffers, argv) only need to
+ *    stay valid until the operation returns: backends copy what they keep.
+ *  - Every operation that waits on a platform is bounded by the backend's
+ *    request timeout (`-o timeout=SECONDS`), ending in -ETIMEDOUT.
+ *  - A backend refuses an operation it lacks with -EOPNOTSUPP; the generic
+ *    layer (api.c) emulates some of them once for every backend (see the
+ *    API_CAP_* bits).
+ */
+#ifndef SBXFS_API_H
+#define SBXFS_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+struct fuse_args;
+
+/* ---- sandbox records ---------------------------------------------------- */
+
+enum api_state {
+	API_ST_UNKNOWN = 0,
+	API_ST_CREATING,
+	API_ST_RUNNING,
+	API_ST_PAUSED,
+	API_ST_STOPPING,
+	API_ST_STOPPED,
+	API_ST_FAILED,
+	API_ST_DESTROYED, /* gone from the platform */
+	API_ST__COUNT
+};
+
+/* "running", "paused", ... ; never NULL. */
+const char *api_state_name(enum api_state st);
+/* Parse a state word (case-insensitive), API_ST_UNKNOWN if not known. */
+enum api_state api_state_parse(const char *word);
+
+#define API_ID_MAX 128
+
+struct api_sandbox {
+	char id[API_ID_MAX];	   /* platform ID: the directory name */
+	char name[API_ID_MAX];	   /* user alias, "" when it equals id */
+	char template[API_ID_MAX]; /* template/snapshot it started from */
+	enum api_state state;
+	time_t created;		   /* unix seconds, 0 if unknown */
+	const char *info_json;	   /* platform's record as JSON, or NULL */
+};
+
+/* key=value settings given to `new NAME k=v ...` or mount defaults. */
+struct api_kv {
+	const char *key;
+	const char *value;
+};
+
+/* ---- lifecycle verbs ---------------------------------------------------- */
+
+enum api_verb {
+	API_VERB_START = 0,
+	API_VERB_STOP,	   /* arg: grace seconds ("" = backend default) */
+	API_VERB_PAUSE,
+	API_VERB_RESUME,
+	API_VERB_PING,
+	API_VERB_SNAPSHOT, /* arg: snapshot name (required) */
+	API_VERB_DESTROY,
+	API_VERB__COUNT
+};
+
+const char *api_verb_name(enum api_verb v);
+/* Returns the verb or -1 when `word` is not a verb. */
+int api_verb_parse(const char *word);
+
+/* ---- capability bits ---------------------------------------------------- */
+
+#define API_CAP_VERB(v) (1u << (v))	/* backend supports verb v */
+#define API_CAP_FILES (1u << 16)	/* fs/ file operations */
+#define API_CAP_EXEC (1u << 17)		/* exec_* operations */
+#define API_CAP_EXEC_STDIN (1u << 18)	/* exec with a stdin stream */
+#define API_CAP_RENAME (1u << 19)	/* native rename (else exec mv) */
+#define API_CAP_SETATTR (1u << 20)	/* native chmod/utimens/truncate */
+#define API_CAP_SYMLINK (1u << 21)	/* native symlink/readlink */
+#define API_CAP_ALIAS (1u << 22)	/* platform assigns IDs: NAME is a
+					   symlink to the ID directory */
+#define API_CAP_RANDOM_WRITE (1u << 23) /* pwrite at any offset without
+					   staging (local) */
+
+/* ---- files -------------------------------------------------------------- */
+
+/* One entry of a directory listing, with attributes filled from the same
+ * platform call (so `ls -l` costs one round trip). */
+struct api_dirent {
+	const char *name;
+	struct stat st;
+};
+
+/* Attribute changes, one call for chmod / chown / truncate / utimens. */
+#define API_SET_MODE (1u << 0)
+#define API_SET_UID (1u << 1)
+#define API_SET_GID (1u << 2)
+#define API_SET_SIZE (1u << 3)
+#define API_SET_ATIME (1u << 4)
+#define API_SET_MTIME (1u << 5)
+
+struct api_setattr {
+	unsigned mask;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	off_t size;
+	struct timespec atime, mtime; /* tv_nsec may be UTIME_NOW */
+};
+
+/* An open file inside a sandbox.  Opaque; owned by the backend from
+ * file_open's callback until file_close's callback has run. */
+struct api_file;
+
+/* ---- exec --------------------------------------------------------------- */
+
+struct api_exec_req {
+	const char *const *argv; /* NULL-terminated; argv[0] looked up in PATH */
+	const char *cwd;	 /* NULL: the sandbox user's home */
+	const char *const *env;	 /* NULL-terminated "NAME=VALUE", added to the
+				    sandbox's default environment; may be NULL */
+	bool tty;		 /* run on a pseudo-terminal */
+	bool want_stdin;	 /* stdin is a stream fed by exec_write; when
+				    false stdin is empty (/dev/null) */
+};
+
+/* A running (or finished) command.  Opaque; owned by the caller from
+ * exec_start until exec_free. */
+struct api_exec;
+
+/* Callbacks of one exec, called from a backend thread (never inline from
+ * exec_start, so the caller may finish setting up after exec_start returns
+ * but before its own lock is dropped).  For one exec they never run
+ * concurrently with each other.
+ *
+ *  started: once, first. err != 0 means it never ran; nothing else follows.
+ *  output:  stream 1 = stdout, 2 = stderr.  Bytes exactly as produced.
+ *           Return 0 to keep reading, or 1 to pause this exec's output
+ *           (flow control: a full spool pushes back on the process); call
+ *           exec_resume to continue.  Data in `buf` is only valid during
+ *           the call.
+ *  exited:  once, last, after all output.  code is as a shell reports it:
+ *           0-255, 128+N when killed by signal N.  err != 0 when the
+ *           platform lost track of the command (code is then -1). */
+struct api_exec_cbs {
+	void (*started)(void *ud, int err, const char *msg);
+	int (*output)(void *ud, int stream, const void *buf, size_t len);
+	void (*exited)(void *ud, int code, int err, const char *msg);
+};
+
+/* ---- callbacks ---------------------------------------------------------- */
+
+typedef void (*api_done_fn)(void *ud, int err, const char *msg);
+typedef void (*api_sandbox_fn)(void *ud, int err, const char *msg,
+			       const struct api_sandbox *sb);
+typedef void (*api_list_fn)(void *ud, int err, const char *msg,
+			    const struct api_sandbox *sbs, size_t n);
+typedef void (*api_stat_fn)(void *ud, int err, const char *msg,
+			    const struct stat *st);
+typedef void (*api_readdir_fn)(void *ud, int err, const char *msg,
+			       const struct api_dirent *ents, size_t n);
+typedef void (*api_open_fn)(void *ud, int err, const char *msg,
+			    struct api_file *f);
+typedef void (*api_data_fn)(void *ud, int err, const char *msg,
+			    const void *buf, size_t len);
+typedef void (*api_size_fn)(void *ud, int err, const char *msg, size_t n);
+typedef void (*api_str_fn)(void *ud, int err, const char *msg,
+			   const char *s);
+
+struct api_backend;
+
+/* ---- the operations table ----------------------------------------------- */
+
+/* Slots may be NULL when the capability bit is absent; the wrappers below
+ * then answer -EOPNOTSUPP (or emulate, where noted). */
+struct api_ops {
+	const char *name; /* "local", "wrenn", ... */
+	unsigned caps;	  /* API_CAP_* */
+	const char *help; /* backend's own -o options, for --help */
+
+	/* Set up from SOURCE's part after the colon (NULL if none) and the
+	 * backend's own -o options (removed from args).  Returns 0/-errno and
+	 * prints a sentence to stderr on failure. */
+	int (*init)(struct api_backend *be, const char *arg,
+		    struct fuse_args *args);
+	/* Stop threads, free everything. Running sandboxes stay. */
+	void (*free)(struct api_backend *be);
+
+	/* sandboxes */
+	void (*sb_list)(struct api_backend *be, api_list_fn cb, void *ud);
+	void (*sb_get)(struct api_backend *be, const char *id,
+		       api_sandbox_fn cb, void *ud);
+	/* Create NAME with settings; completes when it is running. */
+	void (*sb_create)(struct api_backend *be, const char *name,
+			  const struct api_kv *kv, size_t nkv,
+			  api_sandbox_fn cb, void *ud);
+	/* Apply a verb; completes when the target state is reached. */
+	void (*sb_verb)(struct api_backend *be, const char *id,
+			enum api_verb verb, const char *arg, api_done_fn cb,
+			void *ud);
+
+	/* files; paths are absolute inside the sandbox ("/etc/passwd") */
+	void (*file_stat)(struct api_backend *be, const char *id,
+			  const char *path, api_stat_fn cb, void *ud);
+	void (*file_readdir)(struct api_backend *be, const char *id,
+			     const char *path, api_readdir_fn cb, void *ud);
+	/* flags: O_RDONLY/O_WRONLY/O_RDWR | O_CREAT | O_EXCL | O_TRUNC |
+	 * O_APPEND.  Remote backends stage: O_TRUNC never truncates the
+	 * remote copy before the new content is uploaded. */
+	void (*file_open)(struct api_backend *be, const char *id,
+			  const char *path, int flags, mode_t mode,
+			  api_open_fn cb, void *ud);
+	void (*file_read)(struct api_backend *be, struct api_file *f,
+			  off_t off, size_t size, api_data_fn cb, void *ud);
+	void (*file_write)(struct api_backend *be, struct api_file *f,
+			   off_t off, const void *buf, size_t len,
+			   api_size_fn cb, void *ud);
+	/* Upload staged data (remote), fsync (local).  Its error is what
+	 * close(2) returns. */
+	void (*file_flush)(struct api_backend *be, struct api_file *f,
+			   api_done_fn cb, void *ud);
+	/* Frees f (after flushing if the caller did not). */
+	void (*file_close)(struct api_backend *be, struct api_file *f,
+			   api_done_fn cb, void *ud);
+	void (*file_mkdir)(struct api_backend *be, const char *id,
+			   const char *path, mode_t mode, api_done_fn cb,
+			   void *ud);
+	void (*file_unlink)(struct api_backend *be, const char *id,
+			    const char *path, api_done_fn cb, void *ud);
+	void (*file_rmdir)(struct api_backend *be, const char *id,
+			   const char *path, api_done_fn cb, void *ud);
+	/* flags: RENAME_NOREPLACE / RENAME_EXCHANGE or 0 */
+	void (*file_rename)(struct api_backend *be, const char *id,
+			    const char *from, const char *to, unsigned flags,
+			    api_done_fn cb, void *ud);
+	void (*file_setattr)(struct api_backend *be, const char *id,
+			     const char *path, const struct api_setattr *sa,
+			     api_done_fn cb, void *ud);
+	void (*file_symlink)(struct api_backend *be, const char *id,
+			     const char *target, const char *path,
+			     api_done_fn cb, void *ud);
+	/* Target exactly as stored in the sandbox (fs/ rewrites absolute
+	 * targets for the host view). */
+	void (*file_readlink)(struct api_backend *be, const char *id,
+			      const char *path, api_str_fn cb, void *ud);
+
+	/* exec */
+	void (*exec_start)(struct api_backend *be, const char *id,
+			   const struct api_exec_req *req,
+			   const struct api_exec_cbs *cbs, void *ud,
+			   struct api_exec **out);
+	/* Feed stdin (want_stdin only).  cb runs when the bytes were taken
+	 * (flow control: do not write again before it ran). */
+	void (*exec_write)(struct api_backend *be, struct api_exec *x,
+			   const void *buf, size_t len, api_done_fn cb,
+			   void *ud);
+	/* EOF on stdin. */
+	void (*exec_close_stdin)(struct api_backend *be, struct api_exec *x);
+	/* Resume output after an `output` callback returned 1. */
+	void (*exec_resume)(struct api_backend *be, struct api_exec *x);
+	/* Signal the command and everything it started. 0/-errno. */
+	int (*exec_signal)(struct api_backend *be, struct api_exec *x,
+			   int sig);
+	/* Kill if still running and free.  No callback runs after this
+	 * returns. */
+	void (*exec_free)(struct api_backend *be, struct api_exec *x);
+};
+
+/* A backend instance.  `priv` is the backend's own state. */
+struct api_backend {
+	const struct api_ops *ops;
+	void *priv;
+	double timeout; /* request bound, seconds (-o timeout=) */
+};
+
+/* ---- entry points ------------------------------------------------------- */
+
+/* Backends compiled in. */
+extern const struct api_ops api_local_ops;
+
+/* Pick the backend from SOURCE ("local", "local:DIR", "wrenn:URL", ...;
+ * NULL means "local"), parse its options from args, init it.  Returns
+ * 0/-errno; prints a sentence to stderr on failure. */
+int api_open(const char *source, struct fuse_args *args,
+	     struct api_backend **out);
+void api_close(struct api_backend *be);
+/* Backend options help text for all compiled-in backends. */
+void api_print_help(void);
+
+/* Map an errno to the one-line sentence used when a backend gave none. */
+const char *api_strerror(int err);
+
+/* Convenience wrappers: call the slot or answer -EOPNOTSUPP (or emulate
+ * through exec, see api/README.md).  Same contracts as the slots. */
+bool api_has(const struct api_backend *be, unsigned cap);
+void api_sb_list(struct api_backend *be, api_list_fn cb, void *ud);
+void api_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
+		void *ud);
+void api_sb_create(struct api_backend *be, const char *name,
+		   const struct api_kv *kv, size_t nkv, api_sandbox_fn cb,
+		   void *ud);
+void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
+		 const char *arg, api_done_fn cb, void *ud);
+void api_file_stat(struct api_backend *be, const char *id, const char *path,
+		   api_stat_fn cb, void *ud);
+void api_file_readdir(struct api_backend *be, const char *id,
+		      const char *path, api_readdir_fn cb, void *ud);
+void api_file_open(struct api_backend *be, const char *id, const char *path,
+		   int flags, mode_t mode, api_open_fn cb, void *ud);
+void api_file_read(struct api_backend *be, struct api_file *f, off_t off,
+		   size_t size, api_data_fn cb, void *ud);
+void api_file_write(struct api_backend *be, struct api_file *f, off_t off,
+		    const void *buf, size_t len, api_size_fn cb, void *ud);
+void api_file_flush(struct api_backend *be, struct api_file *f,
+		    api_done_fn cb, void *ud);
+void api_file_close(struct api_backend *be, struct api_file *f,
+		    api_done_fn cb, void *ud);
+void api_file_mkdir(struct api_backend *be, const char *id, const char *path,
+		    mode_t mode, api_done_fn cb, void *ud);
+void api_file_unlink(struct api_backend *be, const char *id,
+		     const char *path, api_done_fn cb, void *ud);
+void api_file_rmdir(struct api_backend *be, const char *id, const char *path,
+		    api_done_fn cb, void *ud);
+void api_file_rename(struct api_backend *be, const char *id,
+		     const char *from, const char *to, unsigned flags,
+		     api_done_fn cb, void *ud);
+void api_file_setattr(struct api_backend *be, const char *id,
+		      const char *path, const struct api_setattr *sa,
+		      api_done_fn cb, void *ud);
+void api_file_symlink(struct api_backend *be, const char *id,
+		      const char *target, const char *path, api_done_fn cb,
+		      void *ud);
+void api_file_readlink(struct api_backend *be, const char *id,
+		       const char *path, api_str_fn cb, void *ud);
+/* On failure to even begin, *out is NULL and cbs->started is called with
+ * the error (possibly inline, the only inline case). */
+void api_exec_start(struct api_backend *be, const char *id,
+		    const struct api_exec_req *req,
+		    const struct api_exec_cbs *cbs, void *ud,
+		    struct api_exec **out);
+void api_exec_write(struct api_backend *be, struct api_exec *x,
+		    const void *buf, size_t len, api_done_fn cb, void *ud);
+void api_exec_close_stdin(struct api_backend *be, struct api_exec *x);
+void api_exec_resume(struct api_backend *be, struct api_exec *x);
+int api_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
+void api_exec_free(struct api_backend *be, struct api_exec *x);
+
+/* Quote one argument for /bin/sh (single quotes; safe for any byte
+ * string).  Returns a malloc'd string or NULL on ENOMEM. */
+char *api_shell_quote(const char *s);
+
+#endif

@@ -1,0 +1,52 @@
+/* local_int.h - private header of the local runtime backend (api/local/).
+ *
+ * Split: local.c (the ops table, init/free, worker queue), sandbox.c
+ * (lifecycle: overlay root, namespaces, freezer, snapshot, on-disk state),
+ * files.c (file operations resolved inside the sandbox root with openat2
+ * RESOLVE_IN_ROOT), exec.c (commands: setns into the sandbox, pipes, one
+ * epoll thread for all streams).
+ */
+#ifndef SBXFS_LOCAL_INT_H
+#define SBXFS_LOCAL_INT_H
+
+#include <sys/types.h>
+
+#include "api/api.h"
+
+struct local;
+
+/* The backend's state, be->priv. */
+struct local *local_of(struct api_backend *be);
+
+/* Data directory (default /var/lib/sbxfs). */
+const char *local_datadir(struct local *l);
+
+/* Host path of the merged root of sandbox `id` (valid while it exists);
+ * fills buf, returns 0/-errno. */
+int local_sb_root(struct local *l, const char *id, char *buf, size_t len);
+
+/* PID (in the host's PID namespace) of the sandbox's init process, for
+ * setns; -ENOENT when no such sandbox, -EBUSY (with a sentence in msg) when
+ * it is not running (paused: exec refused rather than hanging; stopped). */
+int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
+		      char *msg, size_t msglen);
+
+/* Freezer cgroup directory of the sandbox (exec'd processes join it so
+ * pause freezes them too and destroy kills them). */
+int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len);
+
+/* exec.c: the exec slots of api_local_ops, and the stream thread. */
+int local_exec_init(struct local *l);
+void local_exec_free(struct local *l);
+void local_exec_start(struct api_backend *be, const char *id,
+		      const struct api_exec_req *req,
+		      const struct api_exec_cbs *cbs, void *ud,
+		      struct api_exec **out);
+void local_exec_write(struct api_backend *be, struct api_exec *x,
+		      const void *buf, size_t len, api_done_fn cb, void *ud);
+void local_exec_close_stdin(struct api_backend *be, struct api_exec *x);
+void local_exec_resume(struct api_backend *be, struct api_exec *x);
+int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
+void local_exec_free(struct api_backend *be, struct api_exec *x);
+
+#endif
