@@ -140,6 +140,9 @@ struct fs_sb {
 	unsigned busy;		 /* (L) verbs in flight */
 	struct fs_pollers *status_pollers; /* (L) poll() on status */
 	struct fs_jobs *jobs;	 /* proc.c; created lazily, own lock */
+	unsigned long seq;	 /* (L) a status list started before poll
+				    sequence `seq` must not change state or
+				    existence (it raced a create or verb) */
 };
 
 struct fs_opts {
@@ -162,6 +165,11 @@ struct fs {
 	pthread_t poll_thread;
 	pthread_cond_t poll_cond;
 	bool poll_now, stopping;
+	unsigned long poll_seq;	   /* (L) bumped when a list call starts */
+	struct fs_notify *notify;  /* (L) kernel invalidations queued for
+				      the poller thread (never sent from a
+				      request handler) */
+	struct fs_files *files;	   /* files.c: node table + listing cache */
 };
 
 /* fs.c: the dispatcher.  Returns the table handed to fuse_session_new. */
@@ -216,6 +224,36 @@ void fs_sb_set_err(struct fs *fs, struct fs_sb *sb, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Ask the poller for a refresh now (after a verb). */
 void fs_poll_kick(struct fs *fs);
+/* By slot and generation (FS_K_FILE nodes carry these), same errors. */
+struct fs_sb *fs_sb_get_slot(struct fs *fs, unsigned slot, unsigned gen,
+			     int *err);
+/* Insert (or update) the sandbox of a platform record, e.g. after a
+ * create; returns a reference or NULL (*err: -ENOSPC table full). */
+struct fs_sb *fs_sb_add(struct fs *fs, const struct api_sandbox *r,
+			int *err);
+/* Apply a fresh record (api_sb_get after a verb) to sb. */
+void fs_sb_update(struct fs *fs, struct fs_sb *sb,
+		  const struct api_sandbox *r);
+/* The sandbox was destroyed: drop it from the table, bump the slot's
+ * generation, free its jobs and files state.  Idempotent. */
+void fs_sb_gone(struct fs *fs, struct fs_sb *sb);
+/* Queue a kernel cache invalidation; the poller thread sends it. */
+void fs_notify_inval_entry(struct fs *fs, fuse_ino_t parent,
+			   const char *name);
+void fs_notify_inval_inode(struct fs *fs, fuse_ino_t ino);
+/* Attributes of any non-file node (kind table in fs.c). 0/-errno. */
+int fs_stat_node(struct fs *fs, fuse_ino_t ino, struct stat *st);
+/* A valid sandbox / job name: [A-Za-z0-9._-], not "." "..", < 64. */
+bool fs_name_valid(const char *name);
+
+/* ---- files (files.c) ---------------------------------------------------- */
+
+int fs_files_init(struct fs *fs);
+void fs_files_free(struct fs *fs);
+/* Reply to a lookup of NAME/fs: the sandbox's "/" as an FS_K_FILE node. */
+void fs_file_root_lookup(fuse_req_t req, struct fs_sb *sb);
+/* Drop cached listings of a sandbox (destroyed, or changed by a verb). */
+void fs_files_forget_sb(struct fs *fs, unsigned slot);
 
 /* ---- jobs hooks (proc.c) ------------------------------------------------ */
 
@@ -237,6 +275,49 @@ void fs_pollers_free(struct fs_pollers **set);
 
 /* Log to stderr / syslog when daemonized. */
 void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fs_log_syslog(bool on);
+/* Synthetic directory listing: names with attributes, replied in slices
+ * (offset = index + 1).  readdirplus entries of synthetic nodes carry no
+ * lookup reference (nodeid 0 in the entry: the kernel just lists them). */
+struct fs_dent {
+	char *name;
+	struct stat st;
+};
+struct fs_dir {
+	size_t n, cap;
+	struct fs_dent *e;
+};
+int fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st);
+void fs_dir_free(struct fs_dir *d);
+void fs_dir_reply(fuse_req_t req, const struct fs_dir *d, size_t size,
+		  off_t off, bool plus);
+
+/* ctl command parsing, after Plan 9's parsecmd/lookupcmd. */
+#define FS_CMD_MAXF 16
+struct fs_cmd {
+	int nf;
+	char *f[FS_CMD_MAXF]; /* f[0] is the verb */
+};
+struct fs_cmdtab {
+	int index;	 /* caller's code for the verb */
+	const char *verb;
+	int minargs;	 /* arguments after the verb */
+	int maxargs;
+};
+/* Split `line` in place at blanks.  0, or -EINVAL (too many fields). */
+int fs_cmd_parse(char *line, struct fs_cmd *c);
+/* The entry for c->f[0] with arity checked, or NULL with a sentence in
+ * msg ("unknown verb 'x'; verbs: a b c" / "'stop' takes 0-1 arguments"). */
+const struct fs_cmdtab *fs_cmd_lookup(const struct fs_cmd *c,
+				      const struct fs_cmdtab *tab, size_t n,
+				      char *msg, size_t msglen);
+
+/* The host view of a symlink in fs/: `linkpath` is the link's absolute
+ * path in the sandbox, `target` what it stores.  Absolute targets (and
+ * relative ones that climb above /) become relative paths that stay under
+ * the sandbox's fs/ root.  0, or -ENAMETOOLONG. */
+int fs_symlink_host(const char *linkpath, const char *target, char *out,
+		    size_t outlen);
 /* Reply to a read of a synthetic text file: the slice [off, off+size). */
 void fs_reply_text(fuse_req_t req, const char *text, size_t len, size_t size,
 		   off_t off);
