@@ -35,9 +35,12 @@ int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
  * pause freezes them too and destroy kills them). */
 int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len);
 
-/* exec.c: the exec slots of api_local_ops, and the stream thread. */
+/* exec.c: the exec slots of api_local_ops, and the stream thread.
+ * local_exec_init starts the thread (backend init); local_exec_fini stops
+ * it and kills what still runs (backend free).  (Was local_exec_free,
+ * which clashed with the exec_free slot below.) */
 int local_exec_init(struct local *l);
-void local_exec_free(struct local *l);
+void local_exec_fini(struct local *l);
 void local_exec_start(struct api_backend *be, const char *id,
 		      const struct api_exec_req *req,
 		      const struct api_exec_cbs *cbs, void *ud,
