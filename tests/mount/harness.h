@@ -19,7 +19,7 @@
  *	{
  *		cr_assert_eq(mnt_start(&m, NULL, NULL), 0, "mount failed");
  *	}
- *	static void teardown(void) { mnt_stop(&m); }
+ *	static void teardown(void) { mnt_teardown(&m); }
  *	TestSuite(walk, .init = setup, .fini = teardown, .timeout = 180);
  *
  *	Test(walk, hello)
@@ -66,7 +66,8 @@ struct mnt {
 int mnt_start(struct mnt *m, const char *source, const char *extra_opts);
 
 /* Unmount (fusermount3 -u, -uz if busy) and end the sbxfs process, then
- * mount again with the same source and options: sandboxes persist. */
+ * mount again with the same source and options: sandboxes persist.
+ * Returns 0, -errno, or sbxfs's nonzero exit status (then not mounted). */
 int mnt_remount(struct mnt *m);
 
 /* Unmount only, leaving sandboxes and the temp dir; returns sbxfs's exit
@@ -80,6 +81,12 @@ int mnt_umount(struct mnt *m);
  * exit status as mnt_umount (nonzero also when sanitizers reported at
  * exit), or -errno. */
 int mnt_stop(struct mnt *m);
+
+/* mnt_stop for a criterion .fini: when sbxfs did not end cleanly (crash,
+ * sanitizer report, no exit after unmount) the worker exits 1, which
+ * criterion reports as "exited during its setup or teardown" and the
+ * runner's exit status turns into a failure. */
+void mnt_teardown(struct mnt *m);
 
 /* Result of one command line.  out/err are NUL-terminated (binary output
  * is cut at the first NUL only by string functions; out_len is exact). */
