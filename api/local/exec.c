@@ -1,1 +1,1441 @@
-/* placeholder: being written */
+/* exec.c - commands in a local sandbox: setns + fork, one epoll thread. */
+
+/*
+ * Spawning.  exec_start runs on the caller's thread: it forks a helper A
+ * that joins the sandbox's namespaces through a pidfd of the sandbox init
+ * (setns(pidfd, flags): one atomic call, no reused-PID race), chroots into
+ * /proc/PID/root (opened before the fork, on the host's /proc), and clones
+ * the command B with CLONE_PARENT, so that B is inside the sandbox's PID
+ * namespace (setns on a PID namespace only affects children) yet is our
+ * own child: we hold a pidfd on it and reap it with waitid(P_PIDFD).  A
+ * writes B's host PID into a status pipe and exits; exec_start waits for A
+ * only (bounded: A never joins the freezer cgroup, so a paused sandbox
+ * cannot stop it).  B joins the sandbox's freezer cgroup (pause freezes
+ * it, destroy kills it), calls setsid (so signals reach everything it
+ * starts through its process group), gets a clean environment (never
+ * ours: credentials live there), closes every other descriptor and execs.
+ * An exec failure (command not found, cwd missing...) is written by B into
+ * the close-on-exec status pipe and reported as started(-errno, sentence);
+ * started(0) means execve succeeded.  A command that is not found is thus
+ * -ENOENT from started(), not an exit code 127 (a shell, `sh -c`, still
+ * answers 127 itself).
+ *
+ * Streaming.  One thread per backend owns every descriptor of every exec
+ * in one epoll set; other threads hand it commands through a mutex-
+ * protected queue and an eventfd (the woken side drains the whole queue).
+ * Output is read into one 64 KiB buffer and given to cbs->output; when it
+ * returns 1 the exec's output descriptors leave the epoll set until
+ * exec_resume, so the pipe fills and the command blocks: memory stays
+ * constant whatever the command writes.  stdin writes are copied, queued
+ * and written non-blocking as the pipe takes them.
+ *
+ * Exit.  The pidfd of B fires at exit; we read the status with WNOWAIT and
+ * keep the zombie until exec_free, so its PID (and process group) cannot
+ * be reused while exec_signal may still use it.  exited() comes after both
+ * output pipes reached EOF; background processes that keep them open get
+ * EXIT_EOF_GRACE_MS after the exit, then the pipes are closed.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <termios.h>
+
+#include "api/local/local_int.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+#define EXEC_BUF (64 * 1024)
+#define EXIT_EOF_GRACE_MS 2000
+#define EXEC_NAME_MAX 128
+#define EXEC_MAXEV 64
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:" \
+		     "/sbin:/bin"
+#define DEFAULT_HOME "/root"
+
+/* Descriptors of one exec, each a slot in the epoll set. */
+enum { W_STATUS, W_OUT, W_ERR, W_IN, W_PID, W__N };
+
+/* Stages a spawn can fail at, as written into the status pipe. */
+enum {
+	ST_PID = 1, /* not a failure: A reports B's PID */
+	ST_SETNS,
+	ST_ROOT,
+	ST_CLONE,
+	ST_FDS,
+	ST_CGROUP,
+	ST_TTY,
+	ST_CWD,
+	ST_EXEC,
+};
+
+struct st_rec {
+	int32_t stage;
+	int32_t val; /* errno, or B's PID for ST_PID */
+};
+
+enum { C_START, C_WRITE, C_CLOSE, C_RESUME, C_FREE };
+
+struct excmd {
+	struct excmd *next;
+	int op;
+	struct api_exec *x;
+};
+
+/* One queued stdin write; the data is ours (copied). */
+struct wbuf {
+	struct excmd cmd; /* first: the queue entry that carries it */
+	struct wbuf *next;
+	size_t len, off;
+	api_done_fn cb;
+	void *ud;
+	unsigned char data[];
+};
+
+struct exwatch {
+	struct api_exec *x;
+	int kind;
+};
+
+struct exloop;
+
+struct api_exec {
+	struct exloop *lp;
+	struct api_exec *prev, *next; /* lp->live, loop thread only */
+	struct api_exec *grave;	      /* freed at the end of an iteration */
+	struct api_exec_cbs cbs;
+	void *ud;
+	pid_t pid; /* B, host PID namespace */
+	int fd[W__N];
+	bool watched[W__N];
+	struct exwatch w[W__N];
+	bool tty, want_stdin;
+
+	/* loop thread only */
+	bool started, failed, exit_seen, exited_sent, paused, closing_in;
+	bool freed, reaped, in_grave;
+	int code;
+	int64_t deadline_ms; /* 0: none */
+	struct wbuf *wq, *wq_tail;
+	unsigned char st_buf[sizeof(struct st_rec)];
+	size_t st_got;
+
+	/* under lp->mu */
+	bool resume_queued, close_queued, zombie_gone;
+	bool *free_done;
+
+	struct excmd c_start, c_close, c_resume, c_free;
+	char name[EXEC_NAME_MAX]; /* argv[0], for messages */
+	char cwd[EXEC_NAME_MAX];
+};
+
+struct exloop {
+	struct exloop *next; /* registry */
+	struct local *l;
+	int epfd, evfd;
+	pthread_t thr;
+	bool running;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct excmd *qhead, *qtail;
+	bool stop;
+	struct api_exec *live;
+	struct api_exec *grave;
+	unsigned char *buf;
+	int ndeadline;
+};
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct exloop *registry;
+
+static struct exloop *loop_of(struct local *l)
+{
+	struct exloop *lp;
+
+	pthread_mutex_lock(&reg_mu);
+	for (lp = registry; lp && lp->l != l; lp = lp->next)
+		;
+	pthread_mutex_unlock(&reg_mu);
+	return lp;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void closefd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* ---- spawning (runs partly in forked children: async-signal-safe) ----- */
+
+struct spawn {
+	int pidfd;	/* sandbox init */
+	int nsflags;
+	int rootfd;	/* /proc/PID/root of the init */
+	int cgfd;	/* cgroup.procs of the sandbox, or -1 */
+	int stdio[3];	/* child ends */
+	int stw;	/* status pipe, write end */
+	bool tty;
+	const char *cwd;
+	const char *const *argv;
+	char *const *envp;
+	const char **shargv; /* "sh", path, argv[1..], NULL: ENOEXEC */
+	const char *path;    /* PATH from envp */
+};
+
+static void st_write(int fd, int stage, int val)
+{
+	struct st_rec r = { stage, val };
+	ssize_t n;
+
+	do
+		n = write(fd, &r, sizeof(r));
+	while (n < 0 && errno == EINTR);
+}
+
+static __attribute__((noreturn)) void child_fail(int fd, int stage,
+						  int err)
+{
+	st_write(fd, stage, err);
+	_exit(127);
+}
+
+/* Move fd to a number >= 100 so that placing 0..4 cannot clobber it. */
+static int fd_high(int fd)
+{
+	if (fd < 0)
+		return -1;
+	return fcntl(fd, F_DUPFD, 100);
+}
+
+static void child_exec(const struct spawn *sp)
+{
+	const char *file = sp->argv[0];
+	const char *p, *q;
+	char buf[PATH_MAX];
+	bool eacces = false;
+	size_t flen = strlen(file), dlen;
+
+	if (strchr(file, '/')) {
+		execve(file, (char *const *)sp->argv, sp->envp);
+		if (errno == ENOEXEC) {
+			sp->shargv[1] = file;
+			execve("/bin/sh", (char *const *)sp->shargv, sp->envp);
+		}
+		return;
+	}
+	for (p = sp->path;; p = q + 1) {
+		q = strchr(p, ':');
+		if (!q)
+			q = p + strlen(p);
+		dlen = (size_t)(q - p);
+		if (dlen == 0) {
+			buf[0] = '.';
+			dlen = 1;
+		} else if (dlen < sizeof(buf)) {
+			memcpy(buf, p, dlen);
+		}
+		if (dlen + 1 + flen < sizeof(buf)) {
+			buf[dlen] = '/';
+			memcpy(buf + dlen + 1, file, flen + 1);
+			execve(buf, (char *const *)sp->argv, sp->envp);
+			switch (errno) {
+			case EACCES:
+				eacces = true;
+				/* fall through */
+			case ENOENT:
+			case ENOTDIR:
+			case ESTALE:
+			case ENODEV:
+			case ETIMEDOUT:
+				break;
+			case ENOEXEC:
+				sp->shargv[1] = buf;
+				execve("/bin/sh", (char *const *)sp->shargv,
+				       sp->envp);
+				return;
+			default:
+				return;
+			}
+		}
+		if (!*q)
+			break;
+	}
+	errno = eacces ? EACCES : ENOENT;
+}
+
+/* B: the command, inside the sandbox's namespaces and root. */
+static __attribute__((noreturn)) void child_b(const struct spawn *sp)
+{
+	struct sigaction sa;
+	sigset_t all;
+	int i, hi[5], st = sp->stw;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (i = 1; i < NSIG; i++)
+		sigaction(i, &sa, NULL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+
+	if (setsid() < 0)
+		child_fail(st, ST_FDS, errno);
+	hi[0] = fd_high(sp->stdio[0]);
+	hi[1] = fd_high(sp->stdio[1]);
+	hi[2] = fd_high(sp->stdio[2]);
+	hi[3] = fd_high(st);
+	hi[4] = fd_high(sp->cgfd);
+	if (hi[0] < 0 || hi[1] < 0 || hi[2] < 0 || hi[3] < 0 ||
+	    (sp->cgfd >= 0 && hi[4] < 0))
+		child_fail(st, ST_FDS, errno);
+	st = hi[3];
+	for (i = 0; i < 5; i++) {
+		if (hi[i] >= 0 && dup2(hi[i], i) < 0)
+			child_fail(st, ST_FDS, errno);
+	}
+	st = 3;
+	if (fcntl(st, F_SETFD, FD_CLOEXEC) < 0)
+		child_fail(st, ST_FDS, errno);
+	syscall(SYS_close_range, sp->cgfd >= 0 ? 5 : 4, ~0U, 0);
+	if (sp->cgfd >= 0) {
+		if (write(4, "0", 1) != 1)
+			child_fail(st, ST_CGROUP, errno);
+		close(4);
+	}
+	if (sp->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+		child_fail(st, ST_TTY, errno);
+	if (sp->cwd) {
+		if (chdir(sp->cwd) < 0)
+			child_fail(st, ST_CWD, errno);
+	} else if (chdir(DEFAULT_HOME) < 0 && chdir("/") < 0) {
+		child_fail(st, ST_CWD, errno);
+	}
+	child_exec(sp);
+	child_fail(st, ST_EXEC, errno);
+}
+
+/* A: joins the namespaces, clones B as our sibling (CLONE_PARENT). */
+static __attribute__((noreturn)) void child_a(const struct spawn *sp)
+{
+	long b;
+
+	if (syscall(SYS_setns, sp->pidfd, sp->nsflags) < 0)
+		child_fail(sp->stw, ST_SETNS, errno);
+	if (fchdir(sp->rootfd) < 0 || chroot(".") < 0)
+		child_fail(sp->stw, ST_ROOT, errno);
+	b = syscall(SYS_clone, CLONE_PARENT, NULL, NULL, NULL, 0);
+	if (b < 0)
+		child_fail(sp->stw, ST_CLONE, errno);
+	if (b == 0)
+		child_b(sp);
+	st_write(sp->stw, ST_PID, (int32_t)b);
+	_exit(0);
+}
+
+static const char *stage_what(int stage)
+{
+	switch (stage) {
+	case ST_SETNS:
+		return "cannot join the sandbox's namespaces";
+	case ST_ROOT:
+		return "cannot enter the sandbox's root";
+	case ST_CLONE:
+		return "cannot start a process in the sandbox";
+	case ST_FDS:
+		return "cannot set up the command's descriptors";
+	case ST_CGROUP:
+		return "cannot join the sandbox's cgroup";
+	case ST_TTY:
+		return "cannot set up the terminal";
+	default:
+		return "cannot start the command";
+	}
+}
+
+/* Sentence for a failed stage; buf is returned. */
+static const char *stage_msg(const struct api_exec *x, int stage, int err,
+			     char *buf, size_t len)
+{
+	if (stage == ST_EXEC && err == ENOENT)
+		snprintf(buf, len, "%s: command not found", x->name);
+	else if (stage == ST_EXEC)
+		snprintf(buf, len, "%s: %s", x->name, strerror(err));
+	else if (stage == ST_CWD)
+		snprintf(buf, len, "cannot change directory to %s: %s",
+			 x->cwd[0] ? x->cwd : DEFAULT_HOME, strerror(err));
+	else
+		snprintf(buf, len, "%s: %s", stage_what(stage),
+			 strerror(err));
+	return buf;
+}
+
+static bool env_has(const char *const *env, const char *name, size_t nlen)
+{
+	for (; env && *env; env++) {
+		if (!strncmp(*env, name, nlen) && (*env)[nlen] == '=')
+			return true;
+	}
+	return false;
+}
+
+/* envp = req->env (valid NAME=VALUE entries) + defaults not overridden.
+ * Only pointers are allocated: the strings live until exec_start returns,
+ * and the children use them before that. */
+static char **build_env(const struct api_exec_req *req, const char **path)
+{
+	static const char *const defs[] = {
+		"PATH=" DEFAULT_PATH, "HOME=" DEFAULT_HOME, "USER=root",
+		"LOGNAME=root", "LANG=C.UTF-8", "TERM=xterm",
+	};
+	size_t n = 0, i, k = 0, ndef = sizeof(defs) / sizeof(defs[0]);
+	const char *const *e;
+	char **env;
+
+	for (e = req->env; e && *e; e++)
+		n++;
+	env = calloc(n + ndef + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	for (e = req->env; e && *e; e++) {
+		if (strchr(*e, '=') && **e != '=')
+			env[k++] = (char *)*e;
+	}
+	for (i = 0; i < ndef; i++) {
+		size_t nl = (size_t)(strchr(defs[i], '=') - defs[i]);
+
+		if (!req->tty && !strncmp(defs[i], "TERM=", 5))
+			continue;
+		if (!env_has(req->env, defs[i], nl))
+			env[k++] = (char *)defs[i];
+	}
+	*path = DEFAULT_PATH;
+	for (i = 0; i < k; i++) {
+		if (!strncmp(env[i], "PATH=", 5)) {
+			*path = env[i] + 5;
+			break;
+		}
+	}
+	return env;
+}
+
+static bool same_ns(pid_t pid, const char *ns)
+{
+	char p[64];
+	struct stat a, b;
+
+	snprintf(p, sizeof(p), "/proc/%d/ns/%s", (int)pid, ns);
+	if (stat(p, &a) < 0)
+		return true;
+	snprintf(p, sizeof(p), "/proc/self/ns/%s", ns);
+	if (stat(p, &b) < 0)
+		return true;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Parent ends go to x->fd[], child ends to sp->stdio[]; 0/-errno. */
+static int make_stdio(struct api_exec *x, const struct api_exec_req *req,
+		      struct spawn *sp)
+{
+	int p[2], i;
+
+	if (req->tty) {
+		int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		int s;
+		struct winsize ws = { .ws_row = 24, .ws_col = 80 };
+
+		if (m < 0)
+			return -errno;
+		if (unlockpt(m) < 0 ||
+		    (s = ioctl(m, TIOCGPTPEER,
+			       O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+			int e = -errno;
+
+			close(m);
+			return e;
+		}
+		ioctl(m, TIOCSWINSZ, &ws);
+		x->fd[W_OUT] = m;
+		sp->stdio[0] = s;
+		sp->stdio[1] = s;
+		sp->stdio[2] = s;
+		if (req->want_stdin) {
+			x->fd[W_IN] = fcntl(m, F_DUPFD_CLOEXEC, 3);
+			if (x->fd[W_IN] < 0)
+				return -errno;
+		}
+	} else {
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -errno;
+		x->fd[W_OUT] = p[0];
+		sp->stdio[1] = p[1];
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -errno;
+		x->fd[W_ERR] = p[0];
+		sp->stdio[2] = p[1];
+		if (req->want_stdin) {
+			if (pipe2(p, O_CLOEXEC) < 0)
+				return -errno;
+			x->fd[W_IN] = p[1];
+			sp->stdio[0] = p[0];
+		} else {
+			sp->stdio[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (sp->stdio[0] < 0)
+				return -errno;
+		}
+	}
+	for (i = W_OUT; i <= W_IN; i++) {
+		if (x->fd[i] >= 0 &&
+		    fcntl(x->fd[i], F_SETFL, O_NONBLOCK) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static void stdio_close(struct spawn *sp)
+{
+	int i, j;
+
+	for (i = 0; i < 3; i++) {
+		for (j = 0; j < i && sp->stdio[j] != sp->stdio[i]; j++)
+			;
+		if (sp->stdio[i] >= 0 && j == i)
+			close(sp->stdio[i]); /* a pty slave appears 3 times */
+	}
+	for (i = 0; i < 3; i++)
+		sp->stdio[i] = -1;
+}
+
+/* Runs A and collects B's PID.  0/-errno with a sentence in msg. */
+static int spawn(struct api_exec *x, struct local *l, const char *id,
+		 pid_t ipid, const struct api_exec_req *req, char *msg,
+		 size_t mlen)
+{
+	struct spawn sp = { .pidfd = -1, .rootfd = -1, .cgfd = -1,
+			    .stdio = { -1, -1, -1 }, .stw = -1 };
+	char path[PATH_MAX], cg[PATH_MAX];
+	char **env = NULL;
+	const char **shargv = NULL;
+	struct st_rec rec;
+	int r, st[2] = { -1, -1 }, wst;
+	size_t argc = 0, i;
+	pid_t a;
+	ssize_t n;
+
+	while (req->argv[argc])
+		argc++;
+	env = build_env(req, &sp.path);
+	shargv = calloc(argc + 2, sizeof(*shargv));
+	if (!env || !shargv) {
+		r = -ENOMEM;
+		snprintf(msg, mlen, "out of memory");
+		goto out;
+	}
+	shargv[0] = "sh";
+	for (i = 1; i < argc; i++)
+		shargv[i + 1] = req->argv[i];
+	sp.envp = env;
+	sp.shargv = shargv;
+	sp.argv = req->argv;
+	sp.cwd = req->cwd;
+	sp.tty = req->tty;
+
+	sp.pidfd = (int)syscall(SYS_pidfd_open, ipid, 0);
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)ipid);
+	sp.rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sp.pidfd < 0 || sp.rootfd < 0) {
+		r = errno == ESRCH ? -EBUSY : -errno;
+		snprintf(msg, mlen, "the sandbox's init process is gone: %s",
+			 strerror(errno));
+		goto out;
+	}
+	sp.nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
+		     CLONE_NEWUTS | CLONE_NEWNET;
+	if (!same_ns(ipid, "user"))
+		sp.nsflags |= CLONE_NEWUSER;
+	if (!same_ns(ipid, "cgroup"))
+		sp.nsflags |= CLONE_NEWCGROUP;
+
+	r = local_sb_cgroup(l, id, cg, sizeof(cg));
+	if (r == 0) {
+		if (snprintf(path, sizeof(path), "%s/cgroup.procs", cg) >=
+		    (int)sizeof(path)) {
+			r = -ENAMETOOLONG;
+		} else {
+			sp.cgfd = open(path, O_WRONLY | O_CLOEXEC);
+			if (sp.cgfd < 0)
+				r = -errno;
+		}
+	}
+	if (r) {
+		snprintf(msg, mlen, "cannot open the sandbox's cgroup: %s",
+			 strerror(-r));
+		goto out;
+	}
+
+	r = make_stdio(x, req, &sp);
+	if (r == 0 && pipe2(st, O_CLOEXEC) < 0)
+		r = -errno;
+	if (r) {
+		snprintf(msg, mlen, "cannot create pipes: %s", strerror(-r));
+		goto out;
+	}
+	sp.stw = st[1];
+
+	a = fork();
+	if (a == 0)
+		child_a(&sp);
+	if (a < 0) {
+		r = -errno;
+		snprintf(msg, mlen, "fork: %s", strerror(errno));
+		goto out;
+	}
+	closefd(&st[1]);
+	stdio_close(&sp);
+	while (waitpid(a, &wst, 0) < 0 && errno == EINTR)
+		;
+	n = read(st[0], &rec, sizeof(rec));
+	if (n != (ssize_t)sizeof(rec)) {
+		r = -EIO;
+		snprintf(msg, mlen, "the exec helper died");
+		goto out;
+	}
+	if (rec.stage != ST_PID) {
+		r = rec.val > 0 ? -rec.val : -EIO;
+		if (rec.stage == ST_CLONE && rec.val == ENOMEM) {
+			/* a PID namespace whose init died refuses forks */
+			r = -EBUSY;
+		}
+		stage_msg(x, rec.stage, rec.val, msg, mlen);
+		goto out;
+	}
+	x->pid = rec.val;
+	x->fd[W_PID] = (int)syscall(SYS_pidfd_open, x->pid, 0);
+	if (x->fd[W_PID] < 0) {
+		r = -errno;
+		snprintf(msg, mlen, "pidfd_open: %s", strerror(errno));
+		kill(x->pid, SIGKILL);
+		waitpid(x->pid, &wst, 0);
+		x->pid = 0;
+		goto out;
+	}
+	x->fd[W_STATUS] = st[0];
+	st[0] = -1;
+	fcntl(x->fd[W_STATUS], F_SETFL, O_NONBLOCK);
+	r = 0;
+out:
+	closefd(&st[0]);
+	closefd(&st[1]);
+	stdio_close(&sp);
+	closefd(&sp.pidfd);
+	closefd(&sp.rootfd);
+	closefd(&sp.cgfd);
+	free(env);
+	free(shargv);
+	return r;
+}
+
+/* ---- the loop thread ---------------------------------------------------- */
+
+static void enqueue(struct exloop *lp, struct excmd *c)
+{
+	bool wake;
+	uint64_t one = 1;
+
+	c->next = NULL;
+	pthread_mutex_lock(&lp->mu);
+	wake = !lp->qhead;
+	if (lp->qtail)
+		lp->qtail->next = c;
+	else
+		lp->qhead = c;
+	lp->qtail = c;
+	pthread_mutex_unlock(&lp->mu);
+	if (wake && write(lp->evfd, &one, sizeof(one)) < 0) {
+		/* counter full cannot happen with one writer per wake */
+	}
+}
+
+static void watch(struct api_exec *x, int k, uint32_t ev)
+{
+	struct epoll_event e = { .events = ev, .data.ptr = &x->w[k] };
+
+	if (x->fd[k] < 0 || x->watched[k])
+		return;
+	if (epoll_ctl(x->lp->epfd, EPOLL_CTL_ADD, x->fd[k], &e) == 0)
+		x->watched[k] = true;
+}
+
+static void unwatch(struct api_exec *x, int k)
+{
+	if (!x->watched[k])
+		return;
+	epoll_ctl(x->lp->epfd, EPOLL_CTL_DEL, x->fd[k], NULL);
+	x->watched[k] = false;
+}
+
+static void drop(struct api_exec *x, int k)
+{
+	unwatch(x, k);
+	closefd(&x->fd[k]);
+}
+
+static void set_deadline(struct api_exec *x, int64_t when)
+{
+	if (!x->deadline_ms && when)
+		x->lp->ndeadline++;
+	else if (x->deadline_ms && !when)
+		x->lp->ndeadline--;
+	x->deadline_ms = when;
+}
+
+/* EOF on stdin: close the pipe; on a terminal, type the EOF character. */
+static void close_in(struct api_exec *x)
+{
+	if (x->tty && x->fd[W_IN] >= 0 && write(x->fd[W_IN], "\x04", 1) < 0) {
+		/* nothing reads the terminal any more */
+	}
+	unwatch(x, W_IN);
+	closefd(&x->fd[W_IN]);
+}
+
+/* Fail every queued stdin write (the command will not read them). */
+static void fail_writes(struct api_exec *x, int err, const char *msg)
+{
+	struct wbuf *w;
+
+	while ((w = x->wq)) {
+		x->wq = w->next;
+		if (!x->wq)
+			x->wq_tail = NULL;
+		if (w->cb)
+			w->cb(w->ud, err, msg);
+		free(w);
+	}
+}
+
+static void to_grave(struct api_exec *x)
+{
+	struct exloop *lp = x->lp;
+
+	if (x->in_grave)
+		return;
+	x->in_grave = true;
+	if (x->prev)
+		x->prev->next = x->next;
+	else if (lp->live == x)
+		lp->live = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->prev = x->next = NULL;
+	set_deadline(x, 0);
+	x->grave = lp->grave;
+	lp->grave = x;
+}
+
+/* Reap the zombie (if it exited) and release x once the caller freed it. */
+static void try_release(struct api_exec *x)
+{
+	siginfo_t si;
+
+	if (!x->freed)
+		return;
+	if (!x->reaped && x->fd[W_PID] >= 0) {
+		memset(&si, 0, sizeof(si));
+		if (waitid((idtype_t)P_PIDFD, (id_t)x->fd[W_PID], &si,
+			   WEXITED | WNOHANG) == 0 && si.si_pid == 0)
+			return; /* still running: its pidfd will fire */
+		pthread_mutex_lock(&x->lp->mu);
+		x->reaped = true;
+		pthread_mutex_unlock(&x->lp->mu);
+	}
+	drop(x, W_PID);
+	to_grave(x);
+}
+
+static void maybe_exited(struct api_exec *x)
+{
+	bool eof = x->fd[W_OUT] < 0 && x->fd[W_ERR] < 0;
+
+	if (x->freed || !x->started || x->failed || x->exited_sent ||
+	    !x->exit_seen)
+		return;
+	if (!eof) {
+		if (!x->deadline_ms && !x->paused)
+			set_deadline(x, now_ms() + EXIT_EOF_GRACE_MS);
+		return;
+	}
+	set_deadline(x, 0);
+	fail_writes(x, -EPIPE, "the command has exited");
+	if (x->freed)
+		return;
+	drop(x, W_IN);
+	x->exited_sent = true;
+	x->cbs.exited(x->ud, x->code, 0, NULL);
+}
+
+static void pause_out(struct api_exec *x)
+{
+	x->paused = true;
+	unwatch(x, W_OUT);
+	unwatch(x, W_ERR);
+	set_deadline(x, 0);
+}
+
+/* Read from an output descriptor (once, or up to `reads` times when
+ * draining); deliver or mark EOF. */
+static void on_output(struct api_exec *x, int k, int reads)
+{
+	struct exloop *lp = x->lp;
+	ssize_t n;
+
+	while (x->fd[k] >= 0 && !x->paused && !x->freed && reads-- > 0) {
+		n = read(x->fd[k], lp->buf, EXEC_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) { /* EOF, or EIO from a pty master */
+			drop(x, k);
+			maybe_exited(x);
+			return;
+		}
+		if (x->cbs.output(x->ud, k == W_OUT ? 1 : 2, lp->buf,
+				  (size_t)n) == 1 &&
+		    !x->freed)
+			pause_out(x);
+	}
+}
+
+static void flush_stdin(struct api_exec *x)
+{
+	struct wbuf *w;
+	ssize_t n;
+
+	while ((w = x->wq)) {
+		n = write(x->fd[W_IN], w->data + w->off, w->len - w->off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			watch(x, W_IN, EPOLLOUT);
+			return;
+		}
+		if (n < 0) {
+			int e = errno;
+
+			drop(x, W_IN);
+			fail_writes(x, -e, e == EPIPE ?
+				    "the command closed its stdin" :
+				    "write to the command's stdin failed");
+			return;
+		}
+		w->off += (size_t)n;
+		if (w->off < w->len)
+			continue;
+		x->wq = w->next;
+		if (!x->wq)
+			x->wq_tail = NULL;
+		if (w->cb)
+			w->cb(w->ud, 0, NULL);
+		free(w);
+		if (x->freed)
+			return;
+	}
+	unwatch(x, W_IN);
+	if (x->closing_in)
+		close_in(x);
+}
+
+static void on_status(struct api_exec *x)
+{
+	struct st_rec rec;
+	char msg[256];
+	ssize_t n;
+
+	n = read(x->fd[W_STATUS], x->st_buf + x->st_got,
+		 sizeof(x->st_buf) - x->st_got);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0) {
+		x->st_got += (size_t)n;
+		if (x->st_got < sizeof(x->st_buf))
+			return;
+	}
+	drop(x, W_STATUS);
+	if (x->st_got == sizeof(x->st_buf)) {
+		memcpy(&rec, x->st_buf, sizeof(rec));
+		x->failed = true;
+		drop(x, W_OUT);
+		drop(x, W_ERR);
+		drop(x, W_IN);
+		x->started = true;
+		x->cbs.started(x->ud, rec.val > 0 ? -rec.val : -EIO,
+			       stage_msg(x, rec.stage, rec.val, msg,
+					 sizeof(msg)));
+		if (!x->freed)
+			fail_writes(x, -EPIPE, "the command never started");
+		return;
+	}
+	x->started = true;
+	x->cbs.started(x->ud, 0, NULL);
+	if (x->freed)
+		return;
+	watch(x, W_OUT, EPOLLIN);
+	watch(x, W_ERR, EPOLLIN);
+	if (x->wq)
+		flush_stdin(x);
+	maybe_exited(x);
+}
+
+static void on_pid(struct api_exec *x)
+{
+	siginfo_t si;
+
+	unwatch(x, W_PID);
+	if (x->freed) {
+		try_release(x);
+		return;
+	}
+	memset(&si, 0, sizeof(si));
+	if (waitid((idtype_t)P_PIDFD, (id_t)x->fd[W_PID], &si,
+		   WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0) {
+		/* someone else reaped it: we lost track */
+		x->code = -1;
+	} else if (si.si_code == CLD_EXITED) {
+		x->code = si.si_status & 0xff;
+	} else {
+		x->code = 128 + si.si_status;
+	}
+	x->exit_seen = true;
+	if (x->code == -1 && x->started && !x->failed && !x->exited_sent) {
+		x->exited_sent = true;
+		drop(x, W_OUT);
+		drop(x, W_ERR);
+		fail_writes(x, -EPIPE, "the command has exited");
+		if (!x->freed)
+			x->cbs.exited(x->ud, -1, -ECHILD,
+				      "lost track of the command");
+		return;
+	}
+	maybe_exited(x);
+}
+
+/* exec_free's work, on the loop thread. */
+static void do_free(struct api_exec *x)
+{
+	struct exloop *lp = x->lp;
+	bool *done;
+	int k;
+
+	if (!x->exited_sent && x->pid > 0) {
+		pthread_mutex_lock(&lp->mu);
+		if (!x->reaped) {
+			kill(-x->pid, SIGKILL);
+			kill(x->pid, SIGKILL);
+		}
+		pthread_mutex_unlock(&lp->mu);
+	}
+	x->freed = true;
+	fail_writes(x, -EPIPE, "the command was killed");
+	for (k = 0; k < W__N; k++) {
+		if (k != W_PID)
+			drop(x, k);
+	}
+	set_deadline(x, 0);
+	if (x->fd[W_PID] >= 0)
+		watch(x, W_PID, EPOLLIN);
+	try_release(x);
+	pthread_mutex_lock(&lp->mu);
+	done = x->free_done;
+	x->free_done = NULL;
+	if (done)
+		*done = true;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->mu);
+}
+
+static void run_cmd(struct excmd *c)
+{
+	struct api_exec *x = c->x;
+	struct wbuf *w;
+
+	switch (c->op) {
+	case C_START:
+		x->prev = NULL;
+		x->next = x->lp->live;
+		if (x->next)
+			x->next->prev = x;
+		x->lp->live = x;
+		watch(x, W_STATUS, EPOLLIN);
+		watch(x, W_PID, EPOLLIN);
+		break;
+	case C_WRITE:
+		w = (struct wbuf *)c;
+		if (x->freed || x->fd[W_IN] < 0 || x->closing_in ||
+		    x->failed || x->exited_sent) {
+			if (w->cb)
+				w->cb(w->ud, -EPIPE, "stdin is closed");
+			free(w);
+			break;
+		}
+		w->next = NULL;
+		if (x->wq_tail)
+			x->wq_tail->next = w;
+		else
+			x->wq = w;
+		x->wq_tail = w;
+		if (x->started)
+			flush_stdin(x);
+		break;
+	case C_CLOSE:
+		x->closing_in = true;
+		if (!x->wq)
+			close_in(x);
+		break;
+	case C_RESUME:
+		pthread_mutex_lock(&x->lp->mu);
+		x->resume_queued = false;
+		pthread_mutex_unlock(&x->lp->mu);
+		if (!x->paused || x->freed)
+			break;
+		x->paused = false;
+		if (x->started && !x->failed) {
+			watch(x, W_OUT, EPOLLIN);
+			watch(x, W_ERR, EPOLLIN);
+		}
+		maybe_exited(x);
+		break;
+	case C_FREE:
+		do_free(x);
+		break;
+	}
+}
+
+static void run_queue(struct exloop *lp)
+{
+	struct excmd *c, *next;
+	uint64_t v;
+
+	if (read(lp->evfd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing new */
+	}
+	pthread_mutex_lock(&lp->mu);
+	c = lp->qhead;
+	lp->qhead = lp->qtail = NULL;
+	pthread_mutex_unlock(&lp->mu);
+	for (; c; c = next) {
+		next = c->next;
+		run_cmd(c);
+	}
+}
+
+/* The 2 s bound after exit: take what is readable now, then close. */
+static void on_deadline(struct api_exec *x)
+{
+	set_deadline(x, 0);
+	if (x->freed || x->paused)
+		return;
+	on_output(x, W_OUT, 16);
+	if (x->freed || x->paused)
+		return;
+	on_output(x, W_ERR, 16);
+	if (x->freed || x->paused)
+		return;
+	drop(x, W_OUT);
+	drop(x, W_ERR);
+	maybe_exited(x);
+}
+
+static int next_timeout(struct exloop *lp)
+{
+	struct api_exec *x;
+	int64_t first = 0, t;
+
+	if (!lp->ndeadline)
+		return -1;
+	for (x = lp->live; x; x = x->next) {
+		if (x->deadline_ms && (!first || x->deadline_ms < first))
+			first = x->deadline_ms;
+	}
+	if (!first)
+		return -1;
+	t = first - now_ms();
+	if (t < 0)
+		return 0;
+	return t > INT_MAX ? INT_MAX : (int)t;
+}
+
+static void run_deadlines(struct exloop *lp)
+{
+	struct api_exec *x, *next;
+	int64_t now;
+
+	if (!lp->ndeadline)
+		return;
+	now = now_ms();
+	for (x = lp->live; x; x = next) {
+		next = x->next;
+		if (x->deadline_ms && x->deadline_ms <= now)
+			on_deadline(x);
+	}
+}
+
+static void bury(struct exloop *lp)
+{
+	struct api_exec *x;
+
+	while ((x = lp->grave)) {
+		lp->grave = x->grave;
+		free(x);
+	}
+}
+
+static void on_event(struct exwatch *w, uint32_t ev)
+{
+	struct api_exec *x = w->x;
+
+	(void)ev;
+	if (x->fd[w->kind] < 0 || !x->watched[w->kind])
+		return; /* dropped earlier in this batch */
+	switch (w->kind) {
+	case W_STATUS:
+		on_status(x);
+		break;
+	case W_OUT:
+	case W_ERR:
+		on_output(x, w->kind, 1);
+		break;
+	case W_IN:
+		flush_stdin(x);
+		break;
+	case W_PID:
+		on_pid(x);
+		break;
+	}
+}
+
+static void *loop_main(void *arg)
+{
+	struct exloop *lp = arg;
+	struct epoll_event evs[EXEC_MAXEV];
+	sigset_t all;
+	int n, i;
+
+	/* SIGPIPE from a stdin write must become EPIPE, not kill us. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	while (!lp->stop) {
+		n = epoll_wait(lp->epfd, evs, EXEC_MAXEV, next_timeout(lp));
+		for (i = 0; i < n; i++) {
+			if (!evs[i].data.ptr)
+				run_queue(lp);
+			else
+				on_event(evs[i].data.ptr, evs[i].events);
+		}
+		run_deadlines(lp);
+		bury(lp);
+		if (n < 0 && errno != EINTR)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+int local_exec_init(struct local *l)
+{
+	struct exloop *lp = calloc(1, sizeof(*lp));
+	struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
+	int r;
+
+	if (!lp)
+		return -ENOMEM;
+	lp->l = l;
+	lp->epfd = epoll_create1(EPOLL_CLOEXEC);
+	lp->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	lp->buf = malloc(EXEC_BUF);
+	pthread_mutex_init(&lp->mu, NULL);
+	pthread_cond_init(&lp->cond, NULL);
+	if (lp->epfd < 0 || lp->evfd < 0 || !lp->buf ||
+	    epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->evfd, &e) < 0) {
+		r = lp->buf ? -errno : -ENOMEM;
+		goto fail;
+	}
+	r = -pthread_create(&lp->thr, NULL, loop_main, lp);
+	if (r)
+		goto fail;
+	lp->running = true;
+	pthread_mutex_lock(&reg_mu);
+	lp->next = registry;
+	registry = lp;
+	pthread_mutex_unlock(&reg_mu);
+	return 0;
+fail:
+	if (lp->epfd >= 0)
+		close(lp->epfd);
+	if (lp->evfd >= 0)
+		close(lp->evfd);
+	free(lp->buf);
+	free(lp);
+	return r ? r : -EIO;
+}
+
+/* Callers freed their execs before (backend free): whatever is left is
+ * killed and freed here. */
+void local_exec_fini(struct local *l)
+{
+	struct exloop *lp, **pp;
+	struct api_exec *x;
+	struct excmd *c, *next;
+	uint64_t one = 1;
+	int k;
+
+	pthread_mutex_lock(&reg_mu);
+	for (pp = &registry; *pp && (*pp)->l != l; pp = &(*pp)->next)
+		;
+	lp = *pp;
+	if (lp)
+		*pp = lp->next;
+	pthread_mutex_unlock(&reg_mu);
+	if (!lp)
+		return;
+	pthread_mutex_lock(&lp->mu);
+	lp->stop = true;
+	pthread_mutex_unlock(&lp->mu);
+	if (write(lp->evfd, &one, sizeof(one)) < 0) {
+		/* the loop also checks stop after any event */
+	}
+	pthread_join(lp->thr, NULL);
+
+	/* Commands nobody will run: free the exec ones, answer writes. */
+	pthread_mutex_lock(&lp->mu);
+	c = lp->qhead;
+	lp->qhead = lp->qtail = NULL;
+	pthread_mutex_unlock(&lp->mu);
+	for (; c; c = next) {
+		next = c->next;
+		if (c->op == C_WRITE) {
+			struct wbuf *w = (struct wbuf *)c;
+
+			if (w->cb)
+				w->cb(w->ud, -EPIPE, "backend shut down");
+			free(w);
+		} else if (c->op == C_START) {
+			run_cmd(c); /* into the live list, freed below */
+		}
+	}
+	while ((x = lp->live)) {
+		lp->live = x->next;
+		if (x->pid > 0 && !x->reaped) {
+			kill(-x->pid, SIGKILL);
+			kill(x->pid, SIGKILL);
+		}
+		fail_writes(x, -EPIPE, "backend shut down");
+		for (k = 0; k < W__N; k++)
+			closefd(&x->fd[k]);
+		if (x->pid > 0 && !x->reaped)
+			waitpid(x->pid, NULL, WNOHANG);
+		free(x);
+	}
+	bury(lp);
+	close(lp->epfd);
+	close(lp->evfd);
+	free(lp->buf);
+	pthread_mutex_destroy(&lp->mu);
+	pthread_cond_destroy(&lp->cond);
+	free(lp);
+}
+
+void local_exec_start(struct api_backend *be, const char *id,
+		      const struct api_exec_req *req,
+		      const struct api_exec_cbs *cbs, void *ud,
+		      struct api_exec **out)
+{
+	struct local *l = local_of(be);
+	struct exloop *lp = loop_of(l);
+	struct api_exec *x;
+	char msg[256] = "";
+	pid_t ipid = 0;
+	int r, k;
+
+	*out = NULL;
+	if (!lp || lp->stop) {
+		cbs->started(ud, -EIO, "the exec thread is not running");
+		return;
+	}
+	if (!req || !req->argv || !req->argv[0] || !req->argv[0][0]) {
+		cbs->started(ud, -EINVAL, "empty command");
+		return;
+	}
+	r = local_sb_init_pid(l, id, &ipid, msg, sizeof(msg));
+	if (r) {
+		cbs->started(ud, r, msg[0] ? msg : api_strerror(r));
+		return;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		cbs->started(ud, -ENOMEM, "out of memory");
+		return;
+	}
+	x->lp = lp;
+	x->cbs = *cbs;
+	x->ud = ud;
+	x->tty = req->tty;
+	x->want_stdin = req->want_stdin;
+	snprintf(x->name, sizeof(x->name), "%s", req->argv[0]);
+	snprintf(x->cwd, sizeof(x->cwd), "%s", req->cwd ? req->cwd : "");
+	for (k = 0; k < W__N; k++) {
+		x->fd[k] = -1;
+		x->w[k].x = x;
+		x->w[k].kind = k;
+	}
+	r = spawn(x, l, id, ipid, req, msg, sizeof(msg));
+	if (r) {
+		for (k = 0; k < W__N; k++)
+			closefd(&x->fd[k]);
+		free(x);
+		cbs->started(ud, r, msg[0] ? msg : api_strerror(r));
+		return;
+	}
+	x->c_start.op = C_START;
+	x->c_start.x = x;
+	*out = x;
+	enqueue(lp, &x->c_start);
+}
+
+void local_exec_write(struct api_backend *be, struct api_exec *x,
+		      const void *buf, size_t len, api_done_fn cb, void *ud)
+{
+	struct wbuf *w;
+
+	(void)be;
+	if (!x->want_stdin) {
+		cb(ud, -EBADF, "the command was started without stdin");
+		return;
+	}
+	w = malloc(sizeof(*w) + len);
+	if (!w) {
+		cb(ud, -ENOMEM, "out of memory");
+		return;
+	}
+	memcpy(w->data, buf, len);
+	w->len = len;
+	w->off = 0;
+	w->cb = cb;
+	w->ud = ud;
+	w->next = NULL;
+	w->cmd.op = C_WRITE;
+	w->cmd.x = x;
+	enqueue(x->lp, &w->cmd);
+}
+
+void local_exec_close_stdin(struct api_backend *be, struct api_exec *x)
+{
+	bool q;
+
+	(void)be;
+	pthread_mutex_lock(&x->lp->mu);
+	q = !x->close_queued;
+	x->close_queued = true;
+	pthread_mutex_unlock(&x->lp->mu);
+	if (!q)
+		return;
+	x->c_close.op = C_CLOSE;
+	x->c_close.x = x;
+	enqueue(x->lp, &x->c_close);
+}
+
+void local_exec_resume(struct api_backend *be, struct api_exec *x)
+{
+	bool q;
+
+	(void)be;
+	pthread_mutex_lock(&x->lp->mu);
+	q = !x->resume_queued;
+	x->resume_queued = true;
+	pthread_mutex_unlock(&x->lp->mu);
+	if (!q)
+		return;
+	x->c_resume.op = C_RESUME;
+	x->c_resume.x = x;
+	enqueue(x->lp, &x->c_resume);
+}
+
+int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig)
+{
+	int r = 0;
+
+	(void)be;
+	if (sig < 0 || sig >= NSIG)
+		return -EINVAL;
+	pthread_mutex_lock(&x->lp->mu);
+	/* The zombie is kept until exec_free, so x->pid cannot name
+	 * another process while we hold the lock. */
+	if (x->pid <= 0 || x->reaped) {
+		r = -ESRCH;
+	} else if (kill(-x->pid, sig) < 0) {
+		/* before setsid there is no group yet */
+		if (errno != ESRCH || kill(x->pid, sig) < 0)
+			r = -errno;
+	}
+	pthread_mutex_unlock(&x->lp->mu);
+	return r;
+}
+
+void local_exec_free(struct api_backend *be, struct api_exec *x)
+{
+	struct exloop *lp;
+	bool done = false;
+
+	(void)be;
+	if (!x)
+		return;
+	lp = x->lp;
+	if (lp->running && pthread_equal(pthread_self(), lp->thr)) {
+		/* from one of our callbacks: x is released after it returns
+		 * (the grave), so the dispatching code may still look. */
+		do_free(x);
+		return;
+	}
+	pthread_mutex_lock(&lp->mu);
+	x->free_done = &done;
+	x->c_free.op = C_FREE;
+	x->c_free.x = x;
+	pthread_mutex_unlock(&lp->mu);
+	enqueue(lp, &x->c_free);
+	pthread_mutex_lock(&lp->mu);
+	while (!done)
+		pthread_cond_wait(&lp->cond, &lp->mu);
+	pthread_mutex_unlock(&lp->mu);
+}
