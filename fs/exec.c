@@ -1,1 +1,164 @@
-/* placeholder: being written */
+/* exec.c - NAME/exec, the one-shot pipe: every open is a private session,
+ * the first write is a command line run by /bin/sh -c, reads return stdout
+ * and stderr as they arrive and EOF at exit, close kills.
+ *
+ * A session is an anonymous job (job.c) with one merged output stream and
+ * exactly one reader, so its spool drops bytes as soon as they are read.
+ * Decisions where DESIGN.md is silent:
+ *  - a read before any command line was written fails with EINVAL (nothing
+ *    would ever arrive); after a failed start it fails with the start's
+ *    errno (the write reported it already; EOF would hide it);
+ *  - a second write fails with EBUSY: stdin is empty (/dev/null) and a
+ *    session runs one command;
+ *  - the exit code is not part of the stream; use proc/JOB/wait for it. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fs/job_int.h"
+
+static void ex_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct stat st;
+
+	(void)fi;
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fs_sb_put(fs, sb);
+	err = fs_stat_node(fs, ino, &st);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+static void ex_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	/* `echo cmd > exec` truncates first: accept it. */
+	if (((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != 0) ||
+	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		       FUSE_SET_ATTR_GID))) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	ex_getattr(req, ino, fi);
+}
+
+static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_job *j;
+	struct fs_jh *h;
+	uint64_t dropped;
+
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if (!api_has(fs->be, API_CAP_EXEC)) {
+		fs_sb_set_err(fs, sb, "exec: this platform cannot run commands");
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	j = fs_job_new(fs, sb, "exec", 0, 0);
+	fs_sb_put(fs, sb);
+	if (!j) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	j->exec_session = true;
+	h = fs_jh_open(j, FS_K_SB_EXEC, O_RDONLY, &dropped);
+	if (!h) {
+		fs_job_put(j);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* The session's one reference belongs to the handle. */
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void ex_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+	struct fs_job *j = fs_jh_job(h);
+
+	(void)off;
+	pthread_mutex_lock(&j->lock);
+	int err = j->state != FS_JOB_CREATED ? 0 :
+		  j->start_err		     ? j->start_err :
+						       EINVAL;
+
+	pthread_mutex_unlock(&j->lock);
+	if (err) {
+		if (err == EINVAL) {
+			struct fs *fs = fs_of(req);
+			struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+			if (sb) {
+				fs_sb_set_err(fs, sb,
+					      "exec: write a command line "
+					      "before reading");
+				fs_sb_put(fs, sb);
+			}
+			err = EINVAL;
+		}
+		fuse_reply_err(req, err);
+		return;
+	}
+	fs_jh_read_stream(req, h, size);
+}
+
+static void ex_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	(void)off;
+	fs_job_start(req, fs_jh_job(h), buf, size);
+}
+
+static void ex_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+	struct fs_job *j = fs_jh_job(h);
+
+	(void)ino;
+	fs_jh_close(h);
+	/* Closing before exit kills the command and all it started. */
+	fs_job_remove(j);
+	fs_job_put(j);
+	fuse_reply_err(req, 0);
+}
+
+static void ex_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		    struct fuse_pollhandle *ph)
+{
+	(void)ino;
+	fs_jh_poll(req, (struct fs_jh *)(uintptr_t)fi->fh, ph);
+}
+
+const struct fuse_lowlevel_ops fs_exec_ops = {
+	.getattr = ex_getattr,
+	.setattr = ex_setattr,
+	.open = ex_open,
+	.read = ex_read,
+	.write = ex_write,
+	.release = ex_release,
+	.poll = ex_poll,
+};
