@@ -1,1 +1,629 @@
-/* placeholder: being written */
+/* files.c - local file operations, resolved inside the sandbox root only.
+ *
+ * Every path is looked up with openat2(RESOLVE_IN_ROOT) from a descriptor
+ * of the sandbox's merged overlay root: "..", absolute symlinks and
+ * symlinks full of ".." all stay inside, the way they do for processes
+ * in the sandbox.  Operations on a final component that must not follow
+ * it (unlink, rmdir, mkdir, rename, symlink) resolve the parent that way
+ * and use the *at call on the last name only; operations on an object
+ * (stat, readlink, chmod, chown, utimens, truncate) hold an O_PATH
+ * descriptor of it and act through that, so nothing is resolved twice.
+ * All of it is local disk work: callbacks run inline.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "api/local/local_core.h"
+
+#define F_OVERLAY_MAGIC 0x794c7630
+#define F_READ_MAX (16u << 20)	  /* one read call */
+#define F_DIR_MAX (1u << 20)	  /* entries in one listing */
+
+struct api_file {
+	int fd;
+};
+
+struct fop {
+	int rootfd;
+	char msg[512];
+};
+
+/* Root descriptor of sandbox `id`; mounts the overlay if it is missing
+ * (after a reboot) so a write never lands in the bare mount point. */
+static int f_root(struct api_backend *be, const char *id, struct fop *op)
+{
+	struct local *l = local_of(be);
+	char path[PATH_MAX];
+	struct statfs sf;
+	int err;
+
+	op->rootfd = -1;
+	if (local_sb_root(l, id, path, sizeof(path))) {
+		snprintf(op->msg, sizeof(op->msg), "no sandbox named '%.63s'",
+			 id);
+		return -ENOENT;
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			err = -errno;
+			snprintf(op->msg, sizeof(op->msg), "sandbox '%.63s' "
+				 "root: %s", id, strerror(errno));
+			return err;
+		}
+		if (fstatfs(fd, &sf) == 0 && sf.f_type == F_OVERLAY_MAGIC) {
+			op->rootfd = fd;
+			return 0;
+		}
+		close(fd);
+		if (attempt)
+			break;
+		err = local_sb_mount(l, id, op->msg, sizeof(op->msg));
+		if (err)
+			return err;
+	}
+	snprintf(op->msg, sizeof(op->msg), "root of sandbox '%.63s' is not "
+		 "mounted", id);
+	return -EIO;
+}
+
+static void f_done(struct fop *op)
+{
+	if (op->rootfd >= 0)
+		close(op->rootfd);
+	op->rootfd = -1;
+}
+
+static int f_resolve(int rootfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (unsigned long long)(flags | O_CLOEXEC),
+		.mode = (flags & O_CREAT) ? mode : 0,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
+			   RESOLVE_NO_XDEV,
+	};
+	int fd;
+
+	if (!path || !*path)
+		path = "/";
+	/* EAGAIN: a concurrent rename raced a ".." walk; just retry */
+	for (int i = 0; i < 16; i++) {
+		fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+		if (fd >= 0)
+			return fd;
+		if (errno != EAGAIN)
+			break;
+	}
+	return -errno;
+}
+
+/* Split "/a/b/c/" into parent "/a/b" and name "c". */
+static int f_split(const char *path, char *parent, size_t plen, char *name,
+		   size_t nlen)
+{
+	size_t n = path ? strlen(path) : 0;
+	const char *slash;
+
+	while (n > 0 && path[n - 1] == '/')
+		n--;
+	if (n == 0)
+		return -EBUSY; /* the root itself */
+	if (n >= plen)
+		return -ENAMETOOLONG;
+	memcpy(parent, path, n);
+	parent[n] = '\0';
+	slash = strrchr(parent, '/');
+	const char *base = slash ? slash + 1 : parent;
+	if (strlen(base) >= nlen || strlen(base) > NAME_MAX)
+		return -ENAMETOOLONG;
+	memmove(name, base, strlen(base) + 1);
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	if (!slash)
+		snprintf(parent, plen, "/");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*(char *)slash = '\0';
+	return 0;
+}
+
+/* Parent directory descriptor plus final name. */
+static int f_parent(struct fop *op, const char *path, char *name,
+		    size_t nlen)
+{
+	char parent[PATH_MAX];
+	int err = f_split(path, parent, sizeof(parent), name, nlen);
+
+	if (err)
+		return err;
+	return f_resolve(op->rootfd, parent, O_PATH | O_DIRECTORY, 0);
+}
+
+static const char *f_msg(struct fop *op, const char *what, const char *path,
+			 int err)
+{
+	if (!op->msg[0])
+		snprintf(op->msg, sizeof(op->msg), "%s %.300s: %s", what,
+			 path ? path : "", strerror(-err));
+	return op->msg;
+}
+
+/* ---- stat / readdir ----------------------------------------------------- */
+
+void local_file_stat(struct api_backend *be, const char *id,
+		     const char *path, api_stat_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	struct stat st;
+	int fd, err = f_root(be, id, &op);
+
+	if (!err) {
+		fd = f_resolve(op.rootfd, path, O_PATH | O_NOFOLLOW, 0);
+		if (fd < 0) {
+			err = fd;
+		} else {
+			if (fstat(fd, &st))
+				err = -errno;
+			close(fd);
+		}
+	}
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "stat", path, err), NULL);
+	else
+		cb(ud, 0, NULL, &st);
+}
+
+void local_file_readdir(struct api_backend *be, const char *id,
+			const char *path, api_readdir_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	struct api_dirent *ents = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d = NULL;
+	int fd, err = f_root(be, id, &op);
+
+	if (err)
+		goto out;
+	fd = f_resolve(op.rootfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
+		       0);
+	if (fd < 0) {
+		err = fd;
+		goto out;
+	}
+	d = fdopendir(fd);
+	if (!d) {
+		err = -errno;
+		close(fd);
+		goto out;
+	}
+	errno = 0;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct api_dirent *ne;
+			if (nc > F_DIR_MAX) {
+				err = -EFBIG;
+				snprintf(op.msg, sizeof(op.msg), "directory "
+					 "%.300s has more than %u entries",
+					 path, F_DIR_MAX);
+				goto out;
+			}
+			ne = realloc(ents, nc * sizeof(*ne));
+			if (!ne) {
+				err = -ENOMEM;
+				goto out;
+			}
+			ents = ne;
+			cap = nc;
+		}
+		struct api_dirent *e = &ents[n];
+		/* a single name, not followed: cannot leave the root */
+		if (fstatat(dirfd(d), de->d_name, &e->st,
+			    AT_SYMLINK_NOFOLLOW))
+			continue; /* vanished meanwhile */
+		e->name = strdup(de->d_name);
+		if (!e->name) {
+			err = -ENOMEM;
+			goto out;
+		}
+		n++;
+	}
+out:
+	if (d)
+		closedir(d);
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "list", path, err), NULL, 0);
+	else
+		cb(ud, 0, NULL, ents, n);
+	for (size_t i = 0; i < n; i++)
+		free((char *)ents[i].name);
+	free(ents);
+}
+
+/* ---- open files --------------------------------------------------------- */
+
+void local_file_open(struct api_backend *be, const char *id,
+		     const char *path, int flags, mode_t mode,
+		     api_open_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	struct api_file *f = NULL;
+	struct stat st;
+	int fd = -1, err = f_root(be, id, &op);
+	int allowed = O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND;
+
+	if (err)
+		goto out;
+	/* O_NONBLOCK: a FIFO must not hang the caller; cleared below */
+	fd = f_resolve(op.rootfd, path,
+		       (flags & allowed) | O_NOCTTY | O_NONBLOCK, mode & 07777);
+	if (fd < 0) {
+		err = fd;
+		fd = -1;
+		goto out;
+	}
+	if (fstat(fd, &st)) {
+		err = -errno;
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		err = -EISDIR;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err = -EOPNOTSUPP;
+		snprintf(op.msg, sizeof(op.msg), "open %.300s: only regular "
+			 "files can be opened from outside the sandbox", path);
+		goto out;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	f = malloc(sizeof(*f));
+	if (!f) {
+		err = -ENOMEM;
+		goto out;
+	}
+	f->fd = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "open", path, err), NULL);
+	else
+		cb(ud, 0, NULL, f);
+}
+
+void local_file_read(struct api_backend *be, struct api_file *f, off_t off,
+		     size_t size, api_data_fn cb, void *ud)
+{
+	char *buf;
+	size_t got = 0;
+	char msg[128];
+
+	(void)be;
+	if (size > F_READ_MAX)
+		size = F_READ_MAX;
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		cb(ud, -ENOMEM, api_strerror(ENOMEM), NULL, 0);
+		return;
+	}
+	while (got < size) {
+		ssize_t r = pread(f->fd, buf + got, size - got,
+				  off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			snprintf(msg, sizeof(msg), "read: %s", strerror(e));
+			free(buf);
+			cb(ud, -e, msg, NULL, 0);
+			return;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	cb(ud, 0, NULL, buf, got);
+	free(buf);
+}
+
+void local_file_write(struct api_backend *be, struct api_file *f, off_t off,
+		      const void *buf, size_t len, api_size_fn cb, void *ud)
+{
+	size_t done = 0;
+	char msg[128];
+
+	(void)be;
+	while (done < len) {
+		/* with O_APPEND the kernel appends whatever the offset */
+		ssize_t r = pwrite(f->fd, (const char *)buf + done, len - done,
+				   off + (off_t)done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			if (done)
+				break; /* report the short write */
+			snprintf(msg, sizeof(msg), "write: %s", strerror(e));
+			cb(ud, -e, msg, 0);
+			return;
+		}
+		done += (size_t)r;
+	}
+	cb(ud, 0, NULL, done);
+}
+
+/* Writes went straight to the file: nothing is staged.  No fsync either:
+ * the sandbox's own files are not synced on every close, so neither are
+ * ours (cp -r of a tree would crawl). */
+void local_file_flush(struct api_backend *be, struct api_file *f,
+		      api_done_fn cb, void *ud)
+{
+	(void)be;
+	(void)f;
+	cb(ud, 0, NULL);
+}
+
+void local_file_close(struct api_backend *be, struct api_file *f,
+		      api_done_fn cb, void *ud)
+{
+	int err = 0;
+	char msg[128];
+
+	(void)be;
+	if (close(f->fd))
+		err = -errno;
+	free(f);
+	if (err) {
+		snprintf(msg, sizeof(msg), "close: %s", strerror(-err));
+		cb(ud, err, msg);
+	} else {
+		cb(ud, 0, NULL);
+	}
+}
+
+/* ---- namespace changes -------------------------------------------------- */
+
+enum f_nsop { F_MKDIR, F_UNLINK, F_RMDIR, F_SYMLINK };
+
+static void f_nsop(struct api_backend *be, const char *id, const char *path,
+		   enum f_nsop kind, mode_t mode, const char *target,
+		   api_done_fn cb, void *ud)
+{
+	static const char *const what[] = {"mkdir", "unlink", "rmdir",
+					   "symlink"};
+	struct fop op = {.msg = ""};
+	char name[NAME_MAX + 1];
+	int pfd, r = 0, err = f_root(be, id, &op);
+
+	if (err)
+		goto out;
+	pfd = f_parent(&op, path, name, sizeof(name));
+	if (pfd < 0) {
+		err = pfd;
+		goto out;
+	}
+	switch (kind) {
+	case F_MKDIR:
+		r = mkdirat(pfd, name, mode & 07777);
+		break;
+	case F_UNLINK:
+		r = unlinkat(pfd, name, 0);
+		break;
+	case F_RMDIR:
+		r = unlinkat(pfd, name, AT_REMOVEDIR);
+		break;
+	case F_SYMLINK:
+		r = symlinkat(target, pfd, name);
+		break;
+	}
+	if (r)
+		err = -errno;
+	close(pfd);
+out:
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, what[kind], path, err));
+	else
+		cb(ud, 0, NULL);
+}
+
+void local_file_mkdir(struct api_backend *be, const char *id,
+		      const char *path, mode_t mode, api_done_fn cb,
+		      void *ud)
+{
+	f_nsop(be, id, path, F_MKDIR, mode, NULL, cb, ud);
+}
+
+void local_file_unlink(struct api_backend *be, const char *id,
+		       const char *path, api_done_fn cb, void *ud)
+{
+	f_nsop(be, id, path, F_UNLINK, 0, NULL, cb, ud);
+}
+
+void local_file_rmdir(struct api_backend *be, const char *id,
+		      const char *path, api_done_fn cb, void *ud)
+{
+	f_nsop(be, id, path, F_RMDIR, 0, NULL, cb, ud);
+}
+
+void local_file_symlink(struct api_backend *be, const char *id,
+			const char *target, const char *path,
+			api_done_fn cb, void *ud)
+{
+	if (!target || !*target || strlen(target) >= PATH_MAX) {
+		cb(ud, -EINVAL, "symlink: bad target");
+		return;
+	}
+	/* stored verbatim: the target is only ever resolved inside */
+	f_nsop(be, id, path, F_SYMLINK, 0, target, cb, ud);
+}
+
+void local_file_rename(struct api_backend *be, const char *id,
+		       const char *from, const char *to, unsigned flags,
+		       api_done_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	char n1[NAME_MAX + 1], n2[NAME_MAX + 1];
+	int p1 = -1, p2 = -1, err = f_root(be, id, &op);
+
+	if (err)
+		goto out;
+	p1 = f_parent(&op, from, n1, sizeof(n1));
+	if (p1 < 0) {
+		err = p1;
+		goto out;
+	}
+	p2 = f_parent(&op, to, n2, sizeof(n2));
+	if (p2 < 0) {
+		err = p2;
+		goto out;
+	}
+	if (renameat2(p1, n1, p2, n2, flags))
+		err = -errno;
+out:
+	if (p1 >= 0)
+		close(p1);
+	if (p2 >= 0)
+		close(p2);
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "rename", from, err));
+	else
+		cb(ud, 0, NULL);
+}
+
+void local_file_readlink(struct api_backend *be, const char *id,
+			 const char *path, api_str_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	char buf[PATH_MAX + 1];
+	ssize_t n = -1;
+	int fd, err = f_root(be, id, &op);
+
+	if (!err) {
+		fd = f_resolve(op.rootfd, path, O_PATH | O_NOFOLLOW, 0);
+		if (fd < 0) {
+			err = fd;
+		} else {
+			n = readlinkat(fd, "", buf, sizeof(buf) - 1);
+			if (n < 0)
+				err = errno == ENOENT ? -EINVAL : -errno;
+			else if ((size_t)n >= sizeof(buf) - 1)
+				err = -ENAMETOOLONG;
+			close(fd);
+		}
+	}
+	f_done(&op);
+	if (err) {
+		cb(ud, err, f_msg(&op, "readlink", path, err), NULL);
+		return;
+	}
+	buf[n] = '\0';
+	cb(ud, 0, NULL, buf);
+}
+
+/* ---- attributes --------------------------------------------------------- */
+
+/* "/proc/self/fd/N" names exactly the object behind fd: the kernel jumps
+ * to it without resolving any path inside the sandbox again. */
+static void f_fdpath(int fd, char *buf, size_t len)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+void local_file_setattr(struct api_backend *be, const char *id,
+			const char *path, const struct api_setattr *sa,
+			api_done_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+	char fp[64];
+	struct stat st;
+	int fd = -1, err = f_root(be, id, &op);
+
+	if (err)
+		goto out;
+	fd = f_resolve(op.rootfd, path, O_PATH | O_NOFOLLOW, 0);
+	if (fd < 0) {
+		err = fd;
+		fd = -1;
+		goto out;
+	}
+	if (fstat(fd, &st)) {
+		err = -errno;
+		goto out;
+	}
+	f_fdpath(fd, fp, sizeof(fp));
+	if (sa->mask & API_SET_SIZE) {
+		if (S_ISDIR(st.st_mode)) {
+			err = -EISDIR;
+			goto out;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			err = -EINVAL;
+			goto out;
+		}
+		int wfd = open(fp, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+		if (wfd < 0) {
+			err = -errno;
+			goto out;
+		}
+		if (ftruncate(wfd, sa->size))
+			err = -errno;
+		close(wfd);
+		if (err)
+			goto out;
+	}
+	if (sa->mask & (API_SET_UID | API_SET_GID)) {
+		uid_t u = (sa->mask & API_SET_UID) ? sa->uid : (uid_t)-1;
+		gid_t g = (sa->mask & API_SET_GID) ? sa->gid : (gid_t)-1;
+		if (fchownat(fd, "", u, g, AT_EMPTY_PATH)) {
+			err = -errno;
+			goto out;
+		}
+	}
+	if (sa->mask & API_SET_MODE) {
+		if (S_ISLNK(st.st_mode)) {
+			err = -EOPNOTSUPP; /* Linux links have no mode */
+			goto out;
+		}
+		if (chmod(fp, sa->mode & 07777)) {
+			err = -errno;
+			goto out;
+		}
+	}
+	if (sa->mask & (API_SET_ATIME | API_SET_MTIME)) {
+		struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+		if (sa->mask & API_SET_ATIME)
+			ts[0] = sa->atime;
+		if (sa->mask & API_SET_MTIME)
+			ts[1] = sa->mtime;
+		if (utimensat(fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+			err = -errno;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "setattr", path, err));
+	else
+		cb(ud, 0, NULL);
+}

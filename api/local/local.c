@@ -1,1 +1,335 @@
-/* placeholder: being written */
+/* local.c - the local runtime backend: ops table, init/free, worker pool. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_opt.h>
+
+#include "api/local/local_core.h"
+
+#define LOCAL_DEFAULT_DATADIR "/var/lib/sbxfs"
+#define LOCAL_FREEZER "/sys/fs/cgroup/freezer"
+
+struct local_work {
+	struct local_work *next;
+	local_work_fn fn;
+	void *arg;
+};
+
+struct local *local_of(struct api_backend *be)
+{
+	return be->priv;
+}
+
+const char *local_datadir(struct local *l)
+{
+	return l->datadir;
+}
+
+/* ---- worker pool -------------------------------------------------------- */
+
+/* Lifecycle work (mounts, forks, freezing, copying) takes milliseconds to
+ * seconds; a few workers keep callers from ever waiting on it while
+ * bounding how much runs at once on a small machine. */
+static void *local_worker(void *arg)
+{
+	struct local *l = arg;
+
+	pthread_mutex_lock(&l->lock);
+	for (;;) {
+		while (!l->head && !l->stopping)
+			pthread_cond_wait(&l->cond, &l->lock);
+		if (!l->head && l->stopping)
+			break;
+		struct local_work *w = l->head;
+		l->head = w->next;
+		if (!l->head)
+			l->tail = NULL;
+		pthread_mutex_unlock(&l->lock);
+		w->fn(l, w->arg);
+		free(w);
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+int local_submit(struct local *l, local_work_fn fn, void *arg)
+{
+	struct local_work *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->fn = fn;
+	w->arg = arg;
+	pthread_mutex_lock(&l->lock);
+	if (l->stopping) {
+		pthread_mutex_unlock(&l->lock);
+		free(w);
+		return -ESHUTDOWN;
+	}
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+static int local_busy_find(struct local *l, const char *name)
+{
+	for (int i = 0; i < LOCAL_MAX_BUSY; i++)
+		if (l->busy[i][0] && strcmp(l->busy[i], name) == 0)
+			return i;
+	return -1;
+}
+
+int local_busy_acquire(struct local *l, const char *name, bool creating)
+{
+	struct timespec dl;
+	int slot, err = 0;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += (time_t)l->be->timeout;
+	pthread_mutex_lock(&l->lock);
+	while (local_busy_find(l, name) >= 0) {
+		if (pthread_cond_timedwait(&l->cond, &l->lock, &dl) ==
+		    ETIMEDOUT) {
+			err = -ETIMEDOUT;
+			goto out;
+		}
+	}
+	for (slot = 0; slot < LOCAL_MAX_BUSY && l->busy[slot][0]; slot++)
+		;
+	if (slot == LOCAL_MAX_BUSY) {
+		err = -ENOSPC;
+		goto out;
+	}
+	snprintf(l->busy[slot], sizeof(l->busy[slot]), "%s", name);
+	l->busy_creating[slot] = creating;
+out:
+	pthread_mutex_unlock(&l->lock);
+	return err;
+}
+
+void local_busy_release(struct local *l, const char *name)
+{
+	pthread_mutex_lock(&l->lock);
+	int i = local_busy_find(l, name);
+	if (i >= 0) {
+		l->busy[i][0] = '\0';
+		l->busy_creating[i] = false;
+	}
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+}
+
+bool local_busy_creating(struct local *l, const char *name)
+{
+	pthread_mutex_lock(&l->lock);
+	int i = local_busy_find(l, name);
+	bool r = i >= 0 && l->busy_creating[i];
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+/* ---- init / free -------------------------------------------------------- */
+
+static int local_mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* FNV-1a: a short stable tag so two data dirs never share cgroups. */
+static uint64_t local_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static int local_init(struct api_backend *be, const char *arg,
+		      struct fuse_args *args)
+{
+	struct local *l;
+	char sub[PATH_MAX + 32];
+	const char *dir = arg ? arg : LOCAL_DEFAULT_DATADIR;
+	int err;
+
+	(void)args; /* the local runtime has no -o options of its own */
+	if (dir[0] != '/') {
+		fprintf(stderr, "sbxfs: local data dir '%s' must be an "
+			"absolute path\n", dir);
+		return -EINVAL;
+	}
+	if (strpbrk(dir, ",:\\\n")) {
+		/* overlayfs mount options cannot carry these */
+		fprintf(stderr, "sbxfs: local data dir '%s' may not contain "
+			"',', ':', '\\' or newlines\n", dir);
+		return -EINVAL;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->be = be;
+	err = local_mkdir_p(dir, 0700);
+	if (err) {
+		fprintf(stderr, "sbxfs: cannot create data dir %s: %s\n", dir,
+			strerror(-err));
+		free(l);
+		return err;
+	}
+	if (!realpath(dir, l->datadir)) {
+		err = -errno;
+		fprintf(stderr, "sbxfs: data dir %s: %s\n", dir,
+			strerror(errno));
+		free(l);
+		return err;
+	}
+	for (int i = 0; i < 2; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", l->datadir,
+			 i ? "templates" : "sandboxes");
+		if (mkdir(sub, 0700) && errno != EEXIST) {
+			err = -errno;
+			fprintf(stderr, "sbxfs: cannot create %s: %s\n", sub,
+				strerror(errno));
+			free(l);
+			return err;
+		}
+	}
+	snprintf(l->hash, sizeof(l->hash), "%016llx",
+		 (unsigned long long)local_hash(l->datadir));
+	snprintf(l->cgroup_base, sizeof(l->cgroup_base), "%s/sbxfs",
+		 LOCAL_FREEZER);
+	if (mkdir(l->cgroup_base, 0755) && errno != EEXIST) {
+		err = -errno;
+		fprintf(stderr, "sbxfs: the local runtime needs the cgroup v1 "
+			"freezer (%s): %s\n", l->cgroup_base,
+			strerror(errno));
+		free(l);
+		return err;
+	}
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->mount_lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	be->priv = l;
+	for (int i = 0; i < LOCAL_NWORKERS; i++) {
+		if (pthread_create(&l->workers[i], NULL, local_worker, l))
+			break;
+		l->nworkers++;
+	}
+	if (l->nworkers == 0) {
+		fprintf(stderr, "sbxfs: cannot start worker threads\n");
+		err = -EAGAIN;
+		goto fail;
+	}
+	err = local_exec_init(l);
+	if (err) {
+		fprintf(stderr, "sbxfs: cannot start the exec engine: %s\n",
+			strerror(-err));
+		goto fail;
+	}
+	return 0;
+fail:
+	pthread_mutex_lock(&l->lock);
+	l->stopping = true;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	for (int i = 0; i < l->nworkers; i++)
+		pthread_join(l->workers[i], NULL);
+	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->mount_lock);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+	be->priv = NULL;
+	return err;
+}
+
+/* Queued work still runs (its callbacks must be called exactly once);
+ * then the workers exit.  Sandboxes keep running. */
+static void local_free(struct api_backend *be)
+{
+	struct local *l = be->priv;
+
+	if (!l)
+		return;
+	local_exec_fini(l);
+	pthread_mutex_lock(&l->lock);
+	l->stopping = true;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	for (int i = 0; i < l->nworkers; i++)
+		pthread_join(l->workers[i], NULL);
+	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->mount_lock);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+	be->priv = NULL;
+}
+
+const struct api_ops api_local_ops = {
+	.name = "local",
+	.caps = API_CAP_VERB(API_VERB_START) | API_CAP_VERB(API_VERB_STOP) |
+		API_CAP_VERB(API_VERB_PAUSE) | API_CAP_VERB(API_VERB_RESUME) |
+		API_CAP_VERB(API_VERB_PING) | API_CAP_VERB(API_VERB_SNAPSHOT) |
+		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
+		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_RENAME |
+		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE,
+	.help = "    SOURCE local:DIR       data directory "
+		"(default " LOCAL_DEFAULT_DATADIR ")\n"
+		"    create settings        template=SNAP  network=host|none\n",
+	.init = local_init,
+	.free = local_free,
+	.sb_list = local_sb_list,
+	.sb_get = local_sb_get,
+	.sb_create = local_sb_create,
+	.sb_verb = local_sb_verb,
+	.file_stat = local_file_stat,
+	.file_readdir = local_file_readdir,
+	.file_open = local_file_open,
+	.file_read = local_file_read,
+	.file_write = local_file_write,
+	.file_flush = local_file_flush,
+	.file_close = local_file_close,
+	.file_mkdir = local_file_mkdir,
+	.file_unlink = local_file_unlink,
+	.file_rmdir = local_file_rmdir,
+	.file_rename = local_file_rename,
+	.file_setattr = local_file_setattr,
+	.file_symlink = local_file_symlink,
+	.file_readlink = local_file_readlink,
+	.exec_start = local_exec_start,
+	.exec_write = local_exec_write,
+	.exec_close_stdin = local_exec_close_stdin,
+	.exec_resume = local_exec_resume,
+	.exec_signal = local_exec_signal,
+	.exec_free = local_exec_free,
+};

@@ -1,1 +1,1662 @@
-/* placeholder: being written */
+/* sandbox.c - local sandbox lifecycle: overlay root, namespaces, freezer
+ * cgroup, snapshot, and the on-disk state that outlives sbxfs.
+ *
+ * Layout: DATADIR/sandboxes/NAME/{upper,work,root,meta.json},
+ * DATADIR/templates/SNAP/{root,meta.json}, DATADIR/tmp/ for work in
+ * progress.  The overlay (lowerdir = template layers, then the host's /)
+ * is mounted on `root` in the host mount namespace so files.c can reach it
+ * without entering the sandbox.  The sandbox's PID 1 is a tiny reaper in
+ * fresh mount/PID/IPC/UTS/net namespaces, pivoted into that root, detached
+ * from sbxfs (double fork, own session) and kept in a freezer cgroup with
+ * everything started in the sandbox.  meta.json records its host PID and
+ * start time; the true state is always recomputed from /proc and the
+ * freezer, never trusted from the file.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "api/local/local_core.h"
+
+#define SB_LAYERS_MAX 32
+#define SB_META_MAX 65536
+#define SB_OVERLAY_MAGIC 0x794c7630
+#define SB_DEFAULT_GRACE 5.0
+
+extern char **environ;
+
+struct sb_meta {
+	char name[64];
+	char template[64];
+	char layers[SB_LAYERS_MAX][64]; /* template chain, top first */
+	int nlayers;
+	time_t created;
+	pid_t pid;		      /* host PID of the sandbox init */
+	unsigned long long starttime; /* its /proc start time: PID reuse */
+	bool net_host;		      /* share the host's network */
+	char state[16];		      /* last requested: running/stopped/
+					 creating/failed */
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static double sb_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sb_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+int local_name_check(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 63 || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    !strcmp(name, "ctl"))
+		return -EINVAL;
+	for (const char *p = name; *p; p++) {
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-'))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static void sb_dir(struct local *l, const char *name, const char *sub,
+		   char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s%s%s", l->datadir, name,
+		 sub ? "/" : "", sub ? sub : "");
+}
+
+static void tpl_dir(struct local *l, const char *name, const char *sub,
+		    char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/templates/%s%s%s", l->datadir, name,
+		 sub ? "/" : "", sub ? sub : "");
+}
+
+static void cg_dir(struct local *l, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%.16s-%s", l->cgroup_base, l->hash, name);
+}
+
+static int read_small(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (n < cap - 1) {
+		ssize_t r = read(fd, buf + n, cap - 1 - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	return (int)n;
+}
+
+static int write_str(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, strlen(s)) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* ---- meta.json ---------------------------------------------------------- */
+
+static void json_str(const cJSON *o, const char *k, char *buf, size_t len)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	buf[0] = '\0';
+	if (cJSON_IsString(v) && v->valuestring)
+		snprintf(buf, len, "%s", v->valuestring);
+}
+
+static double json_num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static int json_layers(const cJSON *o, char layers[][64], int *n)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "layers");
+	const cJSON *it;
+
+	*n = 0;
+	cJSON_ArrayForEach(it, a)
+	{
+		if (!cJSON_IsString(it) || local_name_check(it->valuestring))
+			return -EINVAL;
+		if (*n >= SB_LAYERS_MAX)
+			return -E2BIG;
+		snprintf(layers[(*n)++], 64, "%s", it->valuestring);
+	}
+	return 0;
+}
+
+static int meta_read(struct local *l, const char *name, struct sb_meta *m)
+{
+	char path[PATH_MAX], *buf;
+	cJSON *o;
+	int err;
+
+	memset(m, 0, sizeof(*m));
+	if (local_name_check(name))
+		return -ENOENT;
+	sb_dir(l, name, "meta.json", path, sizeof(path));
+	buf = malloc(SB_META_MAX);
+	if (!buf)
+		return -ENOMEM;
+	err = read_small(path, buf, SB_META_MAX);
+	if (err < 0) {
+		free(buf);
+		return err;
+	}
+	o = cJSON_Parse(buf);
+	free(buf);
+	if (!o)
+		return -EIO;
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	json_str(o, "template", m->template, sizeof(m->template));
+	json_str(o, "state", m->state, sizeof(m->state));
+	m->created = (time_t)json_num(o, "created");
+	m->pid = (pid_t)json_num(o, "pid");
+	m->starttime = (unsigned long long)json_num(o, "starttime");
+	m->net_host = cJSON_IsTrue(cJSON_GetObjectItem(o, "net_host"));
+	err = json_layers(o, m->layers, &m->nlayers);
+	cJSON_Delete(o);
+	return err;
+}
+
+static cJSON *meta_json(struct local *l, const struct sb_meta *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *a = cJSON_AddArrayToObject(o, "layers");
+	char root[PATH_MAX];
+
+	cJSON_AddStringToObject(o, "name", m->name);
+	cJSON_AddStringToObject(o, "template", m->template);
+	for (int i = 0; i < m->nlayers; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(m->layers[i]));
+	cJSON_AddNumberToObject(o, "created", (double)m->created);
+	cJSON_AddNumberToObject(o, "pid", m->pid);
+	cJSON_AddNumberToObject(o, "starttime", (double)m->starttime);
+	cJSON_AddBoolToObject(o, "net_host", m->net_host);
+	cJSON_AddStringToObject(o, "state", m->state);
+	sb_dir(l, m->name, "root", root, sizeof(root));
+	cJSON_AddStringToObject(o, "root", root);
+	return o;
+}
+
+/* Atomic: write a temporary file, then rename over the old one. */
+static int write_json_file(const char *path, cJSON *o)
+{
+	char tmp[PATH_MAX + 16];
+	char *s = cJSON_Print(o);
+	int fd, err = 0;
+
+	if (!s)
+		return -ENOMEM;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	size_t len = strlen(s);
+	if (write(fd, s, len) != (ssize_t)len)
+		err = errno ? -errno : -EIO;
+	if (close(fd) && !err)
+		err = -errno;
+	if (!err && rename(tmp, path))
+		err = -errno;
+	if (err)
+		unlink(tmp);
+out:
+	free(s);
+	return err;
+}
+
+static int meta_write(struct local *l, const struct sb_meta *m)
+{
+	char path[PATH_MAX];
+	cJSON *o = meta_json(l, m);
+	int err;
+
+	if (!o)
+		return -ENOMEM;
+	sb_dir(l, m->name, "meta.json", path, sizeof(path));
+	err = write_json_file(path, o);
+	cJSON_Delete(o);
+	return err;
+}
+
+/* ---- process and cgroup state ------------------------------------------- */
+
+/* Start time (field 22 of /proc/PID/stat) of a live, non-zombie process;
+ * 0 when it is gone. */
+static unsigned long long proc_starttime(pid_t pid)
+{
+	char path[64], buf[1024];
+	char *p;
+	unsigned long long v = 0;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (read_small(path, buf, sizeof(buf)) <= 0)
+		return 0;
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return 0;
+	p += 2;
+	if (*p == 'Z' || *p == 'X')
+		return 0;
+	/* p is at field 3; skip to field 22 */
+	for (int f = 3; f < 22 && p; f++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p)
+		return 0;
+	v = strtoull(p, NULL, 10);
+	return v;
+}
+
+static bool init_alive(const struct sb_meta *m)
+{
+	unsigned long long st = proc_starttime(m->pid);
+
+	return st && st == m->starttime;
+}
+
+static int cg_file(struct local *l, const char *name, const char *file,
+		   char *buf, size_t len)
+{
+	char dir[512];
+
+	cg_dir(l, name, dir, sizeof(dir));
+	if ((size_t)snprintf(buf, len, "%s/%s", dir, file) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int cg_freezer_state(struct local *l, const char *name, char *st,
+			    size_t len)
+{
+	char path[PATH_MAX];
+	int n;
+
+	cg_file(l, name, "freezer.state", path, sizeof(path));
+	n = read_small(path, st, len);
+	if (n < 0)
+		return n;
+	st[strcspn(st, "\n")] = '\0';
+	return 0;
+}
+
+static int cg_set(struct local *l, const char *name, const char *state)
+{
+	char path[PATH_MAX];
+
+	cg_file(l, name, "freezer.state", path, sizeof(path));
+	return write_str(path, state);
+}
+
+/* Send sig to every process in the sandbox's cgroup; returns how many. */
+static int cg_kill(struct local *l, const char *name, int sig)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	int n = 0;
+	long pid;
+
+	cg_file(l, name, "cgroup.procs", path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fscanf(f, "%ld", &pid) == 1) {
+		if (pid > 1 && kill((pid_t)pid, sig) == 0)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static bool cg_empty(struct local *l, const char *name)
+{
+	char path[PATH_MAX], buf[64];
+
+	cg_file(l, name, "cgroup.procs", path, sizeof(path));
+	return read_small(path, buf, sizeof(buf)) <= 0;
+}
+
+static enum api_state sb_state(struct local *l, const struct sb_meta *m)
+{
+	char fs[32];
+
+	if (local_busy_creating(l, m->name))
+		return API_ST_CREATING;
+	if (init_alive(m)) {
+		if (cg_freezer_state(l, m->name, fs, sizeof(fs)) == 0 &&
+		    strcmp(fs, "THAWED") != 0)
+			return API_ST_PAUSED; /* FROZEN or FREEZING */
+		return API_ST_RUNNING;
+	}
+	if (!strcmp(m->state, "failed") || !strcmp(m->state, "creating"))
+		return API_ST_FAILED;
+	return API_ST_STOPPED;
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+struct sb_rec {
+	struct api_sandbox sb;
+	char *json;
+};
+
+static void sb_fill(struct local *l, const struct sb_meta *m,
+		    struct sb_rec *r)
+{
+	cJSON *o;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(r->sb.id, sizeof(r->sb.id), "%s", m->name);
+	snprintf(r->sb.template, sizeof(r->sb.template), "%s", m->template);
+	r->sb.state = sb_state(l, m);
+	r->sb.created = m->created;
+	o = meta_json(l, m);
+	if (o) {
+		cJSON_ReplaceItemInObject(
+			o, "state",
+			cJSON_CreateString(api_state_name(r->sb.state)));
+		if (r->sb.state != API_ST_RUNNING &&
+		    r->sb.state != API_ST_PAUSED)
+			cJSON_ReplaceItemInObject(o, "pid",
+						  cJSON_CreateNumber(0));
+		cJSON_DeleteItemFromObject(o, "starttime");
+		r->json = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+	}
+	r->sb.info_json = r->json;
+}
+
+void local_sb_list(struct api_backend *be, api_list_fn cb, void *ud)
+{
+	struct local *l = local_of(be);
+	char path[PATH_MAX];
+	struct sb_rec *recs = NULL;
+	struct api_sandbox *sbs = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	struct sb_meta m;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/sandboxes", l->datadir);
+	d = opendir(path);
+	if (!d) {
+		int e = errno;
+		cb(ud, -e, "cannot read the local data directory", NULL, 0);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (local_name_check(de->d_name))
+			continue;
+		if (meta_read(l, de->d_name, &m))
+			continue; /* half-made or half-destroyed */
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct sb_rec *nr = realloc(recs, nc * sizeof(*nr));
+			if (!nr)
+				break;
+			recs = nr;
+			cap = nc;
+		}
+		sb_fill(l, &m, &recs[n++]);
+	}
+	closedir(d);
+	sbs = calloc(n ? n : 1, sizeof(*sbs));
+	if (!sbs) {
+		cb(ud, -ENOMEM, api_strerror(ENOMEM), NULL, 0);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			sbs[i] = recs[i].sb;
+		cb(ud, 0, NULL, sbs, n);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(recs[i].json);
+	free(recs);
+	free(sbs);
+}
+
+void local_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
+		  void *ud)
+{
+	struct local *l = local_of(be);
+	struct sb_meta m;
+	struct sb_rec r;
+	char msg[128];
+	int err = meta_read(l, id, &m);
+
+	if (err) {
+		snprintf(msg, sizeof(msg), "no sandbox named '%.63s'", id);
+		cb(ud, err == -ENOENT ? -ENOENT : err, msg, NULL);
+		return;
+	}
+	sb_fill(l, &m, &r);
+	cb(ud, 0, NULL, &r.sb);
+	free(r.json);
+}
+
+/* ---- helpers used by exec.c and files.c --------------------------------- */
+
+int local_sb_root(struct local *l, const char *id, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (local_name_check(id))
+		return -ENOENT;
+	sb_dir(l, id, "meta.json", path, sizeof(path));
+	if (stat(path, &st))
+		return -ENOENT;
+	sb_dir(l, id, "root", buf, len);
+	return 0;
+}
+
+int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
+		      char *msg, size_t msglen)
+{
+	struct sb_meta m;
+	int err = meta_read(l, id, &m);
+
+	if (err) {
+		snprintf(msg, msglen, "no sandbox named '%.63s'", id);
+		return -ENOENT;
+	}
+	switch (sb_state(l, &m)) {
+	case API_ST_RUNNING:
+		*pid = m.pid;
+		return 0;
+	case API_ST_PAUSED:
+		snprintf(msg, msglen, "sandbox '%s' is paused; resume it "
+			 "first", id);
+		return -EBUSY;
+	case API_ST_CREATING:
+		snprintf(msg, msglen, "sandbox '%s' is still being created",
+			 id);
+		return -EBUSY;
+	default:
+		snprintf(msg, msglen, "sandbox '%s' is not running; start it "
+			 "first", id);
+		return -EBUSY;
+	}
+}
+
+int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (local_name_check(id))
+		return -ENOENT;
+	sb_dir(l, id, "meta.json", path, sizeof(path));
+	if (stat(path, &st))
+		return -ENOENT;
+	cg_dir(l, id, buf, len);
+	return 0;
+}
+
+/* ---- running tools ------------------------------------------------------ */
+
+/* Run argv (a host tool such as cp) with stdout discarded and stderr's
+ * first bytes kept for the message; bounded by `secs`. */
+static int run_tool(const char *const *argv, double secs, char *msg,
+		    size_t msglen)
+{
+	posix_spawn_file_actions_t fa;
+	int p[2], status = 0, err = 0;
+	char errb[512];
+	size_t elen = 0;
+	pid_t pid;
+	double end = sb_now() + secs;
+
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+	err = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv,
+			   environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (err) {
+		close(p[0]);
+		snprintf(msg, msglen, "cannot run %s: %s", argv[0],
+			 strerror(err));
+		return -err;
+	}
+	for (;;) {
+		struct pollfd pfd = {p[0], POLLIN, 0};
+		int left = (int)((end - sb_now()) * 1000);
+		if (left <= 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			close(p[0]);
+			snprintf(msg, msglen, "%s took longer than the request "
+				 "timeout", argv[0]);
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, left) <= 0)
+			continue;
+		char tmp[256];
+		ssize_t r = read(p[0], tmp, sizeof(tmp));
+		if (r <= 0)
+			break;
+		size_t k = sizeof(errb) - 1 - elen;
+		if ((size_t)r < k)
+			k = (size_t)r;
+		memcpy(errb + elen, tmp, k);
+		elen += k;
+	}
+	close(p[0]);
+	errb[elen] = '\0';
+	waitpid(pid, &status, 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	errb[strcspn(errb, "\n")] = '\0';
+	snprintf(msg, msglen, "%s failed: %.200s", argv[0],
+		 elen ? errb : "no message");
+	return strstr(errb, "No space") ? -ENOSPC : -EIO;
+}
+
+/* rm -rf that never crosses into another filesystem or follows a link. */
+static int rm_cb(const char *path, const struct stat *st, int type,
+		 struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (type == FTW_DP || type == FTW_D)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+static int rm_rf(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st))
+		return errno == ENOENT ? 0 : -errno;
+	nftw(path, rm_cb, 32, FTW_PHYS | FTW_MOUNT | FTW_DEPTH);
+	if (lstat(path, &st) == 0)
+		return -ENOTEMPTY;
+	return 0;
+}
+
+/* ---- overlay ------------------------------------------------------------ */
+
+static bool is_overlay(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 && sf.f_type == SB_OVERLAY_MAGIC;
+}
+
+static int sb_mount_locked(struct local *l, const struct sb_meta *m,
+			   char *msg, size_t msglen)
+{
+	char root[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], layer[PATH_MAX];
+	char *opts;
+	size_t cap = 8192, n = 0;
+	int err = 0;
+
+	sb_dir(l, m->name, "root", root, sizeof(root));
+	if (is_overlay(root))
+		return 0;
+	sb_dir(l, m->name, "upper", upper, sizeof(upper));
+	sb_dir(l, m->name, "work", work, sizeof(work));
+	opts = malloc(cap);
+	if (!opts)
+		return -ENOMEM;
+	n += snprintf(opts + n, cap - n, "lowerdir=");
+	for (int i = 0; i < m->nlayers && n < cap; i++) {
+		tpl_dir(l, m->layers[i], "root", layer, sizeof(layer));
+		n += snprintf(opts + n, cap - n, "%s:", layer);
+	}
+	if (n < cap)
+		n += snprintf(opts + n, cap - n, "/,upperdir=%s,workdir=%s",
+			      upper, work);
+	if (n >= cap) {
+		snprintf(msg, msglen, "too many template layers");
+		free(opts);
+		return -E2BIG;
+	}
+	if (mount("overlay", root, "overlay", MS_NOATIME, opts)) {
+		err = -errno;
+		if (err == -EPERM)
+			snprintf(msg, msglen, "cannot mount the sandbox root: "
+				 "the local runtime needs root");
+		else
+			snprintf(msg, msglen, "cannot mount the overlay root "
+				 "of '%s': %s", m->name, strerror(-err));
+	}
+	free(opts);
+	return err;
+}
+
+int local_sb_mount(struct local *l, const char *name, char *msg,
+		   size_t msglen)
+{
+	struct sb_meta m;
+	int err = meta_read(l, name, &m);
+
+	if (err) {
+		snprintf(msg, msglen, "no sandbox named '%.63s'", name);
+		return err == -ENOENT ? -ENOENT : err;
+	}
+	pthread_mutex_lock(&l->mount_lock);
+	err = sb_mount_locked(l, &m, msg, msglen);
+	pthread_mutex_unlock(&l->mount_lock);
+	return err;
+}
+
+static void sb_umount(struct local *l, const char *name)
+{
+	char root[PATH_MAX];
+
+	sb_dir(l, name, "root", root, sizeof(root));
+	pthread_mutex_lock(&l->mount_lock);
+	for (int i = 0; i < 8 && is_overlay(root); i++)
+		if (umount2(root, 0) && errno == EBUSY)
+			umount2(root, MNT_DETACH);
+	pthread_mutex_unlock(&l->mount_lock);
+}
+
+/* ---- the sandbox init --------------------------------------------------- */
+
+struct launch {
+	char root[PATH_MAX];
+	char cgprocs[PATH_MAX];
+	const char *hide; /* data dir, relative to the sandbox root */
+	char hostname[64];
+	int nsflags;
+};
+
+struct launch_msg {
+	int32_t pid;
+	int32_t err;
+	int32_t step;
+};
+
+enum {
+	STEP_CGROUP = 1,
+	STEP_UNSHARE,
+	STEP_FORK,
+	STEP_PRIVATE,
+	STEP_BIND,
+	STEP_PROC,
+	STEP_DEV,
+	STEP_HIDE,
+	STEP_PIVOT,
+	STEP_HOSTNAME,
+};
+
+static const char *const step_names[] = {
+	"?", "join cgroup", "unshare", "fork", "make mounts private",
+	"bind root", "mount /proc", "set up /dev", "hide data dir",
+	"pivot_root", "sethostname",
+};
+
+/* Everything below runs in a forked child of a threaded process: only
+ * system calls and stack buffers, no malloc, no stdio. */
+
+static void put_uint(char *p, unsigned v)
+{
+	char t[12];
+	int n = 0;
+
+	do {
+		t[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = t[--n];
+	*p = '\0';
+}
+
+/* "/proc/self/fd/N": a mount target that is exactly the object we opened
+ * inside the root, whatever symlinks the sandbox planted along the way. */
+static int at_root(int rootfd, const char *rel, char *buf)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+			   RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+
+	if (fd < 0)
+		return -1;
+	memcpy(buf, "/proc/self/fd/", 14);
+	put_uint(buf + 14, (unsigned)fd);
+	return fd;
+}
+
+static void child_fail(int wfd, int err, int step)
+{
+	struct launch_msg m = {0, err, step};
+
+	if (write(wfd, &m, sizeof(m)) < 0)
+		_exit(3);
+	_exit(2);
+}
+
+static int dev_setup(int rootfd)
+{
+	static const char *const nodes[] = {"null", "zero", "full", "random",
+					    "urandom", "tty"};
+	static const char *const links[][2] = {
+		{"fd", "/proc/self/fd"},     {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
+		{"ptmx", "pts/ptmx"},
+	};
+	char t[32], host[32];
+	int fd, devfd;
+
+	fd = at_root(rootfd, "dev", t);
+	if (fd < 0)
+		return -1;
+	if (mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NOEXEC,
+		  "mode=755,size=1m"))
+		return -1;
+	close(fd);
+	devfd = at_root(rootfd, "dev", t);
+	if (devfd < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(*nodes); i++) {
+		fd = openat(devfd, nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC,
+			    0666);
+		if (fd < 0)
+			return -1;
+		close(fd);
+		memcpy(host, "/dev/", 5);
+		memcpy(host + 5, nodes[i], strlen(nodes[i]) + 1);
+		fd = openat(devfd, nodes[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+		memcpy(t, "/proc/self/fd/", 14);
+		put_uint(t + 14, (unsigned)fd);
+		if (mount(host, t, NULL, MS_BIND, NULL))
+			return -1;
+		close(fd);
+	}
+	for (size_t i = 0; i < sizeof(links) / sizeof(*links); i++)
+		symlinkat(links[i][1], devfd, links[i][0]);
+	if (mkdirat(devfd, "pts", 0755) == 0) {
+		fd = openat(devfd, "pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		memcpy(t, "/proc/self/fd/", 14);
+		put_uint(t + 14, (unsigned)fd);
+		mount("devpts", t, "devpts", MS_NOSUID | MS_NOEXEC,
+		      "newinstance,ptmxmode=0666,mode=620");
+		close(fd);
+	}
+	if (mkdirat(devfd, "shm", 01777) == 0) {
+		fd = openat(devfd, "shm", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		memcpy(t, "/proc/self/fd/", 14);
+		put_uint(t + 14, (unsigned)fd);
+		mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV,
+		      "mode=1777");
+		close(fd);
+	}
+	close(devfd);
+	return 0;
+}
+
+static void lo_up(void)
+{
+	struct ifreq ifr;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return;
+	memset(&ifr, 0, sizeof(ifr));
+	memcpy(ifr.ifr_name, "lo", 3);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+}
+
+static void init_nop(int sig)
+{
+	(void)sig;
+}
+
+/* PID 1 of the sandbox: reap orphans forever.  SIGTERM (sbxfs's stop)
+ * passes SIGTERM on to everything in the sandbox and exits once no
+ * child is left; the kernel then kills whatever remains. */
+static void __attribute__((noreturn)) init_loop(void)
+{
+	struct sigaction sa;
+	sigset_t set;
+	bool terminating = false;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = init_nop;
+	/* PID 1 gets no signal with a default action: handlers make
+	 * SIGTERM/SIGCHLD deliverable, sigwaitinfo takes them. */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+		if (sig == SIGTERM || sig == SIGINT) {
+			terminating = true;
+			kill(-1, SIGTERM);
+		}
+		for (;;) {
+			pid_t r = waitpid(-1, NULL, WNOHANG);
+			if (r > 0)
+				continue;
+			if (r < 0 && errno == ECHILD && terminating)
+				_exit(0);
+			break;
+		}
+	}
+}
+
+static void __attribute__((noreturn)) init_main(const struct launch *ln,
+						int wfd)
+{
+	struct launch_msg ok = {0, 0, 0};
+	char t[32];
+	int rootfd, fd;
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		child_fail(wfd, -errno, STEP_PRIVATE);
+	if (mount(ln->root, ln->root, NULL, MS_BIND | MS_REC, NULL))
+		child_fail(wfd, -errno, STEP_BIND);
+	rootfd = open(ln->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		child_fail(wfd, -errno, STEP_BIND);
+	fd = at_root(rootfd, "proc", t);
+	if (fd < 0 || mount("proc", t, "proc", MS_NOSUID | MS_NODEV |
+			    MS_NOEXEC, NULL))
+		child_fail(wfd, -errno, STEP_PROC);
+	close(fd);
+	fd = at_root(rootfd, "sys", t);
+	if (fd >= 0) {
+		/* best effort: tools peek at /sys, nothing depends on it */
+		mount("sysfs", t, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV |
+		      MS_NOEXEC, NULL);
+		close(fd);
+	}
+	if (dev_setup(rootfd))
+		child_fail(wfd, -errno, STEP_DEV);
+	fd = at_root(rootfd, ln->hide, t);
+	if (fd >= 0) {
+		if (mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV |
+			  MS_NOEXEC | MS_RDONLY, "mode=755,size=4k"))
+			child_fail(wfd, -errno, STEP_HIDE);
+		close(fd);
+	} else if (errno != ENOENT) {
+		child_fail(wfd, -errno, STEP_HIDE);
+	}
+	if (fchdir(rootfd) || syscall(SYS_pivot_root, ".", ".") ||
+	    umount2(".", MNT_DETACH) || chdir("/"))
+		child_fail(wfd, -errno, STEP_PIVOT);
+	close(rootfd);
+	if (sethostname(ln->hostname, strlen(ln->hostname)))
+		child_fail(wfd, -errno, STEP_HOSTNAME);
+	if (ln->nsflags & CLONE_NEWNET)
+		lo_up();
+	if (write(wfd, &ok, sizeof(ok)) < 0)
+		_exit(3);
+	close(wfd);
+	init_loop();
+}
+
+/* First child: leave sbxfs's session, join the cgroup, enter the new
+ * namespaces and fork the sandbox's PID 1; report its PID and exit, so
+ * PID 1 is re-parented away from sbxfs. */
+static void __attribute__((noreturn)) launch_child(const struct launch *ln,
+						   int wfd)
+{
+	struct launch_msg m = {0, 0, 0};
+	sigset_t none;
+	int fd;
+
+	fd = fcntl(wfd, F_DUPFD, 3);
+	if (fd < 0)
+		_exit(4);
+	wfd = fd;
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+	}
+	if (wfd != 3) {
+		if (dup2(wfd, 3) < 0)
+			_exit(4);
+		wfd = 3;
+	}
+	syscall(SYS_close_range, 4U, ~0U, 0U);
+	setsid();
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int s = 1; s < 32; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	umask(022);
+	fd = open(ln->cgprocs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "0", 1) != 1)
+		child_fail(wfd, -errno, STEP_CGROUP);
+	close(fd);
+	if (unshare(ln->nsflags))
+		child_fail(wfd, -errno, STEP_UNSHARE);
+	pid_t pid = fork();
+	if (pid < 0)
+		child_fail(wfd, -errno, STEP_FORK);
+	if (pid == 0)
+		init_main(ln, wfd);
+	m.pid = pid;
+	if (write(wfd, &m, sizeof(m)) < 0)
+		_exit(3);
+	_exit(0);
+}
+
+static int read_msg(int fd, struct launch_msg *m, double end)
+{
+	size_t got = 0;
+
+	while (got < sizeof(*m)) {
+		struct pollfd p = {fd, POLLIN, 0};
+		int left = (int)((end - sb_now()) * 1000);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		int r = poll(&p, 1, left);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r <= 0)
+			continue;
+		ssize_t n = read(fd, (char *)m + got, sizeof(*m) - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
+		     size_t msglen)
+{
+	struct launch *ln = calloc(1, sizeof(*ln));
+	struct launch_msg r1 = {0, 0, 0}, r2 = {0, 0, 0};
+	char cg[512];
+	int step = 0;
+	double end = sb_now() + l->be->timeout;
+	int p[2], err;
+	pid_t a;
+
+	if (!ln)
+		return -ENOMEM;
+	sb_dir(l, m->name, "root", ln->root, sizeof(ln->root));
+	cg_dir(l, m->name, cg, sizeof(cg));
+	if (mkdir(cg, 0755) && errno != EEXIST) {
+		err = -errno;
+		snprintf(msg, msglen, "cannot create cgroup %.256s: %s", cg,
+			 strerror(errno));
+		free(ln);
+		return err;
+	}
+	cg_set(l, m->name, "THAWED");
+	snprintf(ln->cgprocs, sizeof(ln->cgprocs), "%s/cgroup.procs", cg);
+	ln->hide = l->datadir + 1;
+	snprintf(ln->hostname, sizeof(ln->hostname), "%s", m->name);
+	ln->nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
+		      CLONE_NEWUTS | (m->net_host ? 0 : CLONE_NEWNET);
+	if (pipe2(p, O_CLOEXEC)) {
+		err = -errno;
+		free(ln);
+		return err;
+	}
+	a = fork();
+	if (a == 0) {
+		close(p[0]);
+		launch_child(ln, p[1]);
+	}
+	close(p[1]);
+	free(ln);
+	if (a < 0) {
+		err = -errno;
+		close(p[0]);
+		snprintf(msg, msglen, "cannot fork: %s", strerror(-err));
+		return err;
+	}
+	err = read_msg(p[0], &r1, end);
+	if (err) {
+		kill(a, SIGKILL);
+		waitpid(a, NULL, 0);
+	} else {
+		waitpid(a, NULL, 0);
+		if (r1.err) {
+			err = r1.err;
+			step = r1.step;
+		} else {
+			err = read_msg(p[0], &r2, end);
+		}
+		if (!err && r2.err) {
+			err = r2.err;
+			step = r2.step;
+		}
+	}
+	close(p[0]);
+	if (err) {
+		if (step < 0 || step > STEP_HOSTNAME)
+			step = 0;
+		snprintf(msg, msglen, "cannot start sandbox '%s' (%s): %s",
+			 m->name, step ? step_names[step] : "launch",
+			 strerror(-err));
+		cg_kill(l, m->name, SIGKILL);
+		return err;
+	}
+	m->pid = r1.pid;
+	m->starttime = proc_starttime(r1.pid);
+	return 0;
+}
+
+/* ---- stop / kill -------------------------------------------------------- */
+
+/* Kill everything in the cgroup: SIGTERM, SIGKILL after `grace`; bounded
+ * by `end`.  Frozen tasks cannot die, so thaw first. */
+static int sb_kill_all(struct local *l, const char *name, double grace,
+		       double end, char *msg, size_t msglen)
+{
+	double kill_at = sb_now() + grace;
+	bool hard = grace <= 0;
+
+	cg_set(l, name, "THAWED");
+	cg_kill(l, name, hard ? SIGKILL : SIGTERM);
+	while (!cg_empty(l, name)) {
+		double now = sb_now();
+		if (now >= end) {
+			snprintf(msg, msglen, "processes of sandbox '%s' did "
+				 "not end within the request timeout", name);
+			return -ETIMEDOUT;
+		}
+		if (!hard && now >= kill_at)
+			hard = true;
+		if (hard)
+			cg_kill(l, name, SIGKILL);
+		sb_sleep_ms(20);
+	}
+	return 0;
+}
+
+/* ---- verbs -------------------------------------------------------------- */
+
+struct verb_job {
+	struct api_backend *be;
+	char name[64];
+	enum api_verb verb;
+	char arg[64];
+	api_done_fn cb;
+	void *ud;
+};
+
+static int verb_start(struct local *l, struct sb_meta *m, char *msg,
+		      size_t msglen)
+{
+	int err;
+
+	switch (sb_state(l, m)) {
+	case API_ST_RUNNING:
+		return 0;
+	case API_ST_PAUSED:
+		snprintf(msg, msglen, "sandbox '%s' is paused; resume it "
+			 "instead", m->name);
+		return -EBUSY;
+	default:
+		break;
+	}
+	/* after a reboot the overlay is gone: mount it again */
+	pthread_mutex_lock(&l->mount_lock);
+	err = sb_mount_locked(l, m, msg, msglen);
+	pthread_mutex_unlock(&l->mount_lock);
+	if (err)
+		return err;
+	err = sb_launch(l, m, msg, msglen);
+	if (err)
+		return err;
+	snprintf(m->state, sizeof(m->state), "running");
+	return meta_write(l, m);
+}
+
+static int verb_stop(struct local *l, struct sb_meta *m, const char *arg,
+		     char *msg, size_t msglen)
+{
+	double grace = SB_DEFAULT_GRACE, end;
+	int err;
+
+	if (arg && *arg) {
+		char *e;
+		errno = 0;
+		grace = strtod(arg, &e);
+		if (errno || *e || !(grace >= 0) || grace > 86400) {
+			snprintf(msg, msglen, "stop: bad grace period '%s' "
+				 "(want seconds)", arg);
+			return -EINVAL;
+		}
+	}
+	end = sb_now() + l->be->timeout;
+	/* keep a moment for SIGKILL inside the request bound */
+	if (grace > l->be->timeout * 0.8)
+		grace = l->be->timeout * 0.8;
+	err = sb_kill_all(l, m->name, grace, end, msg, msglen);
+	if (err)
+		return err;
+	snprintf(m->state, sizeof(m->state), "stopped");
+	return meta_write(l, m);
+}
+
+static int freeze_wait(struct local *l, const char *name, const char *want,
+		       char *msg, size_t msglen)
+{
+	double end = sb_now() + l->be->timeout;
+	char st[32];
+	int err;
+
+	for (;;) {
+		err = cg_set(l, name, want);
+		if (err) {
+			snprintf(msg, msglen, "cannot write freezer state of "
+				 "'%s': %s", name, strerror(-err));
+			return err;
+		}
+		if (cg_freezer_state(l, name, st, sizeof(st)) == 0 &&
+		    !strcmp(st, want))
+			return 0;
+		if (sb_now() >= end)
+			break;
+		sb_sleep_ms(10);
+	}
+	snprintf(msg, msglen, "sandbox '%s' did not reach %s within the "
+		 "request timeout", name, want);
+	return -ETIMEDOUT;
+}
+
+static int verb_pause(struct local *l, struct sb_meta *m, bool pause,
+		      char *msg, size_t msglen)
+{
+	enum api_state st = sb_state(l, m);
+
+	if (st != API_ST_RUNNING && st != API_ST_PAUSED) {
+		snprintf(msg, msglen, "sandbox '%s' is %s; only a running "
+			 "sandbox can be %s", m->name, api_state_name(st),
+			 pause ? "paused" : "resumed");
+		return -EBUSY;
+	}
+	if (pause) {
+		int err = freeze_wait(l, m->name, "FROZEN", msg, msglen);
+		if (err == -ETIMEDOUT)
+			cg_set(l, m->name, "THAWED");
+		return err;
+	}
+	return freeze_wait(l, m->name, "THAWED", msg, msglen);
+}
+
+static int verb_snapshot(struct local *l, struct sb_meta *m,
+			 const char *snap, char *msg, size_t msglen)
+{
+	static unsigned seq;
+	char tmp[2048], troot[PATH_MAX], upper[PATH_MAX];
+	char dst[PATH_MAX], mpath[PATH_MAX];
+	struct stat st;
+	bool froze = false;
+	int err;
+
+	if (local_name_check(snap)) {
+		snprintf(msg, msglen, "bad snapshot name '%.63s': use "
+			 "[A-Za-z0-9._-], at most 63 characters", snap);
+		return -EINVAL;
+	}
+	tpl_dir(l, snap, NULL, dst, sizeof(dst));
+	if (lstat(dst, &st) == 0) {
+		snprintf(msg, msglen, "template '%s' already exists", snap);
+		return -EEXIST;
+	}
+	if (m->nlayers + 1 > SB_LAYERS_MAX) {
+		snprintf(msg, msglen, "template chain too deep");
+		return -E2BIG;
+	}
+	snprintf(tmp, sizeof(tmp), "%s/tmp", l->datadir);
+	mkdir(tmp, 0700);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/snap-%s-%d-%u", l->datadir, snap,
+		 (int)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	if (mkdir(tmp, 0755)) {
+		err = -errno;
+		snprintf(msg, msglen, "cannot create %.256s: %s", tmp,
+			 strerror(errno));
+		return err;
+	}
+	/* a consistent copy: nothing writes while cp reads */
+	if (sb_state(l, m) == API_ST_RUNNING) {
+		err = freeze_wait(l, m->name, "FROZEN", msg, msglen);
+		if (err) {
+			cg_set(l, m->name, "THAWED");
+			goto fail;
+		}
+		froze = true;
+	}
+	snprintf(troot, sizeof(troot), "%s/root", tmp);
+	sb_dir(l, m->name, "upper", upper, sizeof(upper));
+	const char *argv[] = {"cp", "-a", "--reflink=auto", "-T", upper,
+			      troot, NULL};
+	err = run_tool(argv, l->be->timeout, msg, msglen);
+	if (froze)
+		cg_set(l, m->name, "THAWED");
+	if (err)
+		goto fail;
+
+	cJSON *o = cJSON_CreateObject();
+	cJSON *a = cJSON_AddArrayToObject(o, "layers");
+	cJSON_AddStringToObject(o, "name", snap);
+	cJSON_AddStringToObject(o, "from", m->name);
+	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+	cJSON_AddItemToArray(a, cJSON_CreateString(snap));
+	for (int i = 0; i < m->nlayers; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(m->layers[i]));
+	snprintf(mpath, sizeof(mpath), "%s/meta.json", tmp);
+	err = write_json_file(mpath, o);
+	cJSON_Delete(o);
+	if (err) {
+		snprintf(msg, msglen, "cannot write template metadata: %s",
+			 strerror(-err));
+		goto fail;
+	}
+	if (rename(tmp, dst)) {
+		err = errno == ENOTEMPTY ? -EEXIST : -errno;
+		snprintf(msg, msglen, "cannot store template '%s': %s", snap,
+			 strerror(-err));
+		goto fail;
+	}
+	return 0;
+fail:
+	rm_rf(tmp);
+	return err;
+}
+
+static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
+			size_t msglen)
+{
+	char dir[PATH_MAX], trash[PATH_MAX], cg[PATH_MAX];
+	static unsigned seq;
+	double end = sb_now() + l->be->timeout;
+	int err;
+
+	err = sb_kill_all(l, m->name, 0, end, msg, msglen);
+	if (err)
+		return err;
+	sb_umount(l, m->name);
+	sb_dir(l, m->name, NULL, dir, sizeof(dir));
+	/* vanish from listings at once, then remove at leisure */
+	snprintf(trash, sizeof(trash), "%s/tmp", l->datadir);
+	mkdir(trash, 0700);
+	snprintf(trash, sizeof(trash), "%s/tmp/destroy-%s-%d-%u", l->datadir,
+		 m->name, (int)getpid(),
+		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	if (rename(dir, trash)) {
+		err = -errno;
+		snprintf(msg, msglen, "cannot remove sandbox '%s': %s",
+			 m->name, strerror(errno));
+		return err;
+	}
+	err = rm_rf(trash);
+	cg_dir(l, m->name, cg, sizeof(cg));
+	for (int i = 0; i < 50 && rmdir(cg) && errno == EBUSY; i++)
+		sb_sleep_ms(20);
+	if (err)
+		snprintf(msg, msglen, "sandbox '%s' is gone but %.256s could not "
+			 "be fully removed", m->name, trash);
+	return 0;
+}
+
+static void verb_work(struct local *l, void *arg)
+{
+	struct verb_job *j = arg;
+	char msg[512] = "";
+	struct sb_meta m;
+	int err;
+
+	err = local_busy_acquire(l, j->name, false);
+	if (err) {
+		snprintf(msg, sizeof(msg), "sandbox '%s' is busy with another "
+			 "operation", j->name);
+		goto out;
+	}
+	err = meta_read(l, j->name, &m);
+	if (err) {
+		snprintf(msg, sizeof(msg), "no sandbox named '%s'", j->name);
+		err = -ENOENT;
+		goto release;
+	}
+	switch (j->verb) {
+	case API_VERB_START:
+		err = verb_start(l, &m, msg, sizeof(msg));
+		break;
+	case API_VERB_STOP:
+		err = verb_stop(l, &m, j->arg, msg, sizeof(msg));
+		break;
+	case API_VERB_PAUSE:
+	case API_VERB_RESUME:
+		err = verb_pause(l, &m, j->verb == API_VERB_PAUSE, msg,
+				 sizeof(msg));
+		break;
+	case API_VERB_PING:
+		if (sb_state(l, &m) != API_ST_RUNNING) {
+			snprintf(msg, sizeof(msg), "sandbox '%s' is %s",
+				 j->name, api_state_name(sb_state(l, &m)));
+			err = -EBUSY;
+		}
+		break;
+	case API_VERB_SNAPSHOT:
+		err = verb_snapshot(l, &m, j->arg, msg, sizeof(msg));
+		break;
+	case API_VERB_DESTROY:
+		err = verb_destroy(l, &m, msg, sizeof(msg));
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "unknown verb");
+		err = -EINVAL;
+	}
+release:
+	local_busy_release(l, j->name);
+out:
+	if (err && !msg[0])
+		snprintf(msg, sizeof(msg), "%s %s: %s", api_verb_name(j->verb),
+			 j->name, api_strerror(err));
+	j->cb(j->ud, err, err ? msg : NULL);
+	free(j);
+}
+
+void local_sb_verb(struct api_backend *be, const char *id,
+		   enum api_verb verb, const char *arg, api_done_fn cb,
+		   void *ud)
+{
+	struct local *l = local_of(be);
+	struct verb_job *j;
+	char msg[128];
+	int err;
+
+	if (local_name_check(id)) {
+		snprintf(msg, sizeof(msg), "no sandbox named '%.63s'", id);
+		cb(ud, -ENOENT, msg);
+		return;
+	}
+	if (arg && strlen(arg) >= sizeof(j->arg)) {
+		cb(ud, -EINVAL, "verb argument too long");
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		cb(ud, -ENOMEM, api_strerror(ENOMEM));
+		return;
+	}
+	j->be = be;
+	snprintf(j->name, sizeof(j->name), "%s", id);
+	j->verb = verb;
+	snprintf(j->arg, sizeof(j->arg), "%s", arg ? arg : "");
+	j->cb = cb;
+	j->ud = ud;
+	err = local_submit(l, verb_work, j);
+	if (err) {
+		free(j);
+		cb(ud, err, api_strerror(err));
+	}
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+struct create_job {
+	struct sb_meta m;
+	api_sandbox_fn cb;
+	void *ud;
+};
+
+static int tpl_layers(struct local *l, const char *tpl, struct sb_meta *m,
+		      char *msg, size_t msglen)
+{
+	char path[PATH_MAX], buf[8192];
+	cJSON *o;
+	int err;
+
+	tpl_dir(l, tpl, "meta.json", path, sizeof(path));
+	err = read_small(path, buf, sizeof(buf));
+	if (err < 0) {
+		snprintf(msg, msglen, "no template named '%s'", tpl);
+		return -ENOENT;
+	}
+	o = cJSON_Parse(buf);
+	if (!o) {
+		snprintf(msg, msglen, "template '%s' is damaged", tpl);
+		return -EIO;
+	}
+	err = json_layers(o, m->layers, &m->nlayers);
+	cJSON_Delete(o);
+	if (err || m->nlayers == 0) {
+		snprintf(msg, msglen, "template '%s' is damaged", tpl);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void create_work(struct local *l, void *arg)
+{
+	struct create_job *j = arg;
+	struct sb_meta *m = &j->m;
+	char dir[PATH_MAX], sub[PATH_MAX], msg[512] = "";
+	static const char *const subs[] = {"upper", "work", "root"};
+	bool made = false;
+	int err;
+
+	err = local_busy_acquire(l, m->name, true);
+	if (err) {
+		snprintf(msg, sizeof(msg), "sandbox '%s' is busy", m->name);
+		goto out;
+	}
+	sb_dir(l, m->name, NULL, dir, sizeof(dir));
+	if (mkdir(dir, 0700)) {
+		err = -errno;
+		if (err == -EEXIST)
+			snprintf(msg, sizeof(msg), "sandbox '%s' already "
+				 "exists", m->name);
+		else
+			snprintf(msg, sizeof(msg), "cannot create %.256s: %s", dir,
+				 strerror(errno));
+		goto release;
+	}
+	made = true;
+	if (m->template[0]) {
+		err = tpl_layers(l, m->template, m, msg, sizeof(msg));
+		if (err)
+			goto release;
+	}
+	for (size_t i = 0; i < 3; i++) {
+		sb_dir(l, m->name, subs[i], sub, sizeof(sub));
+		if (mkdir(sub, 0755)) {
+			err = -errno;
+			snprintf(msg, sizeof(msg), "cannot create %.256s: %s", sub,
+				 strerror(errno));
+			goto release;
+		}
+	}
+	m->created = time(NULL);
+	snprintf(m->state, sizeof(m->state), "creating");
+	err = meta_write(l, m);
+	if (err) {
+		snprintf(msg, sizeof(msg), "cannot write sandbox metadata: %s",
+			 strerror(-err));
+		goto release;
+	}
+	pthread_mutex_lock(&l->mount_lock);
+	err = sb_mount_locked(l, m, msg, sizeof(msg));
+	pthread_mutex_unlock(&l->mount_lock);
+	if (err)
+		goto release;
+	err = sb_launch(l, m, msg, sizeof(msg));
+	if (err)
+		goto release;
+	snprintf(m->state, sizeof(m->state), "running");
+	err = meta_write(l, m);
+	if (err)
+		snprintf(msg, sizeof(msg), "cannot write sandbox metadata: %s",
+			 strerror(-err));
+release:
+	if (err && made) {
+		char cg[PATH_MAX], ignore[128];
+		sb_kill_all(l, m->name, 0, sb_now() + l->be->timeout, ignore,
+			    sizeof(ignore));
+		sb_umount(l, m->name);
+		rm_rf(dir);
+		cg_dir(l, m->name, cg, sizeof(cg));
+		rmdir(cg);
+	}
+	local_busy_release(l, m->name);
+out:
+	if (err) {
+		j->cb(j->ud, err, msg[0] ? msg : api_strerror(err), NULL);
+	} else {
+		struct sb_rec r;
+		sb_fill(l, m, &r);
+		j->cb(j->ud, 0, NULL, &r.sb);
+		free(r.json);
+	}
+	free(j);
+}
+
+void local_sb_create(struct api_backend *be, const char *name,
+		     const struct api_kv *kv, size_t nkv, api_sandbox_fn cb,
+		     void *ud)
+{
+	struct local *l = local_of(be);
+	struct create_job *j;
+	char msg[256];
+	int err;
+
+	if (!name || local_name_check(name)) {
+		snprintf(msg, sizeof(msg), "bad sandbox name '%.63s': use "
+			 "1-63 of [A-Za-z0-9._-], not '.', '..' or 'ctl'",
+			 name ? name : "");
+		cb(ud, -EINVAL, msg, NULL);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		cb(ud, -ENOMEM, api_strerror(ENOMEM), NULL);
+		return;
+	}
+	snprintf(j->m.name, sizeof(j->m.name), "%s", name);
+	for (size_t i = 0; i < nkv; i++) {
+		const char *k = kv[i].key, *v = kv[i].value ? kv[i].value : "";
+		if (!strcmp(k, "template")) {
+			if (*v && local_name_check(v)) {
+				snprintf(msg, sizeof(msg), "no template named "
+					 "'%.63s'", v);
+				err = -ENOENT;
+				goto bad;
+			}
+			snprintf(j->m.template, sizeof(j->m.template), "%s", v);
+		} else if (!strcmp(k, "network")) {
+			if (strcmp(v, "host") && strcmp(v, "none")) {
+				snprintf(msg, sizeof(msg), "network=%.63s: "
+					 "want 'none' or 'host'", v);
+				err = -EINVAL;
+				goto bad;
+			}
+			j->m.net_host = !strcmp(v, "host");
+		} else {
+			snprintf(msg, sizeof(msg), "local sandboxes have no "
+				 "setting '%.63s' (known: template, network)",
+				 k);
+			err = -EINVAL;
+			goto bad;
+		}
+	}
+	j->cb = cb;
+	j->ud = ud;
+	err = local_submit(l, create_work, j);
+	if (err) {
+		snprintf(msg, sizeof(msg), "%s", api_strerror(err));
+		goto bad;
+	}
+	return;
+bad:
+	free(j);
+	cb(ud, err, msg, NULL);
+}
