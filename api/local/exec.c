@@ -139,7 +139,8 @@ struct api_exec {
 	bool started, failed, exit_seen, exited_sent, paused, closing_in;
 	bool freed, reaped, in_grave;
 	int code;
-	int64_t deadline_ms; /* 0: none */
+	int64_t deadline_ms; /* 0: none; before started: start bound */
+	int64_t start_ms;    /* request timeout for started(), ms */
 	struct wbuf *wq, *wq_tail;
 	unsigned char st_buf[sizeof(struct st_rec)];
 	size_t st_got;
@@ -893,6 +894,7 @@ static void on_status(struct api_exec *x)
 			return;
 	}
 	drop(x, W_STATUS);
+	set_deadline(x, 0);
 	if (x->st_got == sizeof(x->st_buf)) {
 		memcpy(&rec, x->st_buf, sizeof(rec));
 		x->failed = true;
@@ -999,6 +1001,9 @@ static void run_cmd(struct excmd *c)
 		x->lp->live = x;
 		watch(x, W_STATUS, EPOLLIN);
 		watch(x, W_PID, EPOLLIN);
+		/* B freezes if the sandbox is paused before it joined the
+		 * cgroup: started() is bounded like any request. */
+		set_deadline(x, now_ms() + x->start_ms);
 		break;
 	case C_WRITE:
 		w = (struct wbuf *)c;
@@ -1060,10 +1065,36 @@ static void run_queue(struct exloop *lp)
 	}
 }
 
-/* The 2 s bound after exit: take what is readable now, then close. */
+/* started() did not come in time: kill what may exist, report. */
+static void start_timeout(struct api_exec *x)
+{
+	pthread_mutex_lock(&x->lp->mu);
+	if (!x->reaped) {
+		kill(-x->pid, SIGKILL);
+		kill(x->pid, SIGKILL);
+	}
+	pthread_mutex_unlock(&x->lp->mu);
+	x->failed = true;
+	x->started = true;
+	drop(x, W_STATUS);
+	drop(x, W_OUT);
+	drop(x, W_ERR);
+	drop(x, W_IN);
+	x->cbs.started(x->ud, -ETIMEDOUT, "the command did not start in "
+		       "time (was the sandbox paused?)");
+	if (!x->freed)
+		fail_writes(x, -EPIPE, "the command never started");
+}
+
+/* The start bound, or the 2 s bound after exit: take what is readable
+ * now, then close. */
 static void on_deadline(struct api_exec *x)
 {
 	set_deadline(x, 0);
+	if (!x->started && !x->freed) {
+		start_timeout(x);
+		return;
+	}
 	if (x->freed || x->paused)
 		return;
 	on_output(x, W_OUT, 16);
@@ -1313,6 +1344,7 @@ void local_exec_start(struct api_backend *be, const char *id,
 	x->ud = ud;
 	x->tty = req->tty;
 	x->want_stdin = req->want_stdin;
+	x->start_ms = be->timeout > 0 ? (int64_t)(be->timeout * 1000) : 30000;
 	snprintf(x->name, sizeof(x->name), "%s", req->argv[0]);
 	snprintf(x->cwd, sizeof(x->cwd), "%s", req->cwd ? req->cwd : "");
 	for (k = 0; k < W__N; k++) {
