@@ -1,1 +1,1391 @@
-/* placeholder: being written */
+/* files.c - NAME/fs/ and everything under it: the sandbox's own files.
+ *
+ * Inodes come from a node table: id -> {sandbox slot+gen, path, nlookup},
+ * with a path hash so a path keeps its inode number while the kernel holds
+ * a lookup reference (FORGET drops it).  Directory listings come from ONE
+ * api_file_readdir call that also carries every entry's attributes
+ * (READDIRPLUS), and are kept for attr_timeout so the lookups that follow a
+ * listing cost no platform round trip.  Any change we make to a sandbox's
+ * files drops that sandbox's cached listings.
+ *
+ * Every handler copies what it needs into a `struct op`, calls api_* and
+ * replies from the callback (which may run inline or on a backend
+ * thread).  No handler waits on a platform.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fs/fs_int.h"
+
+#define NBUCKETS (1u << 16)
+#define CACHE_N 16
+#define NAME_MAX_LEN 255
+
+struct node {
+	uint64_t id;
+	unsigned slot, gen;
+	char *path;	  /* NULL once unlinked or replaced */
+	uint64_t nlookup;
+	struct node *next_id, *next_path;
+};
+
+struct lent {
+	char *name;
+	struct stat st;
+};
+
+struct listing {
+	unsigned slot, gen;
+	char *path;
+	struct timespec when;
+	size_t n;
+	struct lent *e; /* sorted by name */
+};
+
+struct fs_files {
+	pthread_mutex_t mu;
+	uint64_t next_id;
+	struct node **by_id, **by_path;
+	struct listing *cache[CACHE_N];
+};
+
+/* ---- node table (files->mu held) ---------------------------------------- */
+
+static unsigned h_id(uint64_t id)
+{
+	return (unsigned)((id * 0x9E3779B97F4A7C15ull) >> 48) % NBUCKETS;
+}
+
+static unsigned h_path(unsigned slot, unsigned gen, const char *p)
+{
+	uint64_t h = 1469598103934665603ull ^ slot ^ ((uint64_t)gen << 16);
+
+	for (; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	return (unsigned)(h % NBUCKETS);
+}
+
+static struct node *node_by_id(struct fs_files *f, uint64_t id)
+{
+	struct node *n = f->by_id[h_id(id)];
+
+	while (n && n->id != id)
+		n = n->next_id;
+	return n;
+}
+
+static struct node *node_by_path(struct fs_files *f, unsigned slot,
+				 unsigned gen, const char *path)
+{
+	struct node *n = f->by_path[h_path(slot, gen, path)];
+
+	while (n && !(n->slot == slot && n->gen == gen &&
+		      strcmp(n->path, path) == 0))
+		n = n->next_path;
+	return n;
+}
+
+static void unhash_path(struct fs_files *f, struct node *n)
+{
+	if (!n->path)
+		return;
+	struct node **pp = &f->by_path[h_path(n->slot, n->gen, n->path)];
+
+	while (*pp && *pp != n)
+		pp = &(*pp)->next_path;
+	if (*pp)
+		*pp = n->next_path;
+	n->next_path = NULL;
+	free(n->path);
+	n->path = NULL;
+}
+
+static void hash_path(struct fs_files *f, struct node *n, char *path)
+{
+	unsigned b = h_path(n->slot, n->gen, path);
+
+	n->path = path;
+	n->next_path = f->by_path[b];
+	f->by_path[b] = n;
+}
+
+/* Find or make the node of a path and take `refs` lookup references. */
+static struct node *node_get(struct fs_files *f, unsigned slot, unsigned gen,
+			     const char *path, uint64_t refs)
+{
+	struct node *n = node_by_path(f, slot, gen, path);
+
+	if (!n) {
+		char *p = strdup(path);
+
+		n = calloc(1, sizeof *n);
+		if (!n || !p) {
+			free(n);
+			free(p);
+			return NULL;
+		}
+		n->id = f->next_id++;
+		n->slot = slot;
+		n->gen = gen;
+		unsigned b = h_id(n->id);
+		n->next_id = f->by_id[b];
+		f->by_id[b] = n;
+		hash_path(f, n, p);
+	}
+	n->nlookup += refs;
+	return n;
+}
+
+static void node_unref(struct fs_files *f, struct node *n, uint64_t refs)
+{
+	n->nlookup = refs >= n->nlookup ? 0 : n->nlookup - refs;
+	if (n->nlookup)
+		return;
+	struct node **pp = &f->by_id[h_id(n->id)];
+	while (*pp && *pp != n)
+		pp = &(*pp)->next_id;
+	if (*pp)
+		*pp = n->next_id;
+	unhash_path(f, n);
+	free(n);
+}
+
+/* ---- listing cache (files->mu held) ------------------------------------- */
+
+static void listing_free(struct listing *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		free(l->e[i].name);
+	free(l->e);
+	free(l->path);
+	free(l);
+}
+
+static double age(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) +
+	       (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static int lent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct lent *)a)->name,
+		      ((const struct lent *)b)->name);
+}
+
+static void cache_put(struct fs *fs, struct listing *l)
+{
+	struct fs_files *f = fs->files;
+	int victim = 0;
+
+	qsort(l->e, l->n, sizeof *l->e, lent_cmp);
+	for (int i = 0; i < CACHE_N; i++) {
+		struct listing *c = f->cache[i];
+
+		if (c && c->slot == l->slot && c->gen == l->gen &&
+		    strcmp(c->path, l->path) == 0) {
+			victim = i;
+			break;
+		}
+		if (!c) {
+			victim = i;
+		} else if (f->cache[victim] &&
+			   age(&c->when) > age(&f->cache[victim]->when)) {
+			victim = i;
+		}
+	}
+	listing_free(f->cache[victim]);
+	f->cache[victim] = l;
+}
+
+/* 1 and *st filled: found in a fresh listing; 0: not cached. */
+static int cache_find(struct fs *fs, unsigned slot, unsigned gen,
+		      const char *dir, const char *name, struct stat *st)
+{
+	struct fs_files *f = fs->files;
+
+	for (int i = 0; i < CACHE_N; i++) {
+		struct listing *c = f->cache[i];
+
+		if (!c || c->slot != slot || c->gen != gen ||
+		    strcmp(c->path, dir) != 0)
+			continue;
+		if (age(&c->when) >= fs->opts.attr_timeout)
+			return 0;
+		struct lent key = { .name = (char *)name };
+		struct lent *e = bsearch(&key, c->e, c->n, sizeof *c->e,
+					 lent_cmp);
+		if (!e)
+			return 0;
+		*st = e->st;
+		return 1;
+	}
+	return 0;
+}
+
+static void cache_drop_sb(struct fs_files *f, unsigned slot)
+{
+	for (int i = 0; i < CACHE_N; i++) {
+		if (f->cache[i] && f->cache[i]->slot == slot) {
+			listing_free(f->cache[i]);
+			f->cache[i] = NULL;
+		}
+	}
+}
+
+/* Our own change to a sandbox's files: its listings are stale. */
+static void invalidate(struct fs *fs, unsigned slot)
+{
+	pthread_mutex_lock(&fs->files->mu);
+	cache_drop_sb(fs->files, slot);
+	pthread_mutex_unlock(&fs->files->mu);
+}
+
+void fs_files_forget_sb(struct fs *fs, unsigned slot)
+{
+	if (fs->files)
+		invalidate(fs, slot);
+}
+
+/* ---- set-up ------------------------------------------------------------- */
+
+int fs_files_init(struct fs *fs)
+{
+	struct fs_files *f = calloc(1, sizeof *f);
+
+	if (!f)
+		return -ENOMEM;
+	f->by_id = calloc(NBUCKETS, sizeof *f->by_id);
+	f->by_path = calloc(NBUCKETS, sizeof *f->by_path);
+	if (!f->by_id || !f->by_path) {
+		free(f->by_id);
+		free(f->by_path);
+		free(f);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&f->mu, NULL);
+	f->next_id = 1;
+	fs->files = f;
+	return 0;
+}
+
+void fs_files_free(struct fs *fs)
+{
+	struct fs_files *f = fs->files;
+
+	if (!f)
+		return;
+	for (unsigned b = 0; b < NBUCKETS; b++) {
+		struct node *n = f->by_id[b];
+
+		while (n) {
+			struct node *nx = n->next_id;
+
+			free(n->path);
+			free(n);
+			n = nx;
+		}
+	}
+	for (int i = 0; i < CACHE_N; i++)
+		listing_free(f->cache[i]);
+	free(f->by_id);
+	free(f->by_path);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+	fs->files = NULL;
+}
+
+void fs_files_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs_files *f = fs->files;
+
+	pthread_mutex_lock(&f->mu);
+	struct node *n = node_by_id(f, fs_ino_file_id(ino));
+	if (n)
+		node_unref(f, n, nlookup);
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* ---- one request -------------------------------------------------------- */
+
+/* Per-open state of a regular file (fi->fh). */
+struct ofile {
+	struct api_file *f;
+	unsigned slot, gen;
+	bool dirty; /* written since the last flush */
+};
+
+/* Per-open state of a directory (fi->fh). */
+struct odir {
+	unsigned slot, gen;
+	char id[API_ID_MAX];
+	char *path;
+	fuse_ino_t ino;
+	struct listing *l; /* unsorted copy, in the platform's order */
+};
+
+enum op_kind { OP_ENTRY, OP_ATTR, OP_CREATE, OP_NONE };
+
+struct op {
+	fuse_req_t req;
+	struct fs *fs;
+	fuse_ino_t ino;	/* the node asked about (attr replies) */
+	unsigned slot, gen;
+	char id[API_ID_MAX];
+	char *path;	/* target path */
+	char *path2;	/* rename: new path */
+	unsigned flags; /* rename flags */
+	enum op_kind kind;
+	struct fuse_file_info fi; /* open / create */
+	struct ofile *of;
+	struct odir *od;
+	size_t size;
+	off_t off;
+};
+
+static void nop_cb(void *ud, int err, const char *msg)
+{
+	(void)ud;
+	if (err)
+		fs_log("close: %s", msg ? msg : api_strerror(err));
+}
+
+static void op_free(struct op *o)
+{
+	free(o->path);
+	free(o->path2);
+	free(o);
+}
+
+/* Errors that are answers, not incidents: no sentence in err. */
+static bool ordinary(int err)
+{
+	return err == -ENOENT || err == -EEXIST || err == -ENOTEMPTY ||
+	       err == -ENOTDIR || err == -EISDIR || err == -ENAMETOOLONG ||
+	       err == -EXDEV || err == -EINVAL || err == -ENODATA ||
+	       err == -EPERM || err == -EACCES;
+}
+
+/* Reply -err to the op's request, record a sentence where it helps. */
+static void op_fail(struct op *o, int err, const char *msg, const char *what)
+{
+	if (!ordinary(err)) {
+		int e2;
+		struct fs_sb *sb = fs_sb_get_slot(o->fs, o->slot, o->gen, &e2);
+
+		if (sb) {
+			fs_sb_set_err(o->fs, sb, "%s %s: %s", what,
+				      o->path ? o->path : "",
+				      msg ? msg : api_strerror(err));
+			fs_sb_put(o->fs, sb);
+		}
+	}
+	fuse_reply_err(o->req, -err);
+	op_free(o);
+}
+
+static char *path_join(const char *dir, const char *name, int *err)
+{
+	size_t dl = strlen(dir), nl = strlen(name);
+	char *p;
+
+	if (nl > NAME_MAX_LEN || dl + nl + 2 > PATH_MAX) {
+		*err = -ENAMETOOLONG;
+		return NULL;
+	}
+	p = malloc(dl + nl + 2);
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (strcmp(dir, "/") == 0)
+		dl = 0;
+	memcpy(p, dir, dl);
+	p[dl] = '/';
+	memcpy(p + dl + 1, name, nl + 1);
+	return p;
+}
+
+/* Make an op for node `ino` (its path, its live sandbox) and optionally a
+ * child `name` of it.  NULL after replying the error. */
+static struct op *op_new(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_files *f = fs->files;
+	struct op *o = calloc(1, sizeof *o);
+	char *dir = NULL;
+	int err = 0;
+
+	if (!o) {
+		fuse_reply_err(req, ENOMEM);
+		return NULL;
+	}
+	o->req = req;
+	o->fs = fs;
+	o->ino = ino;
+	pthread_mutex_lock(&f->mu);
+	struct node *n = node_by_id(f, fs_ino_file_id(ino));
+	if (!n)
+		err = -ESTALE;
+	else if (!n->path)
+		err = -ENOENT;
+	else if (!(dir = strdup(n->path)))
+		err = -ENOMEM;
+	if (n) {
+		o->slot = n->slot;
+		o->gen = n->gen;
+	}
+	pthread_mutex_unlock(&f->mu);
+	if (!err) {
+		struct fs_sb *sb = fs_sb_get_slot(fs, o->slot, o->gen, &err);
+
+		if (sb) {
+			snprintf(o->id, sizeof o->id, "%s", sb->id);
+			fs_sb_put(fs, sb);
+		}
+	}
+	if (!err && name) {
+		o->path = path_join(dir, name, &err);
+		free(dir);
+	} else {
+		o->path = dir;
+	}
+	if (err) {
+		fuse_reply_err(req, -err);
+		op_free(o);
+		return NULL;
+	}
+	return o;
+}
+
+static void fill_entry(struct op *o, const struct stat *st,
+		       struct fuse_entry_param *e, bool *ok)
+{
+	struct fs_files *f = o->fs->files;
+
+	memset(e, 0, sizeof *e);
+	pthread_mutex_lock(&f->mu);
+	struct node *n = node_get(f, o->slot, o->gen, o->path, 1);
+	if (n)
+		e->ino = fs_ino_file(n->id);
+	pthread_mutex_unlock(&f->mu);
+	*ok = n != NULL;
+	e->attr = *st;
+	e->attr.st_ino = e->ino;
+	e->attr_timeout = e->entry_timeout = o->fs->opts.attr_timeout;
+}
+
+/* The kernel did not take the reference an entry reply carried. */
+static void unref_ino(struct fs *fs, fuse_ino_t ino)
+{
+	fs_files_forget(fs, ino, 1);
+}
+
+static void reply_entry(struct op *o, const struct stat *st)
+{
+	struct fuse_entry_param e;
+	bool ok;
+
+	fill_entry(o, st, &e, &ok);
+	if (!ok) {
+		fuse_reply_err(o->req, ENOMEM);
+		op_free(o);
+		return;
+	}
+	if (fuse_reply_entry(o->req, &e) != 0)
+		unref_ino(o->fs, e.ino);
+	op_free(o);
+}
+
+/* Completion of every api_file_stat: reply by op kind. */
+static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
+{
+	struct op *o = ud;
+
+	if (err) {
+		if (o->kind == OP_CREATE && o->of) {
+			/* Created but cannot be described: do not leak. */
+			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
+			free(o->of);
+		}
+		op_fail(o, err, msg, "stat");
+		return;
+	}
+	if (o->kind == OP_ATTR) {
+		struct stat a = *st;
+
+		a.st_ino = o->ino;
+		fuse_reply_attr(o->req, &a, o->fs->opts.attr_timeout);
+		op_free(o);
+	} else if (o->kind == OP_CREATE) {
+		struct fuse_entry_param e;
+		bool ok;
+
+		fill_entry(o, st, &e, &ok);
+		o->fi.fh = (uintptr_t)o->of;
+		o->fi.direct_io = 0;
+		o->fi.keep_cache = 0;
+		if (!ok || fuse_reply_create(o->req, &e, &o->fi) != 0) {
+			if (ok)
+				unref_ino(o->fs, e.ino);
+			else
+				fuse_reply_err(o->req, ENOMEM);
+			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
+			free(o->of);
+		}
+		op_free(o);
+	} else {
+		reply_entry(o, st);
+	}
+}
+
+static void do_stat(struct op *o, enum op_kind kind)
+{
+	o->kind = kind;
+	api_file_stat(o->fs->be, o->id, o->path, stat_cb, o);
+}
+
+/* ---- the sandbox's root ------------------------------------------------- */
+
+void fs_file_root_lookup(fuse_req_t req, struct fs_sb *sb)
+{
+	struct fs *fs = fs_of(req);
+	struct op *o = calloc(1, sizeof *o);
+
+	if (!o || !(o->path = strdup("/"))) {
+		free(o);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	o->req = req;
+	o->fs = fs;
+	o->slot = sb->slot;
+	o->gen = sb->gen;
+	snprintf(o->id, sizeof o->id, "%s", sb->id);
+	do_stat(o, OP_ENTRY);
+}
+
+/* ---- lookup, attributes ------------------------------------------------- */
+
+static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct op *o = op_new(req, parent, name);
+	struct stat st;
+	int hit;
+
+	if (!o)
+		return;
+	/* The parent's path is the child's up to its last slash. */
+	char *slash = strrchr(o->path, '/');
+	char dir[PATH_MAX];
+	if (slash == o->path)
+		snprintf(dir, sizeof dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - o->path),
+			 o->path);
+	pthread_mutex_lock(&o->fs->files->mu);
+	hit = cache_find(o->fs, o->slot, o->gen, dir, name, &st);
+	pthread_mutex_unlock(&o->fs->files->mu);
+	if (hit) {
+		reply_entry(o, &st);
+		return;
+	}
+	do_stat(o, OP_ENTRY);
+}
+
+static void f_getattr(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct op *o = op_new(req, ino, NULL);
+
+	(void)fi;
+	if (!o)
+		return;
+	do_stat(o, OP_ATTR);
+}
+
+static void setattr_cb(void *ud, int err, const char *msg)
+{
+	struct op *o = ud;
+
+	invalidate(o->fs, o->slot);
+	if (err) {
+		op_fail(o, err, msg, "setattr");
+		return;
+	}
+	do_stat(o, OP_ATTR);
+}
+
+static struct timespec ts_of(int to_set, int now_bit, struct timespec t)
+{
+	if (to_set & now_bit) {
+		t.tv_sec = 0;
+		t.tv_nsec = UTIME_NOW;
+	}
+	return t;
+}
+
+static void f_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		      int to_set, struct fuse_file_info *fi)
+{
+	struct op *o = op_new(req, ino, NULL);
+	struct api_setattr sa = { 0 };
+
+	(void)fi; /* ftruncate goes by path too */
+	if (!o)
+		return;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		sa.mask |= API_SET_MODE;
+		sa.mode = attr->st_mode & 07777;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		sa.mask |= API_SET_UID;
+		sa.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		sa.mask |= API_SET_GID;
+		sa.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		sa.mask |= API_SET_SIZE;
+		sa.size = attr->st_size;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+		sa.mask |= API_SET_ATIME;
+		sa.atime = ts_of(to_set, FUSE_SET_ATTR_ATIME_NOW,
+				 attr->st_atim);
+	}
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		sa.mask |= API_SET_MTIME;
+		sa.mtime = ts_of(to_set, FUSE_SET_ATTR_MTIME_NOW,
+				 attr->st_mtim);
+	}
+	if (!sa.mask) { /* e.g. ctime only: nothing to change */
+		do_stat(o, OP_ATTR);
+		return;
+	}
+	api_file_setattr(o->fs->be, o->id, o->path, &sa, setattr_cb, o);
+}
+
+static void readlink_cb(void *ud, int err, const char *msg, const char *s)
+{
+	struct op *o = ud;
+	char out[PATH_MAX];
+
+	if (err) {
+		op_fail(o, err, msg, "readlink");
+		return;
+	}
+	err = fs_symlink_host(o->path, s, out, sizeof out);
+	if (err) {
+		op_fail(o, err, "link target too long", "readlink");
+		return;
+	}
+	fuse_reply_readlink(o->req, out);
+	op_free(o);
+}
+
+static void f_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct op *o = op_new(req, ino, NULL);
+
+	if (o)
+		api_file_readlink(o->fs->be, o->id, o->path, readlink_cb, o);
+}
+
+/* ---- namespace changes -------------------------------------------------- */
+
+/* mkdir, symlink: done, then describe the new entry. */
+static void made_cb(void *ud, int err, const char *msg)
+{
+	struct op *o = ud;
+
+	invalidate(o->fs, o->slot);
+	if (err) {
+		op_fail(o, err, msg, "create");
+		return;
+	}
+	do_stat(o, OP_ENTRY);
+}
+
+static void f_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		    mode_t mode)
+{
+	struct op *o = op_new(req, parent, name);
+
+	if (o)
+		api_file_mkdir(o->fs->be, o->id, o->path, mode & 07777,
+			       made_cb, o);
+}
+
+static void f_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		      const char *name)
+{
+	struct op *o = op_new(req, parent, name);
+
+	/* Stored as given: inside the sandbox the link is unchanged. */
+	if (o)
+		api_file_symlink(o->fs->be, o->id, link, o->path, made_cb, o);
+}
+
+/* The path no longer names the node it named: unhash it (and what lies
+ * below it), so the next lookup of the path makes a fresh node. */
+static void detach_tree(struct fs_files *f, unsigned slot, unsigned gen,
+			const char *path)
+{
+	size_t pl = strlen(path);
+
+	for (unsigned b = 0; b < NBUCKETS; b++) {
+		struct node *n = f->by_path[b], *nx;
+
+		for (; n; n = nx) {
+			nx = n->next_path;
+			if (n->slot == slot && n->gen == gen &&
+			    strncmp(n->path, path, pl) == 0 &&
+			    (n->path[pl] == '\0' || n->path[pl] == '/'))
+				unhash_path(f, n);
+		}
+	}
+}
+
+static void removed_cb(void *ud, int err, const char *msg)
+{
+	struct op *o = ud;
+	struct fs_files *f = o->fs->files;
+
+	invalidate(o->fs, o->slot);
+	if (err) {
+		op_fail(o, err, msg, "remove");
+		return;
+	}
+	pthread_mutex_lock(&f->mu);
+	struct node *n = node_by_path(f, o->slot, o->gen, o->path);
+	if (n)
+		unhash_path(f, n);
+	pthread_mutex_unlock(&f->mu);
+	fuse_reply_err(o->req, 0);
+	op_free(o);
+}
+
+static void f_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct op *o = op_new(req, parent, name);
+
+	if (o)
+		api_file_unlink(o->fs->be, o->id, o->path, removed_cb, o);
+}
+
+static void f_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct op *o = op_new(req, parent, name);
+
+	if (o)
+		api_file_rmdir(o->fs->be, o->id, o->path, removed_cb, o);
+}
+
+/* Give every node at or under `from` the same place under `to`. */
+static void move_tree(struct fs_files *f, unsigned slot, unsigned gen,
+		      const char *from, const char *to, struct node **moved,
+		      size_t *nmoved)
+{
+	size_t fl = strlen(from);
+
+	/* Collect first: rehashing while walking buckets would revisit. */
+	for (unsigned b = 0; b < NBUCKETS; b++) {
+		for (struct node *n = f->by_path[b]; n; n = n->next_path) {
+			if (n->slot == slot && n->gen == gen &&
+			    strncmp(n->path, from, fl) == 0 &&
+			    (n->path[fl] == '\0' || n->path[fl] == '/'))
+				moved[(*nmoved)++] = n;
+		}
+	}
+	for (size_t i = 0; i < *nmoved; i++) {
+		struct node *n = moved[i];
+		size_t len = strlen(to) + strlen(n->path + fl) + 1;
+		char *np = malloc(len);
+
+		if (np)
+			snprintf(np, len, "%s%s", to, n->path + fl);
+		unhash_path(f, n);
+		if (np)
+			hash_path(f, n, np);
+	}
+}
+
+static size_t count_tree(struct fs_files *f, unsigned slot, unsigned gen,
+			 const char *p)
+{
+	size_t pl = strlen(p), c = 0;
+
+	for (unsigned b = 0; b < NBUCKETS; b++)
+		for (struct node *n = f->by_path[b]; n; n = n->next_path)
+			c += n->slot == slot && n->gen == gen &&
+			     strncmp(n->path, p, pl) == 0 &&
+			     (n->path[pl] == '\0' || n->path[pl] == '/');
+	return c;
+}
+
+static void renamed_cb(void *ud, int err, const char *msg)
+{
+	struct op *o = ud;
+	struct fs_files *f = o->fs->files;
+
+	invalidate(o->fs, o->slot);
+	if (err) {
+		op_fail(o, err, msg, "rename");
+		return;
+	}
+	pthread_mutex_lock(&f->mu);
+	size_t n1 = count_tree(f, o->slot, o->gen, o->path);
+	size_t n2 = count_tree(f, o->slot, o->gen, o->path2);
+	struct node **a = calloc(n1 + 1, sizeof *a);
+	struct node **b = calloc(n2 + 1, sizeof *b);
+	size_t na = 0, nb = 0;
+
+	if (a && b) {
+		if (o->flags & RENAME_EXCHANGE) {
+			/* Move the second tree aside under a name no path can
+			 * have, then swap. */
+			move_tree(f, o->slot, o->gen, o->path2, "\n", b, &nb);
+			move_tree(f, o->slot, o->gen, o->path, o->path2, a,
+				  &na);
+			nb = 0;
+			move_tree(f, o->slot, o->gen, "\n", o->path, b, &nb);
+		} else {
+			detach_tree(f, o->slot, o->gen, o->path2);
+			move_tree(f, o->slot, o->gen, o->path, o->path2, a,
+				  &na);
+		}
+	} else {
+		/* No memory to move: forget the paths rather than keep
+		 * wrong ones. */
+		detach_tree(f, o->slot, o->gen, o->path);
+		detach_tree(f, o->slot, o->gen, o->path2);
+	}
+	pthread_mutex_unlock(&f->mu);
+	free(a);
+	free(b);
+	fuse_reply_err(o->req, 0);
+	op_free(o);
+}
+
+static void f_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     fuse_ino_t newparent, const char *newname,
+		     unsigned int flags)
+{
+	struct op *o = op_new(req, parent, name);
+	struct op *o2;
+
+	if (!o)
+		return;
+	o2 = op_new(req, newparent, newname);
+	if (!o2) { /* replied */
+		op_free(o);
+		return;
+	}
+	if (o2->slot != o->slot || o2->gen != o->gen) {
+		op_free(o2);
+		fuse_reply_err(req, EXDEV);
+		op_free(o);
+		return;
+	}
+	o->path2 = o2->path;
+	o2->path = NULL;
+	op_free(o2);
+	o->flags = flags;
+	api_file_rename(o->fs->be, o->id, o->path, o->path2, flags,
+			renamed_cb, o);
+}
+
+/* ---- open files --------------------------------------------------------- */
+
+static int open_flags(int flags)
+{
+	return flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND);
+}
+
+static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
+{
+	struct op *o = ud;
+	struct ofile *of;
+
+	if (err) {
+		op_fail(o, err, msg, "open");
+		return;
+	}
+	of = calloc(1, sizeof *of);
+	if (!of) {
+		api_file_close(o->fs->be, af, nop_cb, NULL);
+		fuse_reply_err(o->req, ENOMEM);
+		op_free(o);
+		return;
+	}
+	of->f = af;
+	of->slot = o->slot;
+	of->gen = o->gen;
+	of->dirty = (o->fi.flags & O_TRUNC) != 0;
+	if (o->kind == OP_CREATE) {
+		of->dirty = true;
+		o->of = of;
+		invalidate(o->fs, o->slot);
+		do_stat(o, OP_CREATE);
+		return;
+	}
+	if (of->dirty)
+		invalidate(o->fs, o->slot);
+	o->fi.fh = (uintptr_t)of;
+	/* Real files: page cache allowed, but dropped at each open since
+	 * sandbox processes change files behind our back. */
+	o->fi.direct_io = 0;
+	o->fi.keep_cache = 0;
+	if (fuse_reply_open(o->req, &o->fi) != 0) {
+		api_file_close(o->fs->be, af, nop_cb, NULL);
+		free(of);
+	}
+	op_free(o);
+}
+
+static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct op *o = op_new(req, ino, NULL);
+
+	if (!o)
+		return;
+	o->fi = *fi;
+	o->kind = OP_NONE;
+	api_file_open(o->fs->be, o->id, o->path, open_flags(fi->flags), 0,
+		      opened_cb, o);
+}
+
+static void f_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, struct fuse_file_info *fi)
+{
+	struct op *o = op_new(req, parent, name);
+
+	if (!o)
+		return;
+	o->fi = *fi;
+	o->kind = OP_CREATE;
+	api_file_open(o->fs->be, o->id, o->path,
+		      open_flags(fi->flags) | O_CREAT, mode & 07777,
+		      opened_cb, o);
+}
+
+/* read/write/flush/release need no path: a small context will do. */
+struct io {
+	fuse_req_t req;
+	struct fs *fs;
+	struct ofile *of;
+};
+
+static struct io *io_new(fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct io *io = malloc(sizeof *io);
+
+	if (!io) {
+		fuse_reply_err(req, ENOMEM);
+		return NULL;
+	}
+	io->req = req;
+	io->fs = fs_of(req);
+	io->of = (struct ofile *)(uintptr_t)fi->fh;
+	return io;
+}
+
+static void io_fail(struct io *io, int err, const char *msg, const char *what)
+{
+	if (!ordinary(err)) {
+		int e2;
+		struct fs_sb *sb = fs_sb_get_slot(io->fs, io->of->slot,
+						  io->of->gen, &e2);
+
+		if (sb) {
+			fs_sb_set_err(io->fs, sb, "%s: %s", what,
+				      msg ? msg : api_strerror(err));
+			fs_sb_put(io->fs, sb);
+		}
+	}
+	fuse_reply_err(io->req, -err);
+	free(io);
+}
+
+static void read_cb(void *ud, int err, const char *msg, const void *buf,
+		    size_t len)
+{
+	struct io *io = ud;
+
+	if (err) {
+		io_fail(io, err, msg, "read");
+		return;
+	}
+	fuse_reply_buf(io->req, buf, len);
+	free(io);
+}
+
+static void f_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	struct io *io = io_new(req, fi);
+
+	(void)ino;
+	if (io)
+		api_file_read(io->fs->be, io->of->f, off, size, read_cb, io);
+}
+
+static void write_cb(void *ud, int err, const char *msg, size_t n)
+{
+	struct io *io = ud;
+
+	invalidate(io->fs, io->of->slot);
+	if (err) {
+		io_fail(io, err, msg, "write");
+		return;
+	}
+	fuse_reply_write(io->req, n);
+	free(io);
+}
+
+static void f_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		    size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct io *io = io_new(req, fi);
+
+	(void)ino;
+	if (!io)
+		return;
+	io->of->dirty = true;
+	api_file_write(io->fs->be, io->of->f, off, buf, size, write_cb, io);
+}
+
+static void done_cb(void *ud, int err, const char *msg)
+{
+	struct io *io = ud;
+
+	if (err) {
+		io_fail(io, err, msg, "flush");
+		return;
+	}
+	fuse_reply_err(io->req, 0);
+	free(io);
+}
+
+/* close(2) returns this: staged data is uploaded (remote) or synced. */
+static void f_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct io *io = io_new(req, fi);
+
+	(void)ino;
+	if (!io)
+		return;
+	if (!io->of->dirty) {
+		fuse_reply_err(req, 0);
+		free(io);
+		return;
+	}
+	io->of->dirty = false;
+	invalidate(io->fs, io->of->slot);
+	api_file_flush(io->fs->be, io->of->f, done_cb, io);
+}
+
+static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		    struct fuse_file_info *fi)
+{
+	struct io *io = io_new(req, fi);
+
+	(void)ino;
+	(void)datasync;
+	if (!io)
+		return;
+	io->of->dirty = false;
+	api_file_flush(io->fs->be, io->of->f, done_cb, io);
+}
+
+static void closed_cb(void *ud, int err, const char *msg)
+{
+	struct io *io = ud;
+
+	if (err)
+		fs_log("close: %s", msg ? msg : api_strerror(err));
+	invalidate(io->fs, io->of->slot);
+	free(io->of);
+	fuse_reply_err(io->req, 0);
+	free(io);
+}
+
+static void f_release(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct io *io = io_new(req, fi);
+
+	(void)ino;
+	if (io)
+		api_file_close(io->fs->be, io->of->f, closed_cb, io);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+static void f_opendir(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct op *o = op_new(req, ino, NULL);
+	struct odir *d;
+
+	if (!o)
+		return;
+	d = calloc(1, sizeof *d);
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		op_free(o);
+		return;
+	}
+	d->slot = o->slot;
+	d->gen = o->gen;
+	d->ino = ino;
+	snprintf(d->id, sizeof d->id, "%s", o->id);
+	d->path = o->path;
+	o->path = NULL;
+	op_free(o);
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static struct listing *listing_copy(const struct listing *l)
+{
+	struct listing *c = calloc(1, sizeof *c);
+
+	if (!c)
+		return NULL;
+	*c = *l;
+	c->path = strdup(l->path);
+	c->e = calloc(l->n ? l->n : 1, sizeof *c->e);
+	c->n = 0;
+	if (!c->path || !c->e) {
+		listing_free(c);
+		return NULL;
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		c->e[i].st = l->e[i].st;
+		c->e[i].name = strdup(l->e[i].name);
+		if (!c->e[i].name) {
+			listing_free(c);
+			return NULL;
+		}
+		c->n++;
+	}
+	return c;
+}
+
+static void dir_reply(struct op *o)
+{
+	struct fs *fs = o->fs;
+	struct fs_files *f = fs->files;
+	struct odir *d = o->od;
+	bool plus = o->kind == OP_ENTRY;
+	size_t size = o->size, used = 0;
+	char *buf = malloc(size ? size : 1);
+
+	if (!buf) {
+		fuse_reply_err(o->req, ENOMEM);
+		op_free(o);
+		return;
+	}
+	/* Offsets: 1 = ".", 2 = "..", 2 + i + 1 = entry i. */
+	for (off_t off = o->off; off < (off_t)d->l->n + 2; off++) {
+		struct stat st;
+		const char *name;
+		size_t n;
+
+		if (off < 2) {
+			name = off == 0 ? "." : "..";
+			memset(&st, 0, sizeof st);
+			st.st_mode = S_IFDIR;
+			st.st_ino = d->ino;
+		} else {
+			name = d->l->e[off - 2].name;
+			st = d->l->e[off - 2].st;
+		}
+		if (!plus) {
+			n = fuse_add_direntry(o->req, buf + used, size - used,
+					      name, &st, off + 1);
+			if (n > size - used)
+				break;
+			used += n;
+			continue;
+		}
+		struct fuse_entry_param e = { .attr = st };
+		struct node *nd = NULL;
+		if (off >= 2) {
+			char *p;
+			int err = 0;
+
+			p = path_join(d->path, name, &err);
+			pthread_mutex_lock(&f->mu);
+			nd = p ? node_get(f, d->slot, d->gen, p, 1) : NULL;
+			pthread_mutex_unlock(&f->mu);
+			free(p);
+			if (nd) {
+				e.ino = fs_ino_file(nd->id);
+				e.attr.st_ino = e.ino;
+				e.attr_timeout = e.entry_timeout =
+					fs->opts.attr_timeout;
+			}
+		}
+		n = fuse_add_direntry_plus(o->req, buf + used, size - used,
+					   name, &e, off + 1);
+		if (n > size - used) {
+			if (nd) {
+				pthread_mutex_lock(&f->mu);
+				node_unref(f, nd, 1);
+				pthread_mutex_unlock(&f->mu);
+			}
+			break;
+		}
+		used += n;
+	}
+	fuse_reply_buf(o->req, buf, used);
+	free(buf);
+	op_free(o);
+}
+
+static void readdir_cb(void *ud, int err, const char *msg,
+		       const struct api_dirent *ents, size_t n)
+{
+	struct op *o = ud;
+	struct odir *d = o->od;
+	struct listing *l;
+
+	if (err) {
+		op_fail(o, err, msg, "readdir");
+		return;
+	}
+	l = calloc(1, sizeof *l);
+	if (l) {
+		l->e = calloc(n ? n : 1, sizeof *l->e);
+		l->path = strdup(d->path);
+	}
+	if (!l || !l->e || !l->path) {
+		listing_free(l);
+		fuse_reply_err(o->req, ENOMEM);
+		op_free(o);
+		return;
+	}
+	l->slot = d->slot;
+	l->gen = d->gen;
+	clock_gettime(CLOCK_MONOTONIC, &l->when);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(ents[i].name, ".") == 0 ||
+		    strcmp(ents[i].name, "..") == 0)
+			continue;
+		l->e[l->n].name = strdup(ents[i].name);
+		if (!l->e[l->n].name)
+			break;
+		l->e[l->n].st = ents[i].st;
+		l->n++;
+	}
+	listing_free(d->l);
+	d->l = l;
+	if (o->fs->opts.attr_timeout > 0) {
+		struct listing *c = listing_copy(l);
+
+		if (c) {
+			pthread_mutex_lock(&o->fs->files->mu);
+			cache_put(o->fs, c);
+			pthread_mutex_unlock(&o->fs->files->mu);
+		}
+	}
+	dir_reply(o);
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct odir *d = (struct odir *)(uintptr_t)fi->fh;
+	struct op *o = calloc(1, sizeof *o);
+	int err;
+
+	if (!o) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	o->req = req;
+	o->fs = fs_of(req);
+	o->slot = d->slot;
+	o->gen = d->gen;
+	o->od = d;
+	o->size = size;
+	o->off = off;
+	o->kind = plus ? OP_ENTRY : OP_NONE;
+	snprintf(o->id, sizeof o->id, "%s", d->id);
+	struct fs_sb *sb = fs_sb_get_slot(o->fs, d->slot, d->gen, &err);
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		op_free(o);
+		return;
+	}
+	fs_sb_put(o->fs, sb);
+	/* One platform call per pass over the directory; the kernel asks
+	 * again from offset 0 after a rewinddir. */
+	if (off == 0 || !d->l) {
+		api_file_readdir(o->fs->be, d->id, d->path, readdir_cb, o);
+		return;
+	}
+	dir_reply(o);
+}
+
+static void f_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		      off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, false);
+}
+
+static void f_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			  off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	do_readdir(req, size, off, fi, true);
+}
+
+static void f_releasedir(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
+{
+	struct odir *d = (struct odir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	listing_free(d->l);
+	free(d->path);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+const struct fuse_lowlevel_ops fs_file_ops = {
+	.lookup = f_lookup,
+	.getattr = f_getattr,
+	.setattr = f_setattr,
+	.readlink = f_readlink,
+	.mkdir = f_mkdir,
+	.unlink = f_unlink,
+	.rmdir = f_rmdir,
+	.symlink = f_symlink,
+	.rename = f_rename,
+	.open = f_open,
+	.read = f_read,
+	.write = f_write,
+	.flush = f_flush,
+	.release = f_release,
+	.fsync = f_fsync,
+	.opendir = f_opendir,
+	.readdir = f_readdir,
+	.readdirplus = f_readdirplus,
+	.releasedir = f_releasedir,
+	.create = f_create,
+};

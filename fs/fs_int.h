@@ -133,6 +133,7 @@ struct fs_sb {
 	bool gone;		 /* (L) destroyed: lookups fail, handles ESTALE */
 	char id[API_ID_MAX];	 /* platform ID: directory name */
 	char name[API_ID_MAX];	 /* alias ("" if none) */
+	char template[API_ID_MAX]; /* (L) what it started from, "" unknown */
 	enum api_state state;	 /* (L) from the poll or a verb */
 	time_t created;
 	char *info_json;	 /* (L) malloc'd */
@@ -237,6 +238,10 @@ void fs_sb_update(struct fs *fs, struct fs_sb *sb,
 /* The sandbox was destroyed: drop it from the table, bump the slot's
  * generation, free its jobs and files state.  Idempotent. */
 void fs_sb_gone(struct fs *fs, struct fs_sb *sb);
+/* Apply a complete api_sb_list result from a call that started at poll
+ * sequence `seq` (the poller). */
+void fs_sb_apply_list(struct fs *fs, const struct api_sandbox *recs,
+		      size_t n, unsigned long seq);
 /* Queue a kernel cache invalidation; the poller thread sends it. */
 void fs_notify_inval_entry(struct fs *fs, fuse_ino_t parent,
 			   const char *name);
@@ -254,6 +259,8 @@ void fs_files_free(struct fs *fs);
 void fs_file_root_lookup(fuse_req_t req, struct fs_sb *sb);
 /* Drop cached listings of a sandbox (destroyed, or changed by a verb). */
 void fs_files_forget_sb(struct fs *fs, unsigned slot);
+/* FORGET of an fs/ node (fs.c dispatches; no reply). */
+void fs_files_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup);
 
 /* ---- jobs hooks (proc.c) ------------------------------------------------ */
 

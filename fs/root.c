@@ -1,1 +1,449 @@
-/* placeholder: being written */
+/* root.c - MOUNT/: one directory per sandbox, `ctl` to create them
+ * ("new NAME key=value ..."), mkdir NAME to create with defaults, rmdir
+ * NAME to destroy.  Replies come when the platform is done (bounded by the
+ * backend's request timeout). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/fs_int.h"
+
+#define CTL_WRITE_MAX (64u << 10) /* one write to root ctl */
+#define CTL_LINES_MAX 64
+#define KV_MAX (FS_CMD_MAXF)
+
+static const char root_verbs[] = "new\n";
+
+static void entry_of(struct fs *fs, fuse_ino_t ino, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = ino;
+	fs_stat_node(fs, ino, &e->attr);
+	e->attr_timeout = e->entry_timeout = 1.0;
+}
+
+/* ---- MOUNT/ ------------------------------------------------------------- */
+
+static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct fs_sb *sb;
+
+	(void)parent;
+	if (strcmp(name, "ctl") == 0) {
+		entry_of(fs, fs_ino_make(FS_K_ROOT_CTL, 0, 0, 0, 0), &e);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	sb = fs_sb_get_name(fs, name);
+	if (!sb) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	bool alias = strcmp(sb->id, name) != 0;
+	entry_of(fs, fs_ino_make(alias ? FS_K_SB_ALIAS : FS_K_SB_DIR,
+				 sb->slot, sb->gen, 0, 0), &e);
+	if (alias)
+		e.attr.st_size = (off_t)strlen(sb->id);
+	fs_sb_put(fs, sb);
+	fuse_reply_entry(req, &e);
+}
+
+static void root_opendir(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_dir *d = calloc(1, sizeof *d);
+	struct stat st;
+	int err;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
+	err = fs_dir_add(d, ".", &st);
+	if (!err)
+		err = fs_dir_add(d, "..", &st);
+	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_CTL, 0, 0, 0, 0), &st);
+	if (!err)
+		err = fs_dir_add(d, "ctl", &st);
+
+	pthread_mutex_lock(&fs->lock);
+	for (unsigned s = 0; s < FS_SB_MAX && !err; s++) {
+		struct fs_sb *sb = fs->sbs[s];
+
+		if (!sb || sb->gone)
+			continue;
+		fs_stat_synthetic(fs, fs_ino_make(FS_K_SB_DIR, sb->slot,
+						  sb->gen, 0, 0),
+				  S_IFDIR | 0755, &st);
+		err = fs_dir_add(d, sb->id, &st);
+		if (err || !sb->name[0] || strcmp(sb->name, sb->id) == 0)
+			continue;
+		fs_stat_synthetic(fs, fs_ino_make(FS_K_SB_ALIAS, sb->slot,
+						  sb->gen, 0, 0),
+				  S_IFLNK | 0777, &st);
+		err = fs_dir_add(d, sb->name, &st);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (err) {
+		fs_dir_free(d);
+		free(d);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static void root_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			 off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
+		     false);
+}
+
+static void root_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			     off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
+		     true);
+}
+
+static void root_releasedir(fuse_req_t req, fuse_ino_t ino,
+			    struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fs_dir_free(d);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- creating: shared by mkdir and ctl "new" ---------------------------- */
+
+/* One request that creates one or more sandboxes in order. */
+struct rjob {
+	fuse_req_t req;
+	struct fs *fs;
+	bool mkdir;	/* reply an entry, else a write count */
+	size_t wsize;	/* write: bytes to acknowledge */
+	char *buf;	/* write: the lines, parsed in place */
+	struct fs_cmd cmds[CTL_LINES_MAX];
+	int ncmd, next;
+};
+
+static void rjob_free(struct rjob *j)
+{
+	free(j->buf);
+	free(j);
+}
+
+static void rjob_run(struct rjob *j);
+
+static void create_cb(void *ud, int err, const char *msg,
+		      const struct api_sandbox *r)
+{
+	struct rjob *j = ud;
+	struct fs *fs = j->fs;
+	const char *name = j->cmds[j->next].f[1];
+	struct fs_sb *sb;
+
+	if (err) {
+		fs_log("new %s: %s", name, msg ? msg : api_strerror(err));
+		fuse_reply_err(j->req, -err);
+		rjob_free(j);
+		return;
+	}
+	sb = fs_sb_add(fs, r, &err);
+	if (!sb) {
+		fs_log("new %s: %s", name, api_strerror(err));
+		fuse_reply_err(j->req, -err);
+		rjob_free(j);
+		return;
+	}
+	fs_poll_kick(fs);
+	if (j->mkdir) {
+		struct fuse_entry_param e;
+
+		/* With platform IDs the new directory is the ID; the entry
+		 * under NAME must still be a directory for mkdir(2), so it
+		 * is not cached: the next lookup finds the alias. */
+		entry_of(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0, 0),
+			 &e);
+		if (strcmp(sb->id, name) != 0)
+			e.entry_timeout = 0;
+		fs_sb_put(fs, sb);
+		fuse_reply_entry(j->req, &e);
+		rjob_free(j);
+		return;
+	}
+	fs_sb_put(fs, sb);
+	j->next++;
+	rjob_run(j);
+}
+
+static void rjob_run(struct rjob *j)
+{
+	struct fs *fs = j->fs;
+	struct api_kv kv[KV_MAX + 1];
+	size_t nkv = 0;
+	bool has_template = false;
+
+	if (j->next >= j->ncmd) {
+		fuse_reply_write(j->req, j->wsize);
+		rjob_free(j);
+		return;
+	}
+	struct fs_cmd *c = &j->cmds[j->next];
+	for (int i = 2; i < c->nf && nkv < KV_MAX; i++) {
+		char *eq = strchr(c->f[i], '=');
+
+		*eq = '\0'; /* validated: present */
+		kv[nkv].key = c->f[i];
+		kv[nkv].value = eq + 1;
+		if (strcmp(c->f[i], "template") == 0)
+			has_template = true;
+		nkv++;
+	}
+	if (!has_template && fs->opts.template && fs->opts.template[0]) {
+		kv[nkv].key = "template";
+		kv[nkv].value = fs->opts.template;
+		nkv++;
+	}
+	api_sb_create(fs->be, c->f[1], kv, nkv, create_cb, j);
+}
+
+/* Validate the name of a new sandbox; -errno with a log line. */
+static int check_new_name(struct fs *fs, const char *name)
+{
+	struct fs_sb *sb;
+
+	if (!fs_name_valid(name) || strcmp(name, "ctl") == 0) {
+		fs_log("new %.64s: invalid name (letters, digits, '.', '_', "
+		       "'-'; not 'ctl')", name);
+		return -EINVAL;
+	}
+	sb = fs_sb_get_name(fs, name);
+	if (sb) {
+		fs_sb_put(fs, sb);
+		fs_log("new %s: a sandbox of that name exists", name);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static void root_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       mode_t mode)
+{
+	struct fs *fs = fs_of(req);
+	struct rjob *j;
+	int err;
+
+	(void)parent;
+	(void)mode;
+	err = check_new_name(fs, name);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	j = calloc(1, sizeof *j);
+	if (j)
+		j->buf = strdup(name);
+	if (!j || !j->buf) {
+		free(j);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	j->req = req;
+	j->fs = fs;
+	j->mkdir = true;
+	j->ncmd = 1;
+	j->cmds[0].nf = 2;
+	j->cmds[0].f[0] = "new";
+	j->cmds[0].f[1] = j->buf;
+	rjob_run(j);
+}
+
+/* ---- destroying --------------------------------------------------------- */
+
+struct djob {
+	fuse_req_t req;
+	struct fs *fs;
+	struct fs_sb *sb; /* reference */
+};
+
+static void destroy_cb(void *ud, int err, const char *msg)
+{
+	struct djob *j = ud;
+	struct fs *fs = j->fs;
+	struct fs_sb *sb = j->sb;
+
+	pthread_mutex_lock(&fs->lock);
+	sb->busy--;
+	pthread_mutex_unlock(&fs->lock);
+	if (err && err != -ENOENT) {
+		fs_sb_set_err(fs, sb, "destroy: %s",
+			      msg ? msg : api_strerror(err));
+		fuse_reply_err(j->req, -err);
+	} else {
+		if (sb->name[0])
+			fs_notify_inval_entry(fs, FUSE_ROOT_ID, sb->name);
+		fs_sb_gone(fs, sb);
+		fs_poll_kick(fs);
+		fuse_reply_err(j->req, 0);
+	}
+	fs_sb_put(fs, sb);
+	free(j);
+}
+
+static void root_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_sb *sb = fs_sb_get_name(fs, name);
+	struct djob *j;
+
+	(void)parent;
+	if (!sb) {
+		fuse_reply_err(req, strcmp(name, "ctl") ? ENOENT : ENOTDIR);
+		return;
+	}
+	if (strcmp(sb->id, name) != 0) {
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, ENOTDIR); /* the alias symlink */
+		return;
+	}
+	j = calloc(1, sizeof *j);
+	if (!j) {
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	j->req = req;
+	j->fs = fs;
+	j->sb = sb;
+	pthread_mutex_lock(&fs->lock);
+	sb->busy++;
+	pthread_mutex_unlock(&fs->lock);
+	api_sb_verb(fs->be, sb->id, API_VERB_DESTROY, "", destroy_cb, j);
+}
+
+static void root_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+const struct fuse_lowlevel_ops fs_root_ops = {
+	.lookup = root_lookup,
+	.opendir = root_opendir,
+	.readdir = root_readdir,
+	.readdirplus = root_readdirplus,
+	.releasedir = root_releasedir,
+	.mkdir = root_mkdir,
+	.rmdir = root_rmdir,
+	.unlink = root_unlink,
+};
+
+/* ---- MOUNT/ctl ---------------------------------------------------------- */
+
+static void rctl_open(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	(void)ino;
+	/* O_TRUNC from shell `>` is fine: nothing to truncate. */
+	fi->direct_io = 1;
+	fi->nonseekable = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void rctl_read(fuse_req_t req, fuse_ino_t ino, size_t size,
+		      off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fs_reply_text(req, root_verbs, sizeof root_verbs - 1, size, off);
+}
+
+static void rctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		       size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct rjob *j;
+	char *line, *save = NULL;
+	int err = 0;
+
+	(void)ino;
+	(void)off;
+	(void)fi;
+	if (size > CTL_WRITE_MAX) {
+		fuse_reply_err(req, EFBIG);
+		return;
+	}
+	j = calloc(1, sizeof *j);
+	if (j)
+		j->buf = strndup(buf, size);
+	if (!j || !j->buf) {
+		free(j);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	j->req = req;
+	j->fs = fs;
+	j->wsize = size;
+
+	/* Check every line before running any. */
+	for (line = strtok_r(j->buf, "\n", &save); line && !err;
+	     line = strtok_r(NULL, "\n", &save)) {
+		struct fs_cmd *c = &j->cmds[j->ncmd];
+
+		if (fs_cmd_parse(line, c)) {
+			fs_log("ctl: too many words in one line");
+			err = -EINVAL;
+			break;
+		}
+		if (c->nf == 0)
+			continue;
+		if (strcmp(c->f[0], "new") != 0 || c->nf < 2) {
+			fs_log("ctl: %s; verbs: new NAME [key=value ...]",
+			       strcmp(c->f[0], "new") ? "unknown verb" :
+							"'new' needs a NAME");
+			err = -EINVAL;
+			break;
+		}
+		for (int i = 2; i < c->nf && !err; i++) {
+			if (!strchr(c->f[i], '=') || c->f[i][0] == '=') {
+				fs_log("ctl: new %s: '%s' is not key=value",
+				       c->f[1], c->f[i]);
+				err = -EINVAL;
+			}
+		}
+		if (!err)
+			err = check_new_name(fs, c->f[1]);
+		if (!err && ++j->ncmd == CTL_LINES_MAX &&
+		    strtok_r(NULL, "\n", &save)) {
+			fs_log("ctl: more than %d lines in one write",
+			       CTL_LINES_MAX);
+			err = -EINVAL;
+		}
+	}
+	if (err) {
+		rjob_free(j);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	rjob_run(j);
+}
+
+const struct fuse_lowlevel_ops fs_root_ctl_ops = {
+	.open = rctl_open,
+	.read = rctl_read,
+	.write = rctl_write,
+};

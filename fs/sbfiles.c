@@ -1,1 +1,301 @@
-/* placeholder: being written */
+/* sbfiles.c - NAME/status, NAME/info, NAME/err: small text files made at
+ * open (so one `cat` sees one consistent text), direct I/O so the page
+ * cache never serves stale state.  poll() on status wakes on a change. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fs/fs_int.h"
+
+/* Per open: the text as it was at open (or at the last read from offset 0
+ * after the first), and the state it showed. */
+struct snap {
+	enum api_state state;
+	bool read_once;
+	size_t len;
+	char *text;
+};
+
+/* Build the text of a file of kind k; fs->lock held. */
+static char *render(struct fs_sb *sb, enum fs_kind k, size_t *len)
+{
+	char *text = NULL;
+	size_t cap = 0;
+	FILE *f = open_memstream(&text, &cap);
+
+	if (!f)
+		return NULL;
+	switch (k) {
+	case FS_K_SB_STATUS: {
+		char when[64] = "";
+
+		if (sb->created) {
+			struct tm tm;
+
+			gmtime_r(&sb->created, &tm);
+			strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		}
+		fprintf(f, "%s\nid: %s\nname: %s\n", api_state_name(sb->state),
+			sb->id, sb->name[0] ? sb->name : sb->id);
+		if (sb->template[0])
+			fprintf(f, "template: %s\n", sb->template);
+		if (sb->created)
+			fprintf(f, "created: %s\n", when);
+		if (sb->err[0])
+			fprintf(f, "error: %s\n", sb->err);
+		break;
+	}
+	case FS_K_SB_INFO:
+		if (sb->info_json) {
+			size_t n = strlen(sb->info_json);
+
+			fputs(sb->info_json, f);
+			if (n && sb->info_json[n - 1] != '\n')
+				fputc('\n', f);
+		} else {
+			fprintf(f, "{\"id\":\"%s\",\"state\":\"%s\"}\n", sb->id,
+				api_state_name(sb->state));
+		}
+		break;
+	case FS_K_SB_ERR:
+		if (sb->err[0])
+			fprintf(f, "%s\n", sb->err);
+		break;
+	default:
+		break;
+	}
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	*len = cap;
+	return text;
+}
+
+static int snap_fill(struct fs *fs, fuse_ino_t ino, struct snap *s)
+{
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+	if (!sb)
+		return err;
+	pthread_mutex_lock(&fs->lock);
+	size_t len = 0;
+	char *t = render(sb, fs_ino_kind(ino), &len);
+	enum api_state st = sb->state;
+	pthread_mutex_unlock(&fs->lock);
+	fs_sb_put(fs, sb);
+	if (!t)
+		return -ENOMEM;
+	free(s->text);
+	s->text = t;
+	s->len = len;
+	s->state = st;
+	return 0;
+}
+
+static void sf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct snap *s = calloc(1, sizeof *s);
+	int err;
+
+	if (!s) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (fs_ino_kind(ino) != FS_K_SB_ERR &&
+	    (fi->flags & O_ACCMODE) != O_RDONLY) {
+		free(s);
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	err = snap_fill(fs, ino, s);
+	if (err) {
+		free(s);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)s;
+	fi->direct_io = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void sf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
+
+	/* A reader that comes back to offset 0 (poll, lseek, read) wants
+	 * the current text, not the one of open time. */
+	if (off == 0 && s->read_once) {
+		int err = snap_fill(fs_of(req), ino, s);
+
+		if (err) {
+			fuse_reply_err(req, -err);
+			return;
+		}
+	}
+	s->read_once = true;
+	fs_reply_text(req, s->text, s->len, size, off);
+}
+
+static void sf_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (s) {
+		free(s->text);
+		free(s);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void sf_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+	(void)fi;
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fs_sb_put(fs, sb);
+	fs_stat_node(fs, ino, &st);
+	/* Size 0: the content is made at open (direct I/O reads it all). */
+	fuse_reply_attr(req, &st, 0);
+}
+
+static void status_poll(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi, struct fuse_pollhandle *ph)
+{
+	struct fs *fs = fs_of(req);
+	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
+	int err;
+	struct fs_sb *sb = fs_sb_get_slot(fs, fs_ino_sb_slot(ino),
+					  fs_ino_sb_gen(ino), &err);
+	unsigned rev = 0;
+
+	if (!sb) {
+		/* Destroyed: readable (the reader gets ESTALE) and hung up. */
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		fuse_reply_poll(req, POLLIN | POLLPRI | POLLHUP);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (sb->state != s->state) {
+		rev = POLLIN | POLLRDNORM | POLLPRI;
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+	} else if (ph) {
+		fs_pollers_add(&sb->status_pollers, ph);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	fs_sb_put(fs, sb);
+	fuse_reply_poll(req, rev);
+}
+
+static void err_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+	(void)buf;
+	(void)off;
+	(void)fi;
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	/* Writing anything clears the last error. */
+	pthread_mutex_lock(&fs->lock);
+	sb->err[0] = '\0';
+	pthread_mutex_unlock(&fs->lock);
+	fs_sb_put(fs, sb);
+	fuse_reply_write(req, size);
+}
+
+static void err_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+	(void)fi;
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID)) {
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	/* `: > err` / truncate -s0 err: clear too. */
+	if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0) {
+		pthread_mutex_lock(&fs->lock);
+		sb->err[0] = '\0';
+		pthread_mutex_unlock(&fs->lock);
+	}
+	fs_sb_put(fs, sb);
+	struct stat st;
+	fs_stat_node(fs, ino, &st);
+	fuse_reply_attr(req, &st, 0);
+}
+
+static void err_open(fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi)
+{
+	/* Shell `> err` opens with O_TRUNC: that alone clears it. */
+	if (fi->flags & O_TRUNC) {
+		struct fs *fs = fs_of(req);
+		int err;
+		struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+		if (sb) {
+			pthread_mutex_lock(&fs->lock);
+			sb->err[0] = '\0';
+			pthread_mutex_unlock(&fs->lock);
+			fs_sb_put(fs, sb);
+		}
+	}
+	sf_open(req, ino, fi);
+}
+
+const struct fuse_lowlevel_ops fs_sb_status_ops = {
+	.getattr = sf_getattr,
+	.open = sf_open,
+	.read = sf_read,
+	.release = sf_release,
+	.poll = status_poll,
+};
+
+const struct fuse_lowlevel_ops fs_sb_info_ops = {
+	.getattr = sf_getattr,
+	.open = sf_open,
+	.read = sf_read,
+	.release = sf_release,
+};
+
+const struct fuse_lowlevel_ops fs_sb_err_ops = {
+	.getattr = sf_getattr,
+	.setattr = err_setattr,
+	.open = err_open,
+	.read = sf_read,
+	.write = err_write,
+	.release = sf_release,
+};

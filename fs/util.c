@@ -1,1 +1,282 @@
-/* placeholder: being written */
+/* util.c - small helpers of the FUSE side: logging, text and directory
+ * replies, ctl command parsing, the host view of sandbox symlinks. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "fs/fs_int.h"
+
+static bool log_syslog;
+
+void fs_log_syslog(bool on)
+{
+	if (on && !log_syslog)
+		openlog("sbxfs", LOG_PID, LOG_DAEMON);
+	log_syslog = on;
+}
+
+void fs_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (log_syslog) {
+		vsyslog(LOG_NOTICE, fmt, ap);
+	} else {
+		char line[2048];
+
+		/* One fprintf per line so lines of threads don't interleave. */
+		vsnprintf(line, sizeof line, fmt, ap);
+		fprintf(stderr, "sbxfs: %s\n", line);
+	}
+	va_end(ap);
+}
+
+void fs_reply_text(fuse_req_t req, const char *text, size_t len, size_t size,
+		   off_t off)
+{
+	if (off < 0 || (size_t)off >= len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size_t n = len - (size_t)off;
+	fuse_reply_buf(req, text + off, n < size ? n : size);
+}
+
+/* ---- synthetic directory listings --------------------------------------- */
+
+int fs_dir_add(struct fs_dir *d, const char *name, const struct stat *st)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		struct fs_dent *e = realloc(d->e, cap * sizeof *e);
+
+		if (!e)
+			return -ENOMEM;
+		d->e = e;
+		d->cap = cap;
+	}
+	d->e[d->n].name = strdup(name);
+	if (!d->e[d->n].name)
+		return -ENOMEM;
+	d->e[d->n].st = *st;
+	d->n++;
+	return 0;
+}
+
+void fs_dir_free(struct fs_dir *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	d->e = NULL;
+	d->n = d->cap = 0;
+}
+
+void fs_dir_reply(fuse_req_t req, const struct fs_dir *d, size_t size,
+		  off_t off, bool plus)
+{
+	char *buf = malloc(size ? size : 1);
+	size_t used = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (size_t i = off < 0 ? 0 : (size_t)off; i < d->n; i++) {
+		const struct fs_dent *e = &d->e[i];
+		size_t n;
+
+		if (plus) {
+			/* nodeid 0: listed, not linked, so no lookup
+			 * reference the kernel would later forget. */
+			struct fuse_entry_param ep = { .attr = e->st };
+
+			n = fuse_add_direntry_plus(req, buf + used,
+						   size - used, e->name, &ep,
+						   (off_t)i + 1);
+		} else {
+			n = fuse_add_direntry(req, buf + used, size - used,
+					      e->name, &e->st, (off_t)i + 1);
+		}
+		if (n > size - used)
+			break;
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+/* ---- ctl command parsing ------------------------------------------------ */
+
+int fs_cmd_parse(char *line, struct fs_cmd *c)
+{
+	char *p = line;
+
+	c->nf = 0;
+	for (;;) {
+		while (*p && isspace((unsigned char)*p))
+			*p++ = '\0';
+		if (!*p)
+			return 0;
+		if (c->nf == FS_CMD_MAXF)
+			return -EINVAL;
+		c->f[c->nf++] = p;
+		while (*p && !isspace((unsigned char)*p))
+			p++;
+	}
+}
+
+const struct fs_cmdtab *fs_cmd_lookup(const struct fs_cmd *c,
+				      const struct fs_cmdtab *tab, size_t n,
+				      char *msg, size_t msglen)
+{
+	if (c->nf == 0) {
+		snprintf(msg, msglen, "empty command");
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct fs_cmdtab *t = &tab[i];
+		int na = c->nf - 1;
+
+		if (strcmp(c->f[0], t->verb) != 0)
+			continue;
+		if (na >= t->minargs && na <= t->maxargs)
+			return t;
+		if (t->minargs == t->maxargs)
+			snprintf(msg, msglen, "'%s' takes %d argument%s, got %d",
+				 t->verb, t->minargs,
+				 t->minargs == 1 ? "" : "s", na);
+		else
+			snprintf(msg, msglen,
+				 "'%s' takes %d to %d arguments, got %d",
+				 t->verb, t->minargs, t->maxargs, na);
+		return NULL;
+	}
+
+	size_t len = (size_t)snprintf(msg, msglen, "unknown verb '%.64s'; verbs:",
+				      c->f[0]);
+	for (size_t i = 0; i < n && len < msglen; i++)
+		len += (size_t)snprintf(msg + len, msglen - len, " %s",
+					tab[i].verb);
+	return NULL;
+}
+
+/* ---- symlinks ----------------------------------------------------------- */
+
+/* Lexically normalise absolute `path` into comps (pointers into a copy):
+ * drop "" and ".", ".." pops (at / it stays at /, as the kernel does). */
+static int norm_push(char *s, char **comps, int *n, int max)
+{
+	for (char *tok = strtok(s, "/"); tok; tok = strtok(NULL, "/")) {
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			if (*n > 0)
+				(*n)--;
+			continue;
+		}
+		if (*n == max)
+			return -ENAMETOOLONG;
+		comps[(*n)++] = tok;
+	}
+	return 0;
+}
+
+int fs_symlink_host(const char *linkpath, const char *target, char *out,
+		    size_t outlen)
+{
+	enum { MAXC = 512 };
+	char dirbuf[4096], tbuf[4096];
+	char *dir[MAXC], *comps[MAXC];
+	int ndir = 0, n = 0, depth;
+	size_t len = 0;
+
+	if (strlen(linkpath) >= sizeof dirbuf || strlen(target) >= sizeof tbuf)
+		return -ENAMETOOLONG;
+	if (target[0] != '/') {
+		/* Relative: fine unless it climbs above the root, where the
+		 * sandbox clamps at / but the host would walk out of fs/. */
+		int d = 0, min = 0;
+
+		snprintf(dirbuf, sizeof dirbuf, "%s", linkpath);
+		snprintf(tbuf, sizeof tbuf, "%s", target);
+		for (char *t = strtok(dirbuf, "/"); t; t = strtok(NULL, "/"))
+			d++;
+		d--; /* the link's own name */
+		for (char *t = strtok(tbuf, "/"); t; t = strtok(NULL, "/")) {
+			if (strcmp(t, "..") == 0)
+				d--;
+			else if (strcmp(t, ".") != 0)
+				d++;
+			if (d < min)
+				min = d;
+		}
+		if (min >= 0) {
+			if (strlen(target) >= outlen)
+				return -ENAMETOOLONG;
+			snprintf(out, outlen, "%s", target);
+			return 0;
+		}
+		/* Resolve against the link's directory, then treat as
+		 * absolute. */
+		snprintf(dirbuf, sizeof dirbuf, "%s", linkpath);
+		char *slash = strrchr(dirbuf, '/');
+		if (slash)
+			*slash = '\0';
+		if (norm_push(dirbuf, comps, &n, MAXC))
+			return -ENAMETOOLONG;
+		snprintf(tbuf, sizeof tbuf, "%s", target);
+		if (norm_push(tbuf, comps, &n, MAXC))
+			return -ENAMETOOLONG;
+	} else {
+		snprintf(tbuf, sizeof tbuf, "%s", target);
+		if (norm_push(tbuf, comps, &n, MAXC))
+			return -ENAMETOOLONG;
+	}
+
+	/* Depth of the link's directory below the sandbox root. */
+	char lbuf[4096];
+	snprintf(lbuf, sizeof lbuf, "%s", linkpath);
+	if (norm_push(lbuf, dir, &ndir, MAXC))
+		return -ENAMETOOLONG;
+	depth = ndir > 0 ? ndir - 1 : 0;
+
+	out[0] = '\0';
+	for (int i = 0; i < depth; i++) {
+		int w = snprintf(out + len, outlen - len, "%s..",
+				 len ? "/" : "");
+		if (w < 0 || (size_t)w >= outlen - len)
+			return -ENAMETOOLONG;
+		len += (size_t)w;
+	}
+	for (int i = 0; i < n; i++) {
+		int w = snprintf(out + len, outlen - len, "%s%s",
+				 len ? "/" : "", comps[i]);
+		if (w < 0 || (size_t)w >= outlen - len)
+			return -ENAMETOOLONG;
+		len += (size_t)w;
+	}
+	if (len == 0)
+		snprintf(out, outlen, ".");
+	return 0;
+}
+
+bool fs_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n >= 64 || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)name[i];
+
+		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+			return false;
+	}
+	return true;
+}

@@ -1,1 +1,277 @@
-/* placeholder: being written */
+/* main.c - sbxfs: options, backend, mount, daemon, loop.  Sequences the
+ * modules; each parses its own options from the shared fuse_args. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs/fs_int.h"
+#include <fuse_opt.h>
+
+/* Our own -o options and flags. */
+struct main_opts {
+	char *poll;
+	char *template;
+	char *attr_timeout;
+	int foreground, debug, single, help, version;
+	int allow_other;
+	char *nonopt[3];
+	int nnonopt;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_SINGLE, KEY_ALLOW };
+
+static const struct fuse_opt main_spec[] = {
+	{ "poll=%s", offsetof(struct main_opts, poll), 0 },
+	{ "template=%s", offsetof(struct main_opts, template), 0 },
+	{ "attr_timeout=%s", offsetof(struct main_opts, attr_timeout), 0 },
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("-f", KEY_FG),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct main_opts *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (o->nnonopt == 2) {
+			fprintf(stderr, "sbxfs: too many arguments: '%s'\n",
+				arg);
+			return -1;
+		}
+		o->nonopt[o->nnonopt++] = strdup(arg);
+		return 0;
+	case KEY_HELP:
+		o->help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->version = 1;
+		return 0;
+	case KEY_FG:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		/* libfuse prints requests with -o debug: keep it. */
+		o->debug = 1;
+		o->foreground = 1;
+		return 1;
+	case KEY_SINGLE:
+		o->single = 1;
+		return 0;
+	case KEY_ALLOW:
+		o->allow_other = 1;
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
+	       "\n"
+	       "Mounts code-execution sandboxes as files.  SOURCE picks the "
+	       "platform:\n"
+	       "    local            the embedded local runtime (default)\n"
+	       "    local:DATADIR    the same, state kept in DATADIR\n"
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
+	       "\n"
+	       "General options:\n"
+	       "    -h, --help             print this help\n"
+	       "    -V, --version          print the version\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -d, -o debug           debug output (implies -f)\n"
+	       "    -s                     single-threaded loop\n"
+	       "    -o opt,[opt...]        mount options\n"
+	       "\n"
+	       "sbxfs options:\n"
+	       "    -o poll=SECONDS        status poll interval (default 2)\n"
+	       "    -o template=NAME       default template of new "
+	       "sandboxes\n"
+	       "    -o attr_timeout=SECS   kernel attribute cache of fs/ "
+	       "files (default 1)\n"
+	       "    -o allow_other         let other users in (implies "
+	       "default_permissions)\n"
+	       "\n",
+	       prog);
+}
+
+static int parse_secs(const char *name, const char *s, double *out,
+		      bool zero_ok)
+{
+	char *end;
+
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || v < 0 || (!zero_ok && v == 0) ||
+	    v > 86400) {
+		fprintf(stderr, "sbxfs: bad %s '%s': want seconds%s\n", name,
+			s, zero_ok ? " >= 0" : " > 0");
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A second copy of the arguments: the backend is opened twice (see
+ * below), and each api_open consumes its options. */
+static int args_copy(const struct fuse_args *from, struct fuse_args *to)
+{
+	for (int i = 0; i < from->argc; i++)
+		if (fuse_opt_add_arg(to, from->argv[i]) == -1)
+			return -1;
+	return 0;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args2 = FUSE_ARGS_INIT(0, NULL);
+	struct main_opts mo = { 0 };
+	struct fs_opts fo = { .poll_interval = 2.0, .attr_timeout = 1.0 };
+	struct api_backend *be = NULL;
+	struct fuse_session *se = NULL;
+	static struct fs fs;
+	const char *source = NULL, *mountpoint = NULL;
+	char fsopt[256];
+	int ret = 1, err;
+
+	if (fuse_opt_parse(&args, &mo, main_spec, opt_proc) == -1)
+		goto out;
+	if (mo.help) {
+		usage(argv[0]);
+		printf("FUSE options:\n");
+		fuse_lowlevel_help();
+		printf("\n");
+		api_print_help();
+		ret = 0;
+		goto out;
+	}
+	if (mo.version) {
+		printf("sbxfs version %s\n", SBXFS_VERSION);
+		printf("FUSE library version %s\n", fuse_pkgversion());
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out;
+	}
+	if (mo.nnonopt == 0) {
+		fprintf(stderr, "usage: %s [options] [SOURCE] MOUNTPOINT\n"
+			"       %s --help\n", argv[0], argv[0]);
+		goto out;
+	}
+	mountpoint = mo.nonopt[mo.nnonopt - 1];
+	if (mo.nnonopt == 2)
+		source = mo.nonopt[0];
+	if (mo.poll && parse_secs("poll", mo.poll, &fo.poll_interval, false))
+		goto out;
+	if (mo.attr_timeout &&
+	    parse_secs("attr_timeout", mo.attr_timeout, &fo.attr_timeout,
+		       true))
+		goto out;
+	if (mo.template && !fs_name_valid(mo.template)) {
+		fprintf(stderr, "sbxfs: bad template name '%s'\n",
+			mo.template);
+		goto out;
+	}
+	fo.template = mo.template;
+
+	/* Threads do not survive fork(), and fuse_daemonize forks.  So the
+	 * backend is opened twice: once here, in the foreground, only to
+	 * check SOURCE, options and credentials and report mistakes on the
+	 * terminal (then closed: its threads end, sandboxes stay); and once
+	 * more after fuse_daemonize, for real.  Each open consumes its own
+	 * copy of the arguments. */
+	if (args_copy(&args, &args2) == -1)
+		goto out;
+	err = api_open(source, &args, &be);
+	if (err) {
+		fprintf(stderr, "sbxfs: cannot open %s: %s\n",
+			source ? source : "local", strerror(-err));
+		goto out;
+	}
+	/* Type and name only: never the source's URL or anything secret. */
+	snprintf(fsopt, sizeof fsopt, "-ofsname=sbxfs,subtype=%s",
+		 be->ops->name);
+	api_close(be);
+	be = NULL;
+	if (fuse_opt_add_arg(&args, fsopt) == -1)
+		goto out;
+	/* Owner-only by default (no allow_other); other users only with
+	 * the kernel checking permissions. */
+	if (mo.allow_other &&
+	    fuse_opt_add_arg(&args, "-odefault_permissions") == -1)
+		goto out;
+
+	se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, &fs);
+	if (!se)
+		goto out;
+	if (fuse_session_mount(se, mountpoint) != 0)
+		goto out_destroy;
+	if (fuse_daemonize(mo.foreground) != 0)
+		goto out_unmount;
+	if (!mo.foreground)
+		fs_log_syslog(true);
+
+	err = api_open(source, &args2, &be);
+	if (err) {
+		fs_log("cannot open %s: %s", source ? source : "local",
+		       strerror(-err));
+		goto out_unmount;
+	}
+	fo.timeout = be->timeout;
+	err = fs_init(&fs, be, &fo);
+	if (err) {
+		fs_log("cannot start: %s", strerror(-err));
+		goto out_close;
+	}
+	fs_attach(&fs, se);
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_free;
+
+	if (mo.single) {
+		ret = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config cfg = {
+			.clone_fd = 0,
+			.max_idle_threads = 10,
+		};
+		ret = fuse_session_loop_mt(se, &cfg);
+	}
+	ret = ret ? 1 : 0;
+	fuse_remove_signal_handlers(se);
+out_free:
+	fuse_session_unmount(se);
+	fs_free(&fs);
+	api_close(be);
+	fuse_session_destroy(se);
+	se = NULL;
+	goto out;
+out_close:
+	api_close(be);
+out_unmount:
+	fuse_session_unmount(se);
+out_destroy:
+	fuse_session_destroy(se);
+out:
+	for (int i = 0; i < mo.nnonopt; i++)
+		free(mo.nonopt[i]);
+	free(mo.poll);
+	free(mo.template);
+	free(mo.attr_timeout);
+	fuse_opt_free_args(&args);
+	fuse_opt_free_args(&args2);
+	return ret;
+}
