@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -50,7 +51,7 @@ extern char **environ;
 struct sb_meta {
 	char name[64];
 	char template[64];
-	char layers[SB_LAYERS_MAX][64]; /* template chain, top first */
+	char layers[SB_LAYERS_MAX][64]; /* template lineage, newest first */
 	int nlayers;
 	time_t created;
 	pid_t pid;		      /* host PID of the sandbox init */
@@ -171,7 +172,7 @@ static double json_num(const cJSON *o, const char *k)
 
 static int json_layers(const cJSON *o, char layers[][64], int *n)
 {
-	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "layers");
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "lineage");
 	const cJSON *it;
 
 	*n = 0;
@@ -223,7 +224,7 @@ static int meta_read(struct local *l, const char *name, struct sb_meta *m)
 static cJSON *meta_json(struct local *l, const struct sb_meta *m)
 {
 	cJSON *o = cJSON_CreateObject();
-	cJSON *a = cJSON_AddArrayToObject(o, "layers");
+	cJSON *a = cJSON_AddArrayToObject(o, "lineage");
 	char root[PATH_MAX];
 
 	cJSON_AddStringToObject(o, "name", m->name);
@@ -661,7 +662,7 @@ static bool is_overlay(const char *path)
 static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 			   char *msg, size_t msglen)
 {
-	char root[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], layer[PATH_MAX];
+	char root[PATH_MAX], upper[PATH_MAX], work[PATH_MAX];
 	char *opts;
 	size_t cap = 8192, n = 0;
 	int err = 0;
@@ -674,16 +675,14 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 	opts = malloc(cap);
 	if (!opts)
 		return -ENOMEM;
-	n += snprintf(opts + n, cap - n, "lowerdir=");
-	for (int i = 0; i < m->nlayers && n < cap; i++) {
-		tpl_dir(l, m->layers[i], "root", layer, sizeof(layer));
-		n += snprintf(opts + n, cap - n, "%s:", layer);
-	}
-	if (n < cap)
-		n += snprintf(opts + n, cap - n, "/,upperdir=%s,workdir=%s",
-			      upper, work);
+	/* Only the host's / below: overlayfs refuses a lower layer nested
+	 * inside another lower layer (ELOOP), and DATADIR/templates lies
+	 * inside /.  So a template is copied into the upper layer at create
+	 * time instead of being stacked (see create_work). */
+	n += snprintf(opts + n, cap - n, "lowerdir=/,upperdir=%s,workdir=%s",
+		      upper, work);
 	if (n >= cap) {
-		snprintf(msg, msglen, "too many template layers");
+		snprintf(msg, msglen, "sandbox paths too long");
 		free(opts);
 		return -E2BIG;
 	}
@@ -889,19 +888,48 @@ static void init_nop(int sig)
 	(void)sig;
 }
 
+/* Does the sandbox hold any process but PID 1?  Raw getdents64 on our
+ * own /proc: no allocation in this forked child. */
+static bool init_alone(void)
+{
+	char buf[4096];
+	bool alone = true;
+	int fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return true;
+	for (;;) {
+		long n = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		for (long off = 0; off < n;) {
+			struct dirent64 *d = (struct dirent64 *)(buf + off);
+			off += d->d_reclen;
+			if (d->d_name[0] >= '1' && d->d_name[0] <= '9' &&
+			    strcmp(d->d_name, "1") != 0)
+				alone = false;
+		}
+	}
+	close(fd);
+	return alone;
+}
+
 /* PID 1 of the sandbox: reap orphans forever.  SIGTERM (sbxfs's stop)
- * passes SIGTERM on to everything in the sandbox and exits once no
- * child is left; the kernel then kills whatever remains. */
+ * passes SIGTERM on to everything in the sandbox and exits once nothing
+ * else is left, so the grace period is honoured; sbxfs sends SIGKILL
+ * when it runs out, and the kernel then kills whatever remains. */
 static void __attribute__((noreturn)) init_loop(void)
 {
 	struct sigaction sa;
+	struct timespec tick = {0, 100000000L};
 	sigset_t set;
 	bool terminating = false;
 
+	prctl(PR_SET_NAME, "sbxfs-init");
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = init_nop;
 	/* PID 1 gets no signal with a default action: handlers make
-	 * SIGTERM/SIGCHLD deliverable, sigwaitinfo takes them. */
+	 * SIGTERM/SIGCHLD deliverable, sigtimedwait takes them. */
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGCHLD, &sa, NULL);
@@ -912,19 +940,16 @@ static void __attribute__((noreturn)) init_loop(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (;;) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
-		if (sig == SIGTERM || sig == SIGINT) {
+		int sig = terminating ? sigtimedwait(&set, &si, &tick)
+				      : sigwaitinfo(&set, &si);
+		if ((sig == SIGTERM || sig == SIGINT) && !terminating) {
 			terminating = true;
 			kill(-1, SIGTERM);
 		}
-		for (;;) {
-			pid_t r = waitpid(-1, NULL, WNOHANG);
-			if (r > 0)
-				continue;
-			if (r < 0 && errno == ECHILD && terminating)
-				_exit(0);
-			break;
-		}
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (terminating && init_alone())
+			_exit(0);
 	}
 }
 
@@ -1221,6 +1246,9 @@ static int verb_stop(struct local *l, struct sb_meta *m, const char *arg,
 	err = sb_kill_all(l, m->name, grace, end, msg, msglen);
 	if (err)
 		return err;
+	/* it leaves the cgroup a moment before it turns into a zombie */
+	while (init_alive(m) && sb_now() < end)
+		sb_sleep_ms(5);
 	snprintf(m->state, sizeof(m->state), "stopped");
 	return meta_write(l, m);
 }
@@ -1291,10 +1319,6 @@ static int verb_snapshot(struct local *l, struct sb_meta *m,
 		snprintf(msg, msglen, "template '%s' already exists", snap);
 		return -EEXIST;
 	}
-	if (m->nlayers + 1 > SB_LAYERS_MAX) {
-		snprintf(msg, msglen, "template chain too deep");
-		return -E2BIG;
-	}
 	snprintf(tmp, sizeof(tmp), "%s/tmp", l->datadir);
 	mkdir(tmp, 0700);
 	snprintf(tmp, sizeof(tmp), "%s/tmp/snap-%s-%d-%u", l->datadir, snap,
@@ -1325,12 +1349,13 @@ static int verb_snapshot(struct local *l, struct sb_meta *m,
 		goto fail;
 
 	cJSON *o = cJSON_CreateObject();
-	cJSON *a = cJSON_AddArrayToObject(o, "layers");
+	cJSON *a = cJSON_AddArrayToObject(o, "lineage");
 	cJSON_AddStringToObject(o, "name", snap);
 	cJSON_AddStringToObject(o, "from", m->name);
 	cJSON_AddNumberToObject(o, "created", (double)time(NULL));
 	cJSON_AddItemToArray(a, cJSON_CreateString(snap));
-	for (int i = 0; i < m->nlayers; i++)
+	/* lineage is informational: keep the newest entries */
+	for (int i = 0; i < m->nlayers && i + 1 < SB_LAYERS_MAX; i++)
 		cJSON_AddItemToArray(a, cJSON_CreateString(m->layers[i]));
 	snprintf(mpath, sizeof(mpath), "%s/meta.json", tmp);
 	err = write_json_file(mpath, o);
@@ -1555,6 +1580,18 @@ static void create_work(struct local *l, void *arg)
 				 strerror(errno));
 			goto release;
 		}
+	}
+	if (m->template[0]) {
+		/* flattened template: its tree seeds the writable layer
+		 * (reflinked where the filesystem can) */
+		char src[PATH_MAX];
+		tpl_dir(l, m->template, "root", src, sizeof(src));
+		sb_dir(l, m->name, "upper", sub, sizeof(sub));
+		const char *argv[] = {"cp", "-a", "--reflink=auto", "-T",
+				      src, sub, NULL};
+		err = run_tool(argv, l->be->timeout, msg, sizeof(msg));
+		if (err)
+			goto release;
 	}
 	m->created = time(NULL);
 	snprintf(m->state, sizeof(m->state), "creating");
