@@ -581,6 +581,13 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 			 strerror(errno));
 		goto out;
 	}
+	/* Never run on the host: a stale or reused init PID would share
+	 * our namespaces. */
+	if (same_ns(ipid, "pid") || same_ns(ipid, "mnt")) {
+		r = -EBUSY;
+		snprintf(msg, mlen, "the sandbox's init process is gone");
+		goto out;
+	}
 	sp.nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
 		     CLONE_NEWUTS | CLONE_NEWNET;
 	if (!same_ns(ipid, "user"))
