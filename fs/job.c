@@ -225,7 +225,7 @@ int fs_spool_append(struct fs_spool *s, const void *buf, size_t len)
 }
 
 size_t fs_spool_iov(const struct fs_spool *s, uint64_t off, size_t size,
-		    struct iovec *iov, int *niov)
+		    struct iovec *iov, int maxiov, int *niov)
 {
 	size_t got = 0;
 	int n = 0;
@@ -233,7 +233,7 @@ size_t fs_spool_iov(const struct fs_spool *s, uint64_t off, size_t size,
 	for (struct fs_spool_chunk *c = s->head; c && got < size; c = c->next) {
 		if (c->off + c->len <= off)
 			continue;
-		if (n == FS_SPOOL_IOV_MAX)
+		if (n == maxiov)
 			break;
 		size_t skip = off > c->off ? off - c->off : 0;
 		size_t take = c->len - skip;
@@ -457,7 +457,8 @@ static void serve_reads(struct fs_job *j, struct done *d)
 		if (h->off < sp->end) {
 			struct iovec iov[FS_SPOOL_IOV_MAX];
 			int n;
-			size_t got = fs_spool_iov(sp, h->off, p->size, iov, &n);
+			size_t got = fs_spool_iov(sp, h->off, p->size, iov,
+						  FS_SPOOL_IOV_MAX, &n);
 
 			h->off += got;
 			fuse_reply_iov(p->req, iov, n);
@@ -534,7 +535,8 @@ static void stdin_pump(struct fs_job *j)
 	if (j->in.end > j->in_off) {
 		struct iovec iov[1];
 		int n;
-		size_t len = fs_spool_iov(&j->in, j->in_off, CHUNK_MAX, iov, &n);
+		size_t len = fs_spool_iov(&j->in, j->in_off, CHUNK_MAX, iov, 1,
+					  &n);
 
 		j->in_inflight = true;
 		j->in_inflight_len = len;
@@ -596,10 +598,11 @@ static void job_started(void *ud, int err, const char *msg)
 
 	pthread_mutex_lock(&j->lock);
 	if (err) {
+		/* Back to created so the script can fix things (resume
+		 * the sandbox...) and write cmd again.  cmd stays until
+		 * then: exec_start may still be looking at it. */
 		j->state = FS_JOB_CREATED;
 		j->start_err = -err;
-		free(j->cmd);
-		j->cmd = NULL;
 	} else {
 		j->state = FS_JOB_RUNNING;
 		clock_gettime(CLOCK_REALTIME, &j->t_start);
@@ -743,6 +746,7 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	j->in_closed = !j->in_stream;
 	j->state = FS_JOB_STARTING;
 	j->start_err = 0;
+	free(j->cmd);
 	j->cmd = line;
 	old = j->x; /* left by a start that failed late */
 	j->x = NULL;
@@ -909,7 +913,8 @@ void fs_jh_read_stream(fuse_req_t req, struct fs_jh *h, size_t size)
 	if (h->off < sp->end) {
 		struct iovec iov[FS_SPOOL_IOV_MAX];
 		int n;
-		size_t got = fs_spool_iov(sp, h->off, size, iov, &n);
+		size_t got = fs_spool_iov(sp, h->off, size, iov,
+					  FS_SPOOL_IOV_MAX, &n);
 
 		h->off += got;
 		fuse_reply_iov(req, iov, n);
@@ -1113,7 +1118,9 @@ static char *job_text(struct fs_job *j, enum fs_kind kind, size_t *len)
 
 	switch (kind) {
 	case FS_K_JOB_CMD:
-		n = j->cmd ? asprintf(&s, "%s\n", j->cmd) : asprintf(&s, "%s", "");
+		n = j->cmd && j->state != FS_JOB_CREATED ?
+			    asprintf(&s, "%s\n", j->cmd) :
+			    asprintf(&s, "%s", "");
 		break;
 	case FS_K_JOB_CTL:
 		n = asprintf(&s, "kill [SIGNAL]\n%s",
@@ -1134,7 +1141,7 @@ static char *job_text(struct fs_job *j, enum fs_kind kind, size_t *len)
 			     "%s\npid: -\ncode: %s\nstarted: %s\nended: %s\n"
 			     "cmd: %s\nstdout: %llu\nstderr: %llu\n%s%s%s",
 			     state_word(j->state), code, t0, t1,
-			     j->cmd ? j->cmd : "",
+			     j->cmd && j->state != FS_JOB_CREATED ? j->cmd : "",
 			     (unsigned long long)j->out[0].end,
 			     (unsigned long long)j->out[1].end,
 			     j->killed_by[0] ? "killed: " : "", j->killed_by,
@@ -1325,7 +1332,7 @@ static int ctl_line(struct fs_job *j, char *line, char *msg, size_t msglen)
 			}
 		}
 		pthread_mutex_lock(&j->lock);
-		if (j->state != FS_JOB_CREATED) {
+		if (j->state != FS_JOB_CREATED || j->xbusy) {
 			pthread_mutex_unlock(&j->lock);
 			snprintf(msg, msglen, "%s: the job already started",
 				 ct->verb);

@@ -78,10 +78,10 @@ struct fs_spool {
 void fs_spool_init(struct fs_spool *s);
 void fs_spool_free(struct fs_spool *s);
 int fs_spool_append(struct fs_spool *s, const void *buf, size_t len);
-/* Up to size bytes from off (base <= off <= end) as iovecs pointing into
- * the spool; returns the byte count. */
+/* Up to size bytes from off (base <= off <= end) as at most maxiov iovecs
+ * pointing into the spool; returns the byte count. */
 size_t fs_spool_iov(const struct fs_spool *s, uint64_t off, size_t size,
-		    struct iovec *iov, int *niov);
+		    struct iovec *iov, int maxiov, int *niov);
 /* Drop whole chunks that end at or below upto. */
 void fs_spool_drop(struct fs_spool *s, uint64_t upto);
 static inline uint64_t fs_spool_held(const struct fs_spool *s)

@@ -96,7 +96,8 @@ Test(jobs, exec_uname_and_binary)
 	/* 3 MB of 0xff bytes, byte-exact */
 	expect_out("3000000 " "0\n",
 		   "exec 3<>box/exec; "
-		   "echo \"head -c 3000000 /dev/zero | tr '\\\\0' '\\\\377'\" "
+		   "printf '%s\\n' "
+		   "\"head -c 3000000 /dev/zero | tr '\\\\000' '\\\\377'\" "
 		   ">&3; cat <&3 > $TMPD/b; exec 3<&-; "
 		   "printf '%s ' $(wc -c < $TMPD/b); "
 		   "tr -d '\\377' < $TMPD/b | wc -c");
@@ -114,8 +115,8 @@ Test(jobs, exec_misuse)
 	sh_free(&o);
 	o = sh_run("exec 3<>box/exec; echo true >&3; echo true >&3");
 	SH_FAILS(o);
-	cr_assert(strstr(o.err, "busy"), "stderr: %s", o.err);
 	sh_free(&o);
+	expect_out("1\n", "grep -c 'already started' box/err");
 }
 
 /* Closing before exit kills the command and what it started. */
@@ -244,7 +245,7 @@ Test(jobs, jobs_survive_readers)
 	expect_out("20001\n", "cat box/proc/j/stdout | wc -l");
 	expect_out("oops\n", "cat box/proc/j/stderr");
 	expect_out("same\n", "(echo hi; seq 1 20000) > $TMPD/w; "
-			     "cmp -s $TMPD/w box/proc/j/stdout && echo same");
+			     "cat box/proc/j/stdout | cmp -s $TMPD/w - && echo same");
 }
 
 /* rmdir of a running job: its processes are gone, its readers see EOF. */
@@ -255,9 +256,9 @@ Test(jobs, rmdir_kills)
 	   "(cat box/proc/j/stdout > $TMPD/r; echo eof >> $TMPD/r) & "
 	   "sleep 0.3; rmdir box/proc/j; wait");
 	expect_out("eof\n", "cat $TMPD/r");
-	for (int i = 0; i < 50 && host_procs("sleep 4331"); i++)
+	for (int i = 0; i < 50 && host_procs("sleep 433[1]"); i++)
 		usleep(100 * 1000);
-	cr_assert_eq(host_procs("sleep 4331"), 0, "job survived rmdir");
+	cr_assert_eq(host_procs("sleep 433[1]"), 0, "job survived rmdir");
 }
 
 /* Large output with nobody reading is paused, not dropped: a late reader
@@ -376,8 +377,8 @@ Test(jobs, sbx_run)
 	o = sh_run("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run box -- sha256sum "
 		   "< $TMPD/d.bin; sha256sum < $TMPD/d.bin");
 	SH_OK(o);
-	cr_assert_eq(strlen(o.out), 2 * 67, "out: %s", o.out);
-	cr_assert(!strncmp(o.out, o.out + 67, 64), "digests: %s", o.out);
+	cr_assert_eq(strlen(o.out), 2 * 68, "out: %s", o.out);
+	cr_assert(!strncmp(o.out, o.out + 68, 64), "digests: %s", o.out);
 	sh_free(&o);
 	/* -n: stdin not forwarded, the command sees EOF */
 	expect_out("0\n", "SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run -n box -- "
@@ -417,7 +418,7 @@ Test(jobs, hundred_blocked_readers, .timeout = 600)
 	mkbox();
 	ok("mkdir box/fs/tmp/x; echo hi > box/fs/tmp/x/f");
 	o = sh_run_t(120, "for i in $(seq 1 100); do mkdir box/proc/j$i && "
-			  "echo 'sleep 15; echo done' > box/proc/j$i/cmd && "
+			  "echo 'sleep 30; echo done' > box/proc/j$i/cmd && "
 			  "(cat box/proc/j$i/stdout > $TMPD/o$i &) || exit 1; "
 			  "done");
 	SH_OK(o);
