@@ -116,6 +116,7 @@ static const struct {
 	const struct api_ops *ops;
 } api_backends[] = {
 	{"local", &api_local_ops},
+	{"wrenn", &api_wrenn_ops},
 };
 
 #define API_NBACKENDS (sizeof(api_backends) / sizeof(*api_backends))

@@ -1,0 +1,1000 @@
+/* capsule.c - Wrenn capsules: list, get, create, verbs, aliases, sh exec.
+ *
+ * Wrenn assigns capsule IDs (cl-...), so sbxfs keeps the user's NAME->ID
+ * map on the client, per base URL, in a 0600 JSON file under
+ * ~/.local/state/sbxfs/ that survives remounts.  Every change re-reads the
+ * file first, so two mounts of the same platform do not undo each other's
+ * aliases.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/wrenn/wrenn_int.h"
+
+#define ALIAS_FILE_MAX (4u << 20)
+
+/* ---- aliases ------------------------------------------------------------ */
+
+bool wrenn_id_valid(const char *id)
+{
+	size_t i;
+
+	if (strncmp(id, "cl-", 3) || strlen(id) != 28)
+		return false;
+	for (i = 3; i < 28; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') ||
+		      (id[i] >= 'a' && id[i] <= 'z')))
+			return false;
+	return true;
+}
+
+void wrenn_alias_free(struct wrenn *w)
+{
+	free(w->aliases);
+	w->aliases = NULL;
+	w->naliases = 0;
+}
+
+static int alias_read(struct wrenn *w)
+{
+	struct wrenn_alias *a = NULL;
+	const cJSON *al, *it;
+	struct stat st;
+	char *buf;
+	cJSON *j;
+	size_t n = 0, i = 0;
+	ssize_t got;
+	int fd;
+
+	wrenn_alias_free(w);
+	fd = open(w->state_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &st) || st.st_size > ALIAS_FILE_MAX) {
+		close(fd);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	got = read(fd, buf, (size_t)st.st_size);
+	close(fd);
+	if (got < 0) {
+		free(buf);
+		return -EIO;
+	}
+	j = cJSON_ParseWithLength(buf, (size_t)got);
+	free(buf);
+	al = cJSON_GetObjectItemCaseSensitive(j, "aliases");
+	cJSON_ArrayForEach(it, al) n++;
+	if (n)
+		a = calloc(n, sizeof(*a));
+	if (n && !a) {
+		cJSON_Delete(j);
+		return -ENOMEM;
+	}
+	cJSON_ArrayForEach(it, al)
+	{
+		if (!cJSON_IsString(it) || !it->string ||
+		    !wrenn_id_valid(it->valuestring) ||
+		    strlen(it->string) >= API_ID_MAX)
+			continue;
+		snprintf(a[i].name, API_ID_MAX, "%s", it->string);
+		snprintf(a[i].id, API_ID_MAX, "%s", it->valuestring);
+		i++;
+	}
+	cJSON_Delete(j);
+	w->aliases = a;
+	w->naliases = i;
+	return 0;
+}
+
+static int mkdir_p(char *path, mode_t mode)
+{
+	char *p;
+
+	for (p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, mode) && errno != EEXIST) {
+			*p = '/';
+			return -errno;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+static int alias_write(struct wrenn *w)
+{
+	char tmp[sizeof(w->state_path) + 16];
+	cJSON *j = cJSON_CreateObject(), *al;
+	char *txt = NULL;
+	size_t i, len;
+	int fd, err = 0;
+
+	al = cJSON_AddObjectToObject(j, "aliases");
+	cJSON_AddStringToObject(j, "base_url", w->base);
+	for (i = 0; al && i < w->naliases; i++)
+		cJSON_AddStringToObject(al, w->aliases[i].name,
+					w->aliases[i].id);
+	txt = al ? cJSON_Print(j) : NULL;
+	cJSON_Delete(j);
+	if (!txt)
+		return -ENOMEM;
+	snprintf(tmp, sizeof(tmp), "%s", w->state_path);
+	err = mkdir_p(tmp, 0700);
+	if (err)
+		goto out;
+	snprintf(tmp, sizeof(tmp), "%s.%d", w->state_path, (int)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	len = strlen(txt);
+	if (write(fd, txt, len) != (ssize_t)len || fsync(fd))
+		err = -EIO;
+	close(fd);
+	if (!err && rename(tmp, w->state_path))
+		err = -errno;
+	if (err)
+		unlink(tmp);
+out:
+	free(txt);
+	if (err)
+		fprintf(stderr, "sbxfs: wrenn: cannot save aliases to %s: %s\n",
+			w->state_path, strerror(-err));
+	return err;
+}
+
+int wrenn_alias_load(struct wrenn *w)
+{
+	int err = alias_read(w);
+
+	if (err)
+		fprintf(stderr, "sbxfs: wrenn: cannot read aliases %s: %s\n",
+			w->state_path, strerror(-err));
+	return err == -ENOENT ? 0 : err;
+}
+
+static const char *alias_name_of(struct wrenn *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < w->naliases; i++)
+		if (!strcmp(w->aliases[i].id, id))
+			return w->aliases[i].name;
+	return "";
+}
+
+/* name == NULL: drop every alias of id. */
+static int alias_set(struct wrenn *w, const char *name, const char *id,
+		     bool del)
+{
+	struct wrenn_alias *a;
+	size_t i;
+
+	alias_read(w);
+	for (i = 0; i < w->naliases;) {
+		if ((name && !strcmp(w->aliases[i].name, name)) ||
+		    (del && !name && !strcmp(w->aliases[i].id, id))) {
+			w->aliases[i] = w->aliases[--w->naliases];
+			continue;
+		}
+		i++;
+	}
+	if (!del) {
+		a = realloc(w->aliases, (w->naliases + 1) * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		w->aliases = a;
+		snprintf(a[w->naliases].name, API_ID_MAX, "%s", name);
+		snprintf(a[w->naliases].id, API_ID_MAX, "%s", id);
+		w->naliases++;
+	}
+	return alias_write(w);
+}
+
+int wrenn_resolve(struct wrenn *w, const char *name_or_id, char *id,
+		  size_t len)
+{
+	size_t i;
+
+	if (wrenn_id_valid(name_or_id)) {
+		snprintf(id, len, "%s", name_or_id);
+		return 0;
+	}
+	for (i = 0; i < w->naliases; i++)
+		if (!strcmp(w->aliases[i].name, name_or_id)) {
+			snprintf(id, len, "%s", w->aliases[i].id);
+			return 0;
+		}
+	return -ENOENT;
+}
+
+/* ---- capsule records ---------------------------------------------------- */
+
+enum api_state wrenn_state_parse(const char *s)
+{
+	static const struct {
+		const char *word;
+		enum api_state st;
+	} map[] = {
+		{ "pending", API_ST_CREATING },	 { "starting", API_ST_CREATING },
+		{ "running", API_ST_RUNNING },	 { "paused", API_ST_PAUSED },
+		{ "hibernated", API_ST_PAUSED }, { "stopped", API_ST_STOPPED },
+		{ "error", API_ST_FAILED },	 { "missing", API_ST_UNKNOWN },
+	};
+	size_t i;
+
+	for (i = 0; s && i < sizeof(map) / sizeof(map[0]); i++)
+		if (!strcasecmp(s, map[i].word))
+			return map[i].st;
+	return API_ST_UNKNOWN;
+}
+
+/* RFC 3339 with seconds precision and any offset; 0 when malformed. */
+static time_t rfc3339(const char *s)
+{
+	struct tm tm = { 0 };
+	const char *p;
+	long off = 0;
+	time_t t;
+
+	if (!s)
+		return 0;
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return 0;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	if (*p == '+' || *p == '-') {
+		int hh, mm;
+
+		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+			return 0;
+		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+	} else if (*p != 'Z' && *p != 'z') {
+		return 0;
+	}
+	t = timegm(&tm);
+	return t == (time_t)-1 ? 0 : t - off;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Fill sb from a Capsule object; info points into *info (caller frees). */
+static int capsule_rec(struct wrenn *w, const cJSON *c, struct api_sandbox *sb,
+		       char **info)
+{
+	const char *id = jstr(c, "id"), *t = jstr(c, "template");
+
+	memset(sb, 0, sizeof(*sb));
+	if (!id || !wrenn_id_valid(id))
+		return -EPROTO;
+	snprintf(sb->id, sizeof(sb->id), "%s", id);
+	snprintf(sb->name, sizeof(sb->name), "%s", alias_name_of(w, id));
+	snprintf(sb->template, sizeof(sb->template), "%s", t ? t : "");
+	sb->state = wrenn_state_parse(jstr(c, "status"));
+	sb->created = rfc3339(jstr(c, "created_at"));
+	*info = cJSON_PrintUnformatted(c);
+	sb->info_json = *info;
+	return 0;
+}
+
+/* ---- list --------------------------------------------------------------- */
+
+struct list_op {
+	struct wrenn_work wk;
+	struct wrenn *w;
+	api_list_fn cb;
+	void *ud;
+	cJSON *all;	/* array of capsule objects collected */
+	int pending;	/* outstanding GETs */
+	int err;
+	char msg[256];
+};
+
+static void list_finish(struct list_op *op)
+{
+	struct api_sandbox *sbs = NULL;
+	char **infos = NULL;
+	size_t n = 0, i = 0;
+	const cJSON *c;
+
+	if (op->err)
+		goto out;
+	n = (size_t)cJSON_GetArraySize(op->all);
+	sbs = calloc(n ? n : 1, sizeof(*sbs));
+	infos = calloc(n ? n : 1, sizeof(*infos));
+	if (!sbs || !infos) {
+		op->err = -ENOMEM;
+		goto out;
+	}
+	cJSON_ArrayForEach(c, op->all)
+		if (!capsule_rec(op->w, c, &sbs[i], &infos[i]))
+			i++;
+out:
+	if (op->err)
+		op->cb(op->ud, op->err, op->msg, NULL, 0);
+	else
+		op->cb(op->ud, 0, NULL, sbs, i);
+	for (n = 0; infos && n < i; n++)
+		free(infos[n]);
+	free(infos);
+	free(sbs);
+	cJSON_Delete(op->all);
+	free(op);
+}
+
+struct list_get {
+	struct list_op *op;
+	char id[API_ID_MAX];
+};
+
+static void list_got_one(void *ud, int err, const char *msg,
+			 const struct wrenn_resp *r)
+{
+	struct list_get *g = ud;
+	struct list_op *op = g->op;
+
+	(void)msg;
+	if (!err && cJSON_IsObject(r->json))
+		cJSON_AddItemToArray(op->all,
+				     cJSON_Duplicate(r->json, true));
+	else if (err == -ENOENT)
+		/* destroyed behind our back: forget the name */
+		alias_set(op->w, NULL, g->id, true);
+	free(g);
+	if (--op->pending == 0)
+		list_finish(op);
+}
+
+static bool listed(const cJSON *all, const char *id)
+{
+	const cJSON *c;
+
+	cJSON_ArrayForEach(c, all)
+	{
+		const char *cid = jstr(c, "id");
+
+		if (cid && !strcmp(cid, id))
+			return true;
+	}
+	return false;
+}
+
+static void list_got(void *ud, int err, const char *msg,
+		     const struct wrenn_resp *r)
+{
+	struct list_op *op = ud;
+	struct wrenn *w = op->w;
+	char path[256];
+	size_t i;
+
+	if (err || !cJSON_IsArray(r->json)) {
+		op->err = err ? err : -EPROTO;
+		snprintf(op->msg, sizeof(op->msg), "%s",
+			 err ? msg : "wrenn: capsule list is not an array");
+		list_finish(op);
+		return;
+	}
+	op->all = cJSON_Duplicate(r->json, true);
+	if (!op->all) {
+		op->err = -ENOMEM;
+		snprintf(op->msg, sizeof(op->msg), "wrenn: out of memory");
+		list_finish(op);
+		return;
+	}
+	alias_read(w);
+	/* The list hides stopped and error capsules (quirk 8): ask for the
+	 * ones we named ourselves one by one. */
+	op->pending = 1;
+	for (i = 0; i < w->naliases; i++) {
+		struct list_get *g;
+
+		if (listed(op->all, w->aliases[i].id))
+			continue;
+		g = calloc(1, sizeof(*g));
+		if (!g)
+			continue;
+		g->op = op;
+		snprintf(g->id, sizeof(g->id), "%s", w->aliases[i].id);
+		snprintf(path, sizeof(path), "/v1/capsules/%s", g->id);
+		op->pending++;
+		wrenn_call(w, "GET", path, NULL, list_got_one, g);
+	}
+	if (--op->pending == 0)
+		list_finish(op);
+}
+
+static void list_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct list_op *op = (struct list_op *)wk;
+
+	wrenn_call(w, "GET", "/v1/capsules", NULL, list_got, op);
+}
+
+void wrenn_sb_list(struct api_backend *be, api_list_fn cb, void *ud)
+{
+	struct wrenn *w = wrenn_of(be);
+	struct list_op *op = calloc(1, sizeof(*op));
+
+	if (!op) {
+		cb(ud, -ENOMEM, "wrenn: out of memory", NULL, 0);
+		return;
+	}
+	op->w = w;
+	op->cb = cb;
+	op->ud = ud;
+	wrenn_post(w, &op->wk, list_run);
+}
+
+/* ---- get / create ------------------------------------------------------- */
+
+struct sb_op {
+	struct wrenn_work wk;
+	struct wrenn *w;
+	api_sandbox_fn cb;
+	void *ud;
+	char id[API_ID_MAX];
+	char name[API_ID_MAX];
+	char *body;
+	int64_t deadline;
+	struct wrenn_timer timer;
+};
+
+static void sb_op_done(struct sb_op *op, int err, const char *msg,
+		       const cJSON *c)
+{
+	struct api_sandbox sb;
+	char *info = NULL;
+
+	if (!err && capsule_rec(op->w, c, &sb, &info)) {
+		err = -EPROTO;
+		msg = "wrenn: malformed capsule record";
+	}
+	if (err)
+		op->cb(op->ud, err, msg, NULL);
+	else
+		op->cb(op->ud, 0, NULL, &sb);
+	free(info);
+	free(op->body);
+	free(op);
+}
+
+static void get_got(void *ud, int err, const char *msg,
+		    const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+
+	if (!err && !cJSON_IsObject(r->json)) {
+		err = -EPROTO;
+		msg = "wrenn: capsule record is not an object";
+	}
+	sb_op_done(op, err, msg, r->json);
+}
+
+static void get_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct sb_op *op = (struct sb_op *)wk;
+	char path[256];
+
+	if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
+		sb_op_done(op, -ENOENT, "wrenn: no such capsule", NULL);
+		return;
+	}
+	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+	wrenn_call(w, "GET", path, NULL, get_got, op);
+}
+
+static struct sb_op *sb_op_new(struct api_backend *be, const char *name,
+			       api_sandbox_fn cb, void *ud)
+{
+	struct sb_op *op;
+
+	if (!name || strlen(name) >= API_ID_MAX) {
+		cb(ud, -ENAMETOOLONG, "wrenn: name too long", NULL);
+		return NULL;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		cb(ud, -ENOMEM, "wrenn: out of memory", NULL);
+		return NULL;
+	}
+	op->w = wrenn_of(be);
+	op->cb = cb;
+	op->ud = ud;
+	snprintf(op->name, sizeof(op->name), "%s", name);
+	return op;
+}
+
+void wrenn_sb_get(struct api_backend *be, const char *id,
+		  api_sandbox_fn cb, void *ud)
+{
+	struct sb_op *op = sb_op_new(be, id, cb, ud);
+
+	if (op)
+		wrenn_post(op->w, &op->wk, get_run);
+}
+
+static void create_poll(struct wrenn *w, struct wrenn_timer *t);
+
+static void create_check(void *ud, int err, const char *msg,
+			 const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+	enum api_state st;
+
+	if (!err && !cJSON_IsObject(r->json)) {
+		err = -EPROTO;
+		msg = "wrenn: capsule record is not an object";
+	}
+	if (err) {
+		sb_op_done(op, err, msg, NULL);
+		return;
+	}
+	if (!op->id[0]) {
+		const char *id = jstr(r->json, "id");
+
+		if (!id || !wrenn_id_valid(id)) {
+			sb_op_done(op, -EPROTO, "wrenn: create answered "
+				   "without a capsule ID", NULL);
+			return;
+		}
+		snprintf(op->id, sizeof(op->id), "%s", id);
+		if (op->name[0])
+			alias_set(op->w, op->name, op->id, false);
+	}
+	st = wrenn_state_parse(jstr(r->json, "status"));
+	/* Wrenn's create is synchronous (201 running); a pending answer
+	 * from another server is polled until it settles. */
+	if (st == API_ST_CREATING || st == API_ST_UNKNOWN) {
+		if (wrenn_now_ms() < op->deadline) {
+			wrenn_timer_arm(op->w, &op->timer, 500, create_poll);
+			return;
+		}
+		sb_op_done(op, -ETIMEDOUT, "wrenn: capsule did not start in "
+			   "time", NULL);
+		return;
+	}
+	if (st == API_ST_FAILED || st == API_ST_STOPPED) {
+		sb_op_done(op, -EIO, "wrenn: capsule failed to start", NULL);
+		return;
+	}
+	sb_op_done(op, 0, NULL, r->json);
+}
+
+static void create_poll(struct wrenn *w, struct wrenn_timer *t)
+{
+	struct sb_op *op = (struct sb_op *)((char *)t -
+					    offsetof(struct sb_op, timer));
+	char path[256];
+
+	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+	wrenn_call(w, "GET", path, NULL, create_check, op);
+}
+
+static void create_post(struct sb_op *op)
+{
+	op->deadline = wrenn_now_ms() + op->w->timeout_ms;
+	wrenn_call(op->w, "POST", "/v1/capsules", op->body, create_check, op);
+}
+
+/* An alias that already exists: usable again only when its capsule is
+ * gone or stopped. */
+static void create_old(void *ud, int err, const char *msg,
+		       const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+	enum api_state st = API_ST_UNKNOWN;
+
+	if (!err)
+		st = wrenn_state_parse(jstr(r->json, "status"));
+	if (err == -ENOENT || (!err && (st == API_ST_STOPPED ||
+					st == API_ST_FAILED))) {
+		alias_set(op->w, op->name, "", true);
+		op->id[0] = '\0';
+		create_post(op);
+		return;
+	}
+	if (!err) {
+		err = -EEXIST;
+		msg = "wrenn: a capsule with that name exists";
+	}
+	sb_op_done(op, err, msg, NULL);
+}
+
+static void create_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct sb_op *op = (struct sb_op *)wk;
+	char path[256];
+
+	alias_read(w);
+	if (op->name[0] && !wrenn_resolve(w, op->name, op->id,
+					  sizeof(op->id))) {
+		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+		wrenn_call(w, "GET", path, NULL, create_old, op);
+		return;
+	}
+	op->id[0] = '\0';
+	create_post(op);
+}
+
+static int kv_int(const char *v, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(v, &end, 10);
+	return errno || end == v || *end || *out < 0 || *out > 1000000 ?
+		       -EINVAL : 0;
+}
+
+/* The JSON body of POST /v1/capsules from key=value settings. */
+static char *create_body(const struct api_kv *kv, size_t nkv, char *msg,
+			 size_t msglen)
+{
+	cJSON *j = cJSON_CreateObject();
+	char *txt = NULL;
+	size_t i;
+	long n;
+
+	for (i = 0; j && i < nkv; i++) {
+		const char *k = kv[i].key, *v = kv[i].value ? kv[i].value : "";
+		const char *field = NULL;
+
+		if (!strcmp(k, "template")) {
+			cJSON_DeleteItemFromObject(j, "template");
+			cJSON_AddStringToObject(j, "template", v);
+			continue;
+		}
+		if (!strcmp(k, "vcpus") || !strcmp(k, "cpus"))
+			field = "vcpus";
+		else if (!strcmp(k, "memory_mb") || !strcmp(k, "memory"))
+			field = "memory_mb";
+		else if (!strcmp(k, "timeout_sec") || !strcmp(k, "timeout"))
+			field = "timeout_sec";
+		if (!field) {
+			snprintf(msg, msglen, "wrenn: unknown setting '%s' "
+				 "(template, vcpus, memory_mb, timeout_sec)",
+				 k);
+			goto bad;
+		}
+		if (kv_int(v, &n)) {
+			snprintf(msg, msglen, "wrenn: %s wants a number, not "
+				 "'%s'", k, v);
+			goto bad;
+		}
+		cJSON_DeleteItemFromObject(j, field);
+		cJSON_AddNumberToObject(j, field, (double)n);
+	}
+	/* never an empty body: Wrenn answers 400 to that (quirk 5) */
+	txt = j ? cJSON_PrintUnformatted(j) : NULL;
+bad:
+	cJSON_Delete(j);
+	return txt;
+}
+
+void wrenn_sb_create(struct api_backend *be, const char *name,
+		     const struct api_kv *kv, size_t nkv, api_sandbox_fn cb,
+		     void *ud)
+{
+	struct sb_op *op;
+	char msg[256] = "wrenn: out of memory";
+
+	if (!name)
+		name = "";
+	if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    wrenn_id_valid(name)) {
+		cb(ud, -EINVAL, "wrenn: a capsule name may not contain '/' "
+		   "or look like a capsule ID", NULL);
+		return;
+	}
+	op = sb_op_new(be, name, cb, ud);
+	if (!op)
+		return;
+	op->body = create_body(kv, nkv, msg, sizeof(msg));
+	if (!op->body) {
+		cb(ud, strcmp(msg, "wrenn: out of memory") ? -EINVAL :
+		   -ENOMEM, msg, NULL);
+		free(op);
+		return;
+	}
+	wrenn_post(op->w, &op->wk, create_run);
+}
+
+/* ---- verbs -------------------------------------------------------------- */
+
+struct verb_op {
+	struct wrenn_work wk;
+	struct wrenn *w;
+	api_done_fn cb;
+	void *ud;
+	enum api_verb verb;
+	char id[API_ID_MAX];
+	char name[API_ID_MAX];
+	char arg[API_ID_MAX];
+	bool was_running;
+};
+
+static void verb_done(struct verb_op *op, int err, const char *msg)
+{
+	op->cb(op->ud, err, err ? msg : NULL);
+	free(op);
+}
+
+static void verb_got(void *ud, int err, const char *msg,
+		     const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+
+	(void)r;
+	if (op->verb == API_VERB_DESTROY && (!err || err == -ENOENT)) {
+		alias_set(op->w, NULL, op->id, true);
+		wrenn_dcache_drop(op->w, op->id, NULL);
+	}
+	verb_done(op, err, msg);
+}
+
+static void snap_resumed(void *ud, int err, const char *msg,
+			 const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+
+	(void)r;
+	if (err) {
+		char m[400];
+
+		snprintf(m, sizeof(m), "wrenn: snapshot taken, but the "
+			 "capsule stayed paused: %s", msg);
+		verb_done(op, err, m);
+		return;
+	}
+	verb_done(op, 0, NULL);
+}
+
+static void snap_taken(void *ud, int err, const char *msg,
+		       const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+	char path[256];
+
+	(void)r;
+	if (err || !op->was_running) {
+		verb_done(op, err, msg);
+		return;
+	}
+	/* Wrenn leaves the source paused (quirk 36); give it back in the
+	 * state it had, as the local backend does. */
+	snprintf(path, sizeof(path), "/v1/capsules/%s/resume", op->id);
+	wrenn_call(op->w, "POST", path, NULL, snap_resumed, op);
+}
+
+static void snap_state(void *ud, int err, const char *msg,
+		       const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+	cJSON *j;
+	char *body;
+
+	if (err) {
+		verb_done(op, err, msg);
+		return;
+	}
+	op->was_running = wrenn_state_parse(jstr(r->json, "status")) ==
+			  API_ST_RUNNING;
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "sandbox_id", op->id);
+	cJSON_AddStringToObject(j, "name", op->arg);
+	body = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	if (!body) {
+		verb_done(op, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	wrenn_call(op->w, "POST", "/v1/snapshots", body, snap_taken, op);
+	free(body);
+}
+
+static void verb_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct verb_op *op = (struct verb_op *)wk;
+	static const char *const sub[API_VERB__COUNT] = {
+		[API_VERB_PAUSE] = "pause",
+		[API_VERB_RESUME] = "resume",
+		[API_VERB_PING] = "ping",
+	};
+	char path[256];
+
+	if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
+		verb_done(op, -ENOENT, "wrenn: no such capsule");
+		return;
+	}
+	switch (op->verb) {
+	case API_VERB_PAUSE:
+	case API_VERB_RESUME:
+	case API_VERB_PING:
+		snprintf(path, sizeof(path), "/v1/capsules/%s/%s", op->id,
+			 sub[op->verb]);
+		wrenn_call(w, "POST", path, NULL, verb_got, op);
+		break;
+	case API_VERB_DESTROY:
+		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+		wrenn_call(w, "DELETE", path, NULL, verb_got, op);
+		break;
+	case API_VERB_SNAPSHOT:
+		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+		wrenn_call(w, "GET", path, NULL, snap_state, op);
+		break;
+	default:
+		verb_done(op, -EOPNOTSUPP, "wrenn: capsules cannot be "
+			  "started or stopped, only paused and resumed");
+	}
+}
+
+void wrenn_sb_verb(struct api_backend *be, const char *id,
+		   enum api_verb verb, const char *arg, api_done_fn cb,
+		   void *ud)
+{
+	struct verb_op *op;
+	const char *p;
+
+	if (verb == API_VERB_SNAPSHOT) {
+		/* the platform's SafeName rule; refuse early and clearly */
+		if (!arg || !arg[0] || strlen(arg) > 64) {
+			cb(ud, -EINVAL, "wrenn: snapshot needs a NAME of 1-64 "
+			   "characters");
+			return;
+		}
+		for (p = arg; *p; p++)
+			if (!((*p >= 'a' && *p <= 'z') ||
+			      (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') ||
+			      (p > arg && strchr("._-", *p)))) {
+				cb(ud, -EINVAL, "wrenn: snapshot NAME may "
+				   "use letters, digits, '.', '_', '-'");
+				return;
+			}
+	}
+	if (!id || strlen(id) >= API_ID_MAX) {
+		cb(ud, -ENOENT, "wrenn: no such capsule");
+		return;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		cb(ud, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	op->w = wrenn_of(be);
+	op->cb = cb;
+	op->ud = ud;
+	op->verb = verb;
+	snprintf(op->name, sizeof(op->name), "%s", id);
+	snprintf(op->arg, sizeof(op->arg), "%s", arg ? arg : "");
+	wrenn_post(op->w, &op->wk, verb_run);
+}
+
+/* ---- foreground sh exec (helpers: joins, kills) ------------------------- */
+
+struct sh_op {
+	wrenn_sh_cb cb;
+	void *ud;
+};
+
+static char *field_decode(const cJSON *v, bool b64, size_t *len)
+{
+	const char *s = cJSON_IsString(v) ? v->valuestring : "";
+	size_t n = strlen(s), i, o = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	char *out = malloc(n + 1);
+
+	if (!out)
+		return NULL;
+	if (!b64) {
+		memcpy(out, s, n + 1);
+		*len = n;
+		return out;
+	}
+	for (i = 0; i < n; i++) {
+		const char *tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+				  "qrstuvwxyz0123456789+/";
+		const char *p = strchr(tbl, s[i]);
+
+		if (s[i] == '=' || !p || !s[i])
+			continue;
+		acc = (acc << 6) | (unsigned)(p - tbl);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	out[o] = '\0';
+	*len = o;
+	return out;
+}
+
+static void sh_got(void *ud, int err, const char *msg,
+		   const struct wrenn_resp *r)
+{
+	struct sh_op *op = ud;
+	const cJSON *code;
+	char *out = NULL, *errs = NULL;
+	size_t olen = 0, elen = 0;
+	bool b64;
+	int c = -1;
+
+	if (!err) {
+		code = cJSON_GetObjectItemCaseSensitive(r->json, "exit_code");
+		if (!cJSON_IsNumber(code)) {
+			err = -EPROTO;
+			msg = "wrenn: exec answer without exit_code";
+		} else {
+			c = code->valueint;
+		}
+	}
+	if (!err) {
+		const char *enc = jstr(r->json, "encoding");
+
+		b64 = enc && !strcmp(enc, "base64");
+		out = field_decode(cJSON_GetObjectItemCaseSensitive(
+					   r->json, "stdout"), b64, &olen);
+		errs = field_decode(cJSON_GetObjectItemCaseSensitive(
+					    r->json, "stderr"), b64, &elen);
+		if (errs)
+			errs[strcspn(errs, "\n")] = '\0';
+		msg = errs && errs[0] ? errs : NULL;
+	}
+	op->cb(op->ud, err, msg, c, out ? out : "");
+	free(out);
+	free(errs);
+	free(op);
+}
+
+void wrenn_sh(struct wrenn *w, const char *id, const char *script,
+	      wrenn_sh_cb cb, void *ud)
+{
+	struct sh_op *op = calloc(1, sizeof(*op));
+	cJSON *j = cJSON_CreateObject(), *args;
+	char path[256], *body = NULL;
+	long t = (long)(w->timeout_ms / 1000);
+
+	args = cJSON_AddArrayToObject(j, "args");
+	cJSON_AddItemToArray(args, cJSON_CreateString("-c"));
+	cJSON_AddItemToArray(args, cJSON_CreateString(script));
+	cJSON_AddStringToObject(j, "cmd", "/bin/sh");
+	/* the server's own bound, below ours so its 502 reaches us */
+	cJSON_AddNumberToObject(j, "timeout_sec", t > 2 ? t - 1 : 1);
+	body = args ? cJSON_PrintUnformatted(j) : NULL;
+	cJSON_Delete(j);
+	if (!op || !body) {
+		free(op);
+		free(body);
+		cb(ud, -ENOMEM, "wrenn: out of memory", -1, "");
+		return;
+	}
+	op->cb = cb;
+	op->ud = ud;
+	snprintf(path, sizeof(path), "/v1/capsules/%s/exec", id);
+	wrenn_call(w, "POST", path, body, sh_got, op);
+	free(body);
+}

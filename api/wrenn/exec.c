@@ -1,0 +1,877 @@
+/* exec.c - commands in Wrenn capsules over the exec/stream WebSocket.
+ *
+ * The command runs under a small /bin/sh wrapper (cwd, env, and a parent
+ * shell that turns a signal death into 128+N), started with
+ * {"type":"start","cmd":"/bin/sh","args":["-c",WRAPPER,"sbxfs",argv...]}.
+ * Server messages are JSON text that may come fragmented; after "exit" or
+ * "error" the server drops TCP without a close frame (quirk 25): that is a
+ * normal end then, and a lost command otherwise.
+ *
+ * Limits of the platform, stated honestly:
+ *  - output "data" is the bytes as a lossy UTF-8 string (quirk 23): text
+ *    is exact, bytes that are not valid UTF-8 arrive as U+FFFD;
+ *  - there is no stdin on exec/stream, and the PTY endpoint drops input
+ *    when its buffer is full and merges stdout with stderr, so want_stdin
+ *    and tty are refused with EOPNOTSUPP;
+ *  - signals go through a second (foreground) exec that signals the
+ *    wrapper's descendants, found through /proc/PID/task/TID/children.
+ *
+ * Everything here runs on the service thread except exec_start (queues),
+ * exec_resume/exec_signal (queue) and exec_free (queues, then waits until
+ * the service thread has detached the exec, so no callback runs after it
+ * returns).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "api/wrenn/wrenn_int.h"
+
+#define RX_MAX (4u << 20) /* one server message, JSON-escaped */
+
+struct pend {
+	struct pend *next;
+	int stream; /* 1, 2; 0 = exit */
+	size_t len;
+	char data[];
+};
+
+struct api_exec {
+	struct wrenn_work wk;	/* start */
+	struct wrenn_work wk2;	/* resume / signal */
+	struct wrenn_work wk3;	/* free */
+	struct wrenn *w;
+	struct api_exec *next;	/* w->execs list */
+	char id[API_ID_MAX];
+	char *start_msg;	/* JSON start message */
+	struct api_exec_cbs cbs;
+	void *ud;
+	struct lws *wsi;
+	struct wrenn_timer timer;
+	char *rx;
+	size_t rxlen;
+	struct pend *phead, *ptail;
+	long pid;
+	int exit_code;
+	int sent_sig;
+	int pend_sig;		/* signal requested from another thread */
+	bool established, start_sent;
+	bool started;		/* started() ran */
+	bool ended;		/* exited() ran (or started() with error) */
+	bool got_exit;
+	bool paused;
+	bool detached;		/* exec_free ran: no callbacks, free asap */
+	bool resume_req;
+	bool in_cb;
+	int hold;		/* >0: a caller up the stack still uses x */
+	bool kept;
+	pthread_mutex_t lock;	/* pend_sig, resume_req */
+	struct free_sync *fsync; /* exec_free's waiter */
+};
+
+/* Lives on exec_free's stack: the service thread signals it and never
+ * touches it again, so x can be released right after. */
+struct free_sync {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+#define XS(w) ((w)->execs)
+
+/* ---- the wrapper script ------------------------------------------------- */
+
+static bool env_name_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (!n || (s[0] >= '0' && s[0] <= '9'))
+		return false;
+	for (i = 0; i < n; i++)
+		if (!(s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9')))
+			return false;
+	return true;
+}
+
+static int sbuf_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+	size_t n = strlen(s);
+	char *p;
+
+	if (*len + n + 1 > *cap) {
+		size_t c = *cap ? *cap * 2 : 256;
+
+		while (c < *len + n + 1)
+			c *= 2;
+		p = realloc(*buf, c);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = c;
+	}
+	memcpy(*buf + *len, s, n + 1);
+	*len += n;
+	return 0;
+}
+
+char *wrenn_exec_script(const struct api_exec_req *req, int *err)
+{
+	char *buf = NULL, *q;
+	size_t len = 0, cap = 0, i;
+	int e = 0;
+
+	if (req->cwd && req->cwd[0]) {
+		q = api_shell_quote(req->cwd);
+		e = q ? sbuf_add(&buf, &len, &cap, "cd -- ") : -ENOMEM;
+		if (!e)
+			e = sbuf_add(&buf, &len, &cap, q);
+		if (!e)
+			e = sbuf_add(&buf, &len, &cap, " || exit 126; ");
+		free(q);
+	}
+	for (i = 0; !e && req->env && req->env[i]; i++) {
+		const char *eq = strchr(req->env[i], '=');
+
+		if (!eq || !env_name_ok(req->env[i],
+					(size_t)(eq - req->env[i]))) {
+			e = -EINVAL;
+			break;
+		}
+		q = api_shell_quote(req->env[i]);
+		e = q ? sbuf_add(&buf, &len, &cap, "export ") : -ENOMEM;
+		if (!e)
+			e = sbuf_add(&buf, &len, &cap, q);
+		if (!e)
+			e = sbuf_add(&buf, &len, &cap, "; ");
+		free(q);
+	}
+	/* not `exec "$@"`: the shell stays as the parent so that a signal
+	 * death is reported as 128+N (Wrenn itself says -1) */
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "\"$@\"; exit $?");
+	if (e) {
+		free(buf);
+		*err = e;
+		return NULL;
+	}
+	return buf;
+}
+
+static char *start_message(const struct api_exec_req *req, int *err)
+{
+	char *script = wrenn_exec_script(req, err), *txt;
+	cJSON *j, *args;
+	size_t i;
+
+	if (!script)
+		return NULL;
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "type", "start");
+	cJSON_AddStringToObject(j, "cmd", "/bin/sh");
+	args = cJSON_AddArrayToObject(j, "args");
+	cJSON_AddItemToArray(args, cJSON_CreateString("-c"));
+	cJSON_AddItemToArray(args, cJSON_CreateString(script));
+	cJSON_AddItemToArray(args, cJSON_CreateString("sbxfs"));
+	for (i = 0; req->argv[i]; i++)
+		cJSON_AddItemToArray(args, cJSON_CreateString(req->argv[i]));
+	txt = args ? cJSON_PrintUnformatted(j) : NULL;
+	cJSON_Delete(j);
+	free(script);
+	if (!txt)
+		*err = -ENOMEM;
+	return txt;
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void x_unlist(struct api_exec *x)
+{
+	struct api_exec **pp;
+
+	for (pp = &XS(x->w); *pp; pp = &(*pp)->next)
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+}
+
+static void x_release(struct api_exec *x)
+{
+	struct pend *p;
+
+	wrenn_timer_cancel(x->w, &x->timer);
+	x_unlist(x);
+	while ((p = x->phead)) {
+		x->phead = p->next;
+		free(p);
+	}
+	free(x->rx);
+	free(x->start_msg);
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+}
+
+/* Free when nothing refers to x any more. */
+static void x_maybe_release(struct api_exec *x)
+{
+	if (x->detached && !x->wsi && !x->in_cb && !x->hold)
+		x_release(x);
+}
+
+static void x_close(struct api_exec *x)
+{
+	if (x->wsi)
+		lws_set_timeout(x->wsi, PENDING_TIMEOUT_USER_REASON_BASE,
+				LWS_TO_KILL_ASYNC);
+}
+
+static void x_unkeep(struct api_exec *x)
+{
+	if (x->kept) {
+		x->kept = false;
+		wrenn_keep_put(x->w, x->id);
+	}
+}
+
+/* The end: exactly one of started(err) or exited() closes the story. */
+static void x_end(struct api_exec *x, int code, int err, const char *msg)
+{
+	if (x->ended)
+		return;
+	x->ended = true;
+	x_unkeep(x);
+	wrenn_timer_cancel(x->w, &x->timer);
+	if (x->detached)
+		return;
+	x->in_cb = true;
+	if (!x->started)
+		x->cbs.started(x->ud, err ? err : -EIO,
+			       msg ? msg : "wrenn: exec failed");
+	else
+		x->cbs.exited(x->ud, code, err, err ? msg : NULL);
+	x->in_cb = false;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void sig_done(void *ud, int err, const char *msg, int code,
+		     const char *out)
+{
+	(void)ud;
+	(void)code;
+	(void)out;
+	if (err)
+		fprintf(stderr, "sbxfs: wrenn: signal delivery failed: %s\n",
+			msg);
+}
+
+/* Signal the wrapper's descendants, deepest first (and the wrapper itself
+ * when self). */
+static void x_kill(struct wrenn *w, const char *id, long pid, int sig,
+		   bool self)
+{
+	char script[512], me[64] = "";
+
+	if (self)
+		snprintf(me, sizeof(me), "kill -%d %ld 2>/dev/null; ", sig,
+			 pid);
+	snprintf(script, sizeof(script),
+		 "k() { for c in $(cat /proc/$1/task/*/children "
+		 "2>/dev/null); do k $c; kill -%d $c 2>/dev/null; done; }; "
+		 "k %ld; %sexit 0",
+		 sig, pid, me);
+	wrenn_sh(w, id, script, sig_done, NULL);
+}
+
+static void kill_done(void *ud, int err, const char *msg,
+		      const struct wrenn_resp *r)
+{
+	(void)ud;
+	(void)r;
+	/* ENOENT: the process ended on its own meanwhile */
+	if (err && err != -ENOENT)
+		fprintf(stderr, "sbxfs: wrenn: kill failed: %s\n", msg);
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void deliver(struct api_exec *x);
+
+static int queue_pend(struct api_exec *x, int stream, const char *data,
+		      size_t len)
+{
+	struct pend *p = malloc(sizeof(*p) + len);
+
+	if (!p)
+		return -ENOMEM;
+	p->next = NULL;
+	p->stream = stream;
+	p->len = len;
+	memcpy(p->data, data, len);
+	if (x->ptail)
+		x->ptail->next = p;
+	else
+		x->phead = p;
+	x->ptail = p;
+	return 0;
+}
+
+static int exit_code_of(struct api_exec *x, int code)
+{
+	if (code >= 0 && code <= 255)
+		return code;
+	/* -1: killed by a signal the platform does not name */
+	return 128 + (x->sent_sig > 0 ? x->sent_sig : SIGKILL);
+}
+
+/* Hand queued output (and the exit) to the caller while it accepts. */
+static void deliver(struct api_exec *x)
+{
+	struct pend *p;
+	int r;
+
+	while (!x->paused && (p = x->phead)) {
+		x->phead = p->next;
+		if (!x->phead)
+			x->ptail = NULL;
+		if (p->stream == 0) {
+			free(p);
+			x_end(x, exit_code_of(x, x->exit_code), 0, NULL);
+			x_close(x);
+			return;
+		}
+		r = 0;
+		if (!x->detached && !x->ended) {
+			x->in_cb = true;
+			r = x->cbs.output(x->ud, p->stream, p->data, p->len);
+			x->in_cb = false;
+		}
+		free(p);
+		if (r == 1 && !x->detached) {
+			x->paused = true;
+			if (x->wsi)
+				lws_rx_flow_control(x->wsi, 0);
+		}
+	}
+}
+
+static void on_message(struct api_exec *x)
+{
+	cJSON *j = cJSON_ParseWithLength(x->rx, x->rxlen);
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "data");
+	const char *type = cJSON_IsString(t) ? t->valuestring : "";
+	const char *data = cJSON_IsString(d) ? d->valuestring : NULL;
+	char msg[512];
+
+	x->rxlen = 0;
+	if (!j) {
+		x_end(x, -1, -EPROTO, "wrenn: exec stream sent a message "
+		      "that is not JSON");
+		x_close(x);
+		return;
+	}
+	if (!strcmp(type, "start") && !x->started) {
+		const cJSON *pid = cJSON_GetObjectItemCaseSensitive(j, "pid");
+
+		x->pid = cJSON_IsNumber(pid) ? (long)pid->valuedouble : 0;
+		x->started = true;
+		wrenn_timer_cancel(x->w, &x->timer);
+		if (!x->detached) {
+			x->in_cb = true;
+			x->cbs.started(x->ud, 0, NULL);
+			x->in_cb = false;
+		}
+		if (x->pend_sig && x->pid > 0) {
+			x->sent_sig = x->pend_sig;
+			x_kill(x->w, x->id, x->pid, x->pend_sig, false);
+			x->pend_sig = 0;
+		}
+	} else if ((!strcmp(type, "stdout") || !strcmp(type, "stderr")) &&
+		   x->started) {
+		/* "data" is omitted when empty (quirk 22) */
+		if (data && data[0] &&
+		    queue_pend(x, type[3] == 'o' ? 1 : 2, data,
+			       strlen(data))) {
+			x_end(x, -1, -ENOMEM, "wrenn: out of memory");
+			x_close(x);
+		}
+		deliver(x);
+	} else if (!strcmp(type, "exit")) {
+		const cJSON *c = cJSON_GetObjectItemCaseSensitive(j,
+								  "exit_code");
+
+		x->got_exit = true;
+		x->exit_code = cJSON_IsNumber(c) ? c->valueint : -1;
+		if (!x->started) {
+			/* tolerate a server that skips "start" */
+			x->started = true;
+			if (!x->detached) {
+				x->in_cb = true;
+				x->cbs.started(x->ud, 0, NULL);
+				x->in_cb = false;
+			}
+		}
+		queue_pend(x, 0, "", 0);
+		deliver(x);
+	} else if (!strcmp(type, "error")) {
+		int err = wrenn_err_text(data, EIO);
+
+		x->got_exit = true;
+		snprintf(msg, sizeof(msg), "wrenn: %s",
+			 data ? data : "exec failed");
+		/* output already queued goes first */
+		while (x->phead && !x->paused && !x->detached)
+			deliver(x);
+		x_end(x, -1, -err, msg);
+		x_close(x);
+	}
+	/* "ping" and anything else: ignored */
+	cJSON_Delete(j);
+}
+
+/* ---- libwebsockets ------------------------------------------------------ */
+
+static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason,
+		 void *user, void *in, size_t len)
+{
+	struct api_exec *x = lws_get_opaque_user_data(wsi);
+	unsigned char **p, *end;
+	char msg[300];
+
+	(void)user;
+	if (!x)
+		return 0;
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		p = (unsigned char **)in;
+		end = *p + len;
+		/* the key goes in a header, never the URL (quirk 3) */
+		if (lws_add_http_header_by_name(
+			    wsi, (const unsigned char *)"x-api-key:",
+			    (const unsigned char *)x->w->key,
+			    (int)strlen(x->w->key), p, end))
+			return -1;
+		break;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		x->established = true;
+		lws_callback_on_writable(wsi);
+		break;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		if (x->detached && !x->start_sent)
+			return -1;
+		if (!x->start_sent) {
+			size_t n = strlen(x->start_msg);
+			unsigned char *b = malloc(LWS_PRE + n);
+
+			if (!b)
+				return -1;
+			memcpy(b + LWS_PRE, x->start_msg, n);
+			x->start_sent = true;
+			if (lws_write(wsi, b + LWS_PRE, n, LWS_WRITE_TEXT) <
+			    (int)n) {
+				free(b);
+				return -1;
+			}
+			free(b);
+		}
+		break;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		if (x->rxlen + len > RX_MAX) {
+			x_end(x, -1, -EIO, "wrenn: exec stream message too "
+			      "large");
+			return -1;
+		}
+		if (len) {
+			char *nb = realloc(x->rx, x->rxlen + len + 1);
+
+			if (!nb) {
+				x_end(x, -1, -ENOMEM, "wrenn: out of memory");
+				return -1;
+			}
+			x->rx = nb;
+			memcpy(x->rx + x->rxlen, in, len);
+			x->rxlen += len;
+		}
+		/* fragments: one JSON object per complete message */
+		if (lws_is_final_fragment(wsi) &&
+		    !lws_remaining_packet_payload(wsi))
+			on_message(x);
+		break;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		snprintf(msg, sizeof(msg), "wrenn: exec stream: %s",
+			 in ? (const char *)in : "connection failed");
+		x_end(x, -1,
+		      -wrenn_err_text(msg, in && (strstr(in, "onnect") ||
+						  strstr(in, "refused")) ?
+						   EHOSTUNREACH : EIO),
+		      msg);
+		x->wsi = NULL;
+		x_maybe_release(x);
+		break;
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		/* no close frame after exit (quirk 25): normal once exit or
+		 * error came; a lost command otherwise */
+		if (!x->got_exit)
+			x_end(x, -1, -EIO, "wrenn: exec stream closed before "
+			      "the command's exit status arrived");
+		break;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (!x->got_exit && !x->ended)
+			x_end(x, -1, -EIO, "wrenn: exec stream closed before "
+			      "the command's exit status arrived");
+		x->wsi = NULL;
+		lws_set_opaque_user_data(wsi, NULL);
+		x_maybe_release(x);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+	{ "wrenn-exec", ws_cb, 0, 65536, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+/* Ping when idle, hang up when a ping goes unanswered: a silent server
+ * cannot hold a stream forever. */
+static lws_retry_bo_t retry_policy = {
+	.secs_since_valid_ping = 20,
+	.secs_since_valid_hangup = 60,
+};
+
+int wrenn_exec_init(struct wrenn *w)
+{
+	struct lws_context_creation_info info;
+
+	lws_set_log_level(LLL_ERR, NULL);
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.gid = (gid_t)-1;
+	info.uid = (uid_t)-1;
+	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	w->lws = lws_create_context(&info);
+	if (!w->lws)
+		return -ENOMEM;
+	retry_policy.secs_since_valid_hangup =
+		(uint16_t)(20 + (w->timeout_ms + 999) / 1000);
+	return 0;
+}
+
+void wrenn_exec_free_all(struct wrenn *w)
+{
+	struct api_exec *x;
+
+	/* service thread is gone: end every stream, then the context */
+	for (x = XS(w); x; x = x->next)
+		x_end(x, -1, -ECANCELED, "wrenn: backend shutting down");
+	if (w->lws)
+		lws_context_destroy(w->lws);
+	w->lws = NULL;
+	while ((x = XS(w))) {
+		x->wsi = NULL;
+		x->detached = true;
+		x_release(x);
+	}
+}
+
+int wrenn_exec_pollfds(struct wrenn *w, struct curl_waitfd *fds, int max)
+{
+	struct api_exec *x;
+	int n = 0;
+
+	for (x = XS(w); x && n < max; x = x->next) {
+		if (!x->wsi)
+			continue;
+		fds[n].fd = lws_get_socket_fd(x->wsi);
+		if (fds[n].fd < 0)
+			continue;
+		fds[n].events = x->paused ? 0 : CURL_WAIT_POLLIN;
+		if (!x->established || !x->start_sent)
+			fds[n].events |= CURL_WAIT_POLLOUT;
+		fds[n].revents = 0;
+		n++;
+	}
+	return n;
+}
+
+void wrenn_exec_service(struct wrenn *w)
+{
+	if (w->lws)
+		lws_service(w->lws, -1); /* < 0: do not wait */
+}
+
+/* ---- operations --------------------------------------------------------- */
+
+static void start_timeout(struct wrenn *w, struct wrenn_timer *t)
+{
+	struct api_exec *x = (struct api_exec *)((char *)t -
+			     offsetof(struct api_exec, timer));
+
+	(void)w;
+	if (!x->started) {
+		x_end(x, -1, -ETIMEDOUT, "wrenn: exec did not start within "
+		      "the request timeout");
+		x_close(x);
+	}
+}
+
+/* host, port, path prefix and TLS from the base URL */
+static int split_base(const char *base, char *host, size_t hlen, int *port,
+		      const char **prefix, bool *tls)
+{
+	const char *h, *e, *c;
+	size_t n;
+
+	*tls = !strncmp(base, "https://", 8);
+	h = base + (*tls ? 8 : 7);
+	e = strchr(h, '/');
+	if (!e)
+		e = h + strlen(h);
+	*prefix = e;
+	*port = *tls ? 443 : 80;
+	if (*h == '[') {
+		c = memchr(h, ']', (size_t)(e - h));
+		if (!c)
+			return -EINVAL;
+		n = (size_t)(c - h - 1);
+		if (n >= hlen)
+			return -EINVAL;
+		memcpy(host, h + 1, n);
+		host[n] = '\0';
+		c++;
+	} else {
+		c = memchr(h, ':', (size_t)(e - h));
+		n = (size_t)((c ? c : e) - h);
+		if (n >= hlen || !n)
+			return -EINVAL;
+		memcpy(host, h, n);
+		host[n] = '\0';
+	}
+	if (c && *c == ':')
+		*port = (int)strtol(c + 1, NULL, 10);
+	return *port > 0 && *port < 65536 ? 0 : -EINVAL;
+}
+
+static void start_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct api_exec *x = (struct api_exec *)((char *)wk -
+			     offsetof(struct api_exec, wk));
+	struct lws_client_connect_info ci;
+	char host[256], path[512], id[API_ID_MAX];
+	const char *prefix;
+	bool tls;
+	int port;
+
+	x->next = XS(w);
+	XS(w) = x;
+	if (x->detached) {
+		x_maybe_release(x);
+		return;
+	}
+	if (wrenn_resolve(w, x->id, id, sizeof(id))) {
+		x_end(x, -1, -ENOENT, "wrenn: no such capsule");
+		x_maybe_release(x);
+		return;
+	}
+	snprintf(x->id, sizeof(x->id), "%s", id);
+	if (split_base(w->base, host, sizeof(host), &port, &prefix, &tls)) {
+		x_end(x, -1, -EINVAL, "wrenn: cannot parse the base URL");
+		x_maybe_release(x);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/v1/capsules/%s/exec/stream", prefix,
+		 x->id);
+	wrenn_timer_arm(w, &x->timer, w->timeout_ms, start_timeout);
+	wrenn_keep_get(w, x->id);
+	x->kept = true;
+	memset(&ci, 0, sizeof(ci));
+	ci.context = w->lws;
+	ci.address = host;
+	ci.port = port;
+	ci.path = path;
+	ci.host = host;
+	ci.origin = host;
+	ci.ssl_connection = tls ? LCCSCF_USE_SSL : 0;
+	/* no subprotocol is negotiated (quirk 18): bind ours locally */
+	ci.protocol = NULL;
+	ci.local_protocol_name = "wrenn-exec";
+	ci.opaque_user_data = x;
+	ci.retry_and_idle_policy = &retry_policy;
+	ci.pwsi = &x->wsi;
+	x->hold++;
+	if (!lws_client_connect_via_info(&ci)) {
+		x->wsi = NULL;
+		x_end(x, -1, -EHOSTUNREACH, "wrenn: cannot connect the exec "
+		      "stream");
+	}
+	x->hold--;
+	x_maybe_release(x);
+}
+
+void wrenn_exec_start(struct api_backend *be, const char *id,
+		      const struct api_exec_req *req,
+		      const struct api_exec_cbs *cbs, void *ud,
+		      struct api_exec **out)
+{
+	struct wrenn *w = wrenn_of(be);
+	struct api_exec *x;
+	int err = 0;
+
+	*out = NULL;
+	if (req->want_stdin) {
+		cbs->started(ud, -EOPNOTSUPP,
+			     "wrenn: commands cannot read stdin on Wrenn "
+			     "(exec/stream has no stdin and the PTY endpoint "
+			     "drops input); write the input to a file and "
+			     "redirect from it");
+		return;
+	}
+	if (req->tty) {
+		cbs->started(ud, -EOPNOTSUPP,
+			     "wrenn: no terminal for commands on Wrenn");
+		return;
+	}
+	if (!req->argv || !req->argv[0] || strlen(id) >= API_ID_MAX) {
+		cbs->started(ud, -EINVAL, "wrenn: empty command");
+		return;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		cbs->started(ud, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	x->start_msg = start_message(req, &err);
+	if (!x->start_msg) {
+		free(x);
+		cbs->started(ud, err, err == -EINVAL ?
+			     "wrenn: bad environment entry (NAME=VALUE)" :
+			     "wrenn: out of memory");
+		return;
+	}
+	pthread_mutex_init(&x->lock, NULL);
+	x->w = w;
+	x->cbs = *cbs;
+	x->ud = ud;
+	snprintf(x->id, sizeof(x->id), "%s", id);
+	*out = x;
+	wrenn_post(w, &x->wk, start_run);
+}
+
+static void resume_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct api_exec *x = (struct api_exec *)((char *)wk -
+			     offsetof(struct api_exec, wk2));
+	int sig;
+
+	(void)w;
+	pthread_mutex_lock(&x->lock);
+	sig = x->pend_sig;
+	if (x->started)
+		x->pend_sig = 0;
+	x->resume_req = false;
+	pthread_mutex_unlock(&x->lock);
+	if (sig && x->started && !x->ended && x->pid > 0) {
+		x->sent_sig = sig;
+		x_kill(x->w, x->id, x->pid, sig, false);
+	}
+	if (x->paused && !x->detached) {
+		x->paused = false;
+		deliver(x);
+		if (!x->paused && x->wsi)
+			lws_rx_flow_control(x->wsi, 1);
+	}
+}
+
+/* resume and signal share one work item: a request flag says whether it
+ * is already queued (both are idempotent). */
+static void poke(struct api_exec *x)
+{
+	bool post;
+
+	pthread_mutex_lock(&x->lock);
+	post = !x->resume_req;
+	x->resume_req = true;
+	pthread_mutex_unlock(&x->lock);
+	if (post)
+		wrenn_post(x->w, &x->wk2, resume_run);
+}
+
+void wrenn_exec_resume(struct api_backend *be, struct api_exec *x)
+{
+	(void)be;
+	poke(x);
+}
+
+int wrenn_exec_signal(struct api_backend *be, struct api_exec *x, int sig)
+{
+	(void)be;
+	if (sig <= 0 || sig >= 65)
+		return -EINVAL;
+	pthread_mutex_lock(&x->lock);
+	x->pend_sig = sig;
+	pthread_mutex_unlock(&x->lock);
+	poke(x);
+	return 0;
+}
+
+static void free_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct api_exec *x = (struct api_exec *)((char *)wk -
+			     offsetof(struct api_exec, wk3));
+	struct free_sync *fs = x->fsync;
+
+	x->detached = true;
+	if (x->started && !x->got_exit && x->pid > 0) {
+		char path[256];
+
+		/* closing the stream does not kill (quirk 26): do it */
+		x_kill(w, x->id, x->pid, SIGKILL, true);
+		snprintf(path, sizeof(path), "/v1/capsules/%s/processes/%ld",
+			 x->id, x->pid);
+		wrenn_call(w, "DELETE", path, NULL, kill_done, NULL);
+	}
+	x_unkeep(x);
+	x_close(x);
+	if (fs) {
+		pthread_mutex_lock(&fs->lock);
+		fs->done = true;
+		pthread_cond_signal(&fs->cond);
+		pthread_mutex_unlock(&fs->lock);
+	}
+	x_maybe_release(x);
+}
+
+void wrenn_exec_free(struct api_backend *be, struct api_exec *x)
+{
+	struct wrenn *w = wrenn_of(be);
+	struct free_sync fs = { .done = false };
+
+	if (!x)
+		return;
+	if (wrenn_in_loop(w)) {
+		x->fsync = NULL;
+		free_run(w, &x->wk3);
+		return;
+	}
+	pthread_mutex_init(&fs.lock, NULL);
+	pthread_cond_init(&fs.cond, NULL);
+	x->fsync = &fs;
+	wrenn_post(w, &x->wk3, free_run);
+	pthread_mutex_lock(&fs.lock);
+	while (!fs.done)
+		pthread_cond_wait(&fs.cond, &fs.lock);
+	pthread_mutex_unlock(&fs.lock);
+	pthread_mutex_destroy(&fs.lock);
+	pthread_cond_destroy(&fs.cond);
+}
