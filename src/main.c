@@ -154,6 +154,7 @@ int main(int argc, char *argv[])
 	if (mo.help) {
 		usage(argv[0]);
 		printf("FUSE options:\n");
+		fflush(stdout);
 		fuse_lowlevel_help();
 		printf("\n");
 		api_print_help();
@@ -163,6 +164,7 @@ int main(int argc, char *argv[])
 	if (mo.version) {
 		printf("sbxfs version %s\n", SBXFS_VERSION);
 		printf("FUSE library version %s\n", fuse_pkgversion());
+		fflush(stdout); /* fusermount3 prints to the same stdout */
 		fuse_lowlevel_version();
 		ret = 0;
 		goto out;
