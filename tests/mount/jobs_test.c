@@ -418,8 +418,9 @@ Test(jobs, hundred_blocked_readers, .timeout = 600)
 	mkbox();
 	ok("mkdir box/fs/tmp/x; echo hi > box/fs/tmp/x/f");
 	o = sh_run_t(120, "for i in $(seq 1 100); do mkdir box/proc/j$i && "
-			  "echo 'sleep 30; echo done' > box/proc/j$i/cmd && "
-			  "(cat box/proc/j$i/stdout > $TMPD/o$i &) || exit 1; "
+			  "echo 'sleep 60; echo done' > box/proc/j$i/cmd && "
+			  "(cat box/proc/j$i/stdout > $TMPD/o$i 2>&1 </dev/null &) "
+			  "|| exit 1; "
 			  "done");
 	SH_OK(o);
 	sh_free(&o);
