@@ -471,6 +471,14 @@ static void *worker(void *arg)
 	struct srv_req *r = arg;
 
 	r->fn(r);
+	if (r->clen >= 0 && r->clen <= (long long)SRV_BODY_MAX * 2) {
+		/* drop what the handler left unread, so the answer can be
+		 * followed by the next request on this connection */
+		char tmp[16384];
+
+		while (srv_read(r, tmp, sizeof(tmp)) > 0)
+			;
+	}
 	pthread_mutex_lock(&srv_g.lock);
 	if (!r->status)
 		respond_locked(r, 500, "application/json", NULL, 0);
@@ -573,6 +581,7 @@ static int on_http(struct lws *wsi, struct pss *ps)
 	ps->r = r;
 	ps->te = false;
 	ps->te_state = 0;
+	ps->te_left = 0;
 	if (hdr(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, te, sizeof(te)) > 0 &&
 	    strcasestr(te, "chunked")) {
 		/* lws 4.1 does not decode chunked request bodies: we do,
@@ -715,6 +724,36 @@ static void add_date(struct lws *wsi, unsigned char **p, unsigned char *end)
 		lwsl_err("%s: header space\n", __func__);
 }
 
+/* Status line with Go's reason phrases (lws lacks some, e.g. 201). */
+static int status_line(struct lws *wsi, int code, unsigned char **p,
+		       unsigned char *end)
+{
+	static const struct {
+		int code;
+		const char *text;
+	} t[] = {
+		{ 101, "Switching Protocols" }, { 200, "OK" },
+		{ 201, "Created" }, { 202, "Accepted" },
+		{ 204, "No Content" }, { 400, "Bad Request" },
+		{ 401, "Unauthorized" }, { 403, "Forbidden" },
+		{ 404, "Not Found" }, { 405, "Method Not Allowed" },
+		{ 409, "Conflict" }, { 413, "Request Entity Too Large" },
+		{ 500, "Internal Server Error" }, { 501, "Not Implemented" },
+		{ 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+	};
+	const char *text = "";
+	char line[64];
+	size_t i;
+	int n;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (t[i].code == code)
+			text = t[i].text;
+	n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s", code, text);
+	return lws_add_http_header_by_name(wsi, NULL, (unsigned char *)line,
+					   n, p, end);
+}
+
 #define WCHUNK 32768
 
 static int on_http_writeable(struct lws *wsi, struct pss *ps)
@@ -740,7 +779,7 @@ static int on_http_writeable(struct lws *wsi, struct pss *ps)
 		return 0;
 	}
 	if (!r->hdr_sent) {
-		if (lws_add_http_header_status(wsi, r->status, &p, end))
+		if (status_line(wsi, r->status, &p, end))
 			goto fail;
 		if (r->rtype[0] &&
 		    lws_add_http_header_by_token(wsi,
@@ -764,7 +803,9 @@ static int on_http_writeable(struct lws *wsi, struct pss *ps)
 							       &p, end))
 				goto fail;
 		}
-		if ((r->close_after || !r->in_eof) &&
+		if (!r->in_eof)
+			r->close_after = true;	/* promised below */
+		if (r->close_after &&
 		    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
 			(unsigned char *)"close", 5, &p, end))
 			goto fail;
@@ -810,6 +851,13 @@ static int on_http_writeable(struct lws *wsi, struct pss *ps)
 	if (!fin) {
 		if (r->out.len)
 			lws_callback_on_writable(wsi);
+		pthread_mutex_unlock(&srv_g.lock);
+		return 0;
+	}
+	if (!r->in_eof && !r->gone) {
+		/* answered early: finish once the body is in (the worker
+		 * drains it), as Go's server does */
+		r->await_eof = true;
 		pthread_mutex_unlock(&srv_g.lock);
 		return 0;
 	}
@@ -876,38 +924,53 @@ static int on_ws_writeable(struct lws *wsi, struct pss *ps)
 	return 0;
 }
 
-static int on_confirm_upgrade(struct lws *wsi, struct pss *ps)
+/* Answer an upgrade we refuse, synchronously: lws completes the
+ * transaction as soon as CONFIRM_UPGRADE returns >0. */
+static int write_now(struct lws *wsi, int status, const char *ctype,
+		     const char *body)
+{
+	unsigned char buf[LWS_PRE + 2048];
+	unsigned char *start = buf + LWS_PRE, *p = start;
+	unsigned char *end = buf + sizeof(buf) - 1;
+	size_t n = strlen(body);
+
+	if (status_line(wsi, status, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+		(unsigned char *)ctype, strlen(ctype), &p, end))
+		return -1;
+	add_date(wsi, &p, end);
+	if (lws_add_http_header_content_length(wsi, n, &p, end) ||
+	    lws_finalize_http_header(wsi, &p, end) ||
+	    n > (size_t)(end - p))
+		return -1;
+	memcpy(p, body, n);
+	p += n;
+	if (lws_write(wsi, start, p - start, LWS_WRITE_HTTP_HEADERS) < 0)
+		return -1;
+	return 1;
+}
+
+static int on_confirm_upgrade(struct lws *wsi)
 {
 	struct srv_req *r = req_new();
 	const struct route *rt = NULL;
+	int rc = 0;
 
 	if (!r)
 		return -1;
 	req_fill(r, wsi);
-	r->wsi = wsi;
-	r->in_eof = true;
-	r->close_after = true;
-	if (route_find(r, &rt) || rt->auth != AUTH_WS) {
+	if (route_find(r, &rt) || rt->auth != AUTH_WS)
 		/* not a WebSocket route: answer as chi would */
-		pthread_mutex_lock(&srv_g.lock);
-		detach_locked(ps);
-		pthread_mutex_unlock(&srv_g.lock);
-		ps->r = r;
-		plain(r, 404, "404 page not found\n");
-		return 1;
-	}
-	if (!srv_id_valid(r->id)) {
-		pthread_mutex_lock(&srv_g.lock);
-		detach_locked(ps);
-		pthread_mutex_unlock(&srv_g.lock);
-		ps->r = r;
-		srv_error(r, 400, "invalid_request", "invalid sandbox ID");
-		return 1;
-	}
+		rc = write_now(wsi, 404, "text/plain; charset=utf-8",
+			       "404 page not found\n");
+	else if (!srv_id_valid(r->id))
+		rc = write_now(wsi, 400, "application/json",
+			       "{\"error\":{\"code\":\"invalid_request\","
+			       "\"message\":\"invalid sandbox ID\"}}\n");
 	pthread_mutex_lock(&srv_g.lock);
 	srv_req_put_locked(r);
 	pthread_mutex_unlock(&srv_g.lock);
-	return 0;
+	return rc;
 }
 
 static int on_ws_filter(struct lws *wsi, struct pss *ps)
@@ -936,6 +999,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	struct pss *ps = user;
 	struct srv_req *r;
 
+	if (!ps && reason != LWS_CALLBACK_EVENT_WAIT_CANCELLED &&
+	    reason != LWS_CALLBACK_HTTP_CONFIRM_UPGRADE)
+		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		drain_wakeq();
@@ -948,6 +1014,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (ps->r) {
 			pthread_mutex_lock(&srv_g.lock);
 			ps->r->in_eof = true;
+			if (ps->r->await_eof)
+				lws_callback_on_writable(wsi);
 			pthread_cond_broadcast(&srv_g.cond);
 			pthread_mutex_unlock(&srv_g.lock);
 		}
@@ -963,9 +1031,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		}
 		return 0;
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		return on_confirm_upgrade(wsi, ps);
+		return on_confirm_upgrade(wsi);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		return on_ws_filter(wsi, ps);
+		return ps ? on_ws_filter(wsi, ps) : -1;
 	case LWS_CALLBACK_ESTABLISHED:
 		if (!ps->r)
 			return -1;

@@ -105,6 +105,7 @@ struct srv_req {
 	bool chunked, hdr_sent, out_eof, done;
 	struct srv_buf out;
 	bool close_after;
+	bool await_eof;		/* answered; waiting for the body */
 
 	/* WebSocket (exec stream) */
 	bool ws;
