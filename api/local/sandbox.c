@@ -1043,7 +1043,10 @@ static void __attribute__((noreturn)) launch_child(const struct launch *ln,
 	close(fd);
 	if (unshare(ln->nsflags))
 		child_fail(wfd, -errno, STEP_UNSHARE);
-	pid_t pid = fork();
+	/* raw clone, not fork(): no pthread_atfork handler may run here,
+	 * its locks could have been held by a thread of sbxfs */
+	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL,
+				   NULL, NULL, 0UL);
 	if (pid < 0)
 		child_fail(wfd, -errno, STEP_FORK);
 	if (pid == 0)
