@@ -18,7 +18,7 @@ struct local {
 	struct api_backend *be;
 	char datadir[1024];	   /* absolute, no trailing slash */
 	char cgroup_base[256]; /* freezer dir holding our sandboxes */
-	char hash[17];		   /* of datadir: cgroup names per datadir */
+	char hash[17]; /* of datadir: cgroup names per datadir */
 
 	pthread_mutex_t lock; /* (L): queue, busy set */
 	pthread_cond_t cond;  /* queue not empty / busy set shrank */

@@ -3,9 +3,9 @@
  *
  * Layout: DATADIR/sandboxes/NAME/{upper,work,root,meta.json},
  * DATADIR/templates/SNAP/{root,meta.json}, DATADIR/tmp/ for work in
- * progress.  The overlay (lowerdir = template layers, then the host's /)
- * is mounted on `root` in the host mount namespace so files.c can reach it
- * without entering the sandbox.  The sandbox's PID 1 is a tiny reaper in
+ * progress.  The overlay (lowerdir = the host's /; a template's tree is
+ * copied into upper) is mounted on `root` in the host mount namespace so
+ * files.c can reach it without entering the sandbox.  The sandbox's PID 1 is a tiny reaper in
  * fresh mount/PID/IPC/UTS/net namespaces, pivoted into that root, detached
  * from sbxfs (double fork, own session) and kept in a freezer cgroup with
  * everything started in the sandbox.  meta.json records its host PID and
@@ -1410,8 +1410,8 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	for (int i = 0; i < 50 && rmdir(cg) && errno == EBUSY; i++)
 		sb_sleep_ms(20);
 	if (err)
-		snprintf(msg, msglen, "sandbox '%s' is gone but %.256s could not "
-			 "be fully removed", m->name, trash);
+		snprintf(msg, msglen, "sandbox '%s' is gone but %.256s "
+			 "could not be fully removed", m->name, trash);
 	return 0;
 }
 
@@ -1565,8 +1565,8 @@ static void create_work(struct local *l, void *arg)
 			snprintf(msg, sizeof(msg), "sandbox '%s' already "
 				 "exists", m->name);
 		else
-			snprintf(msg, sizeof(msg), "cannot create %.256s: %s", dir,
-				 strerror(errno));
+			snprintf(msg, sizeof(msg), "cannot create %.256s: %s",
+				 dir, strerror(errno));
 		goto release;
 	}
 	made = true;
@@ -1579,8 +1579,8 @@ static void create_work(struct local *l, void *arg)
 		sb_dir(l, m->name, subs[i], sub, sizeof(sub));
 		if (mkdir(sub, 0755)) {
 			err = -errno;
-			snprintf(msg, sizeof(msg), "cannot create %.256s: %s", sub,
-				 strerror(errno));
+			snprintf(msg, sizeof(msg), "cannot create %.256s: %s",
+				 sub, strerror(errno));
 			goto release;
 		}
 	}
