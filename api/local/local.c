@@ -132,6 +132,14 @@ void local_busy_release(struct local *l, const char *name)
 	pthread_mutex_unlock(&l->lock);
 }
 
+bool local_busy(struct local *l, const char *name)
+{
+	pthread_mutex_lock(&l->lock);
+	bool r = local_busy_find(l, name) >= 0;
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 bool local_busy_creating(struct local *l, const char *name)
 {
 	pthread_mutex_lock(&l->lock);

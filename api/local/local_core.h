@@ -41,6 +41,8 @@ int local_submit(struct local *l, local_work_fn fn, void *arg);
  * operation holds it.  0, -ETIMEDOUT or -ENOSPC. */
 int local_busy_acquire(struct local *l, const char *name, bool creating);
 void local_busy_release(struct local *l, const char *name);
+/* True while a lifecycle operation holds `name`. */
+bool local_busy(struct local *l, const char *name);
 /* True while `name` is being created. */
 bool local_busy_creating(struct local *l, const char *name);
 

@@ -709,8 +709,17 @@ int local_sb_mount(struct local *l, const char *name, char *msg,
 		snprintf(msg, msglen, "no sandbox named '%.63s'", name);
 		return err == -ENOENT ? -ENOENT : err;
 	}
+	/* Only for file operations: never remount under a running create
+	 * or destroy (destroy unmounts, then removes the directory).  The
+	 * check is under mount_lock, which destroy's unmount also takes. */
 	pthread_mutex_lock(&l->mount_lock);
-	err = sb_mount_locked(l, &m, msg, msglen);
+	if (local_busy(l, name)) {
+		snprintf(msg, msglen, "sandbox '%s' is busy; its root is not "
+			 "mounted yet", name);
+		err = -EBUSY;
+	} else {
+		err = sb_mount_locked(l, &m, msg, msglen);
+	}
 	pthread_mutex_unlock(&l->mount_lock);
 	return err;
 }
