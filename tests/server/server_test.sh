@@ -28,7 +28,7 @@ check() { # name, condition...
 }
 
 start_server() {
-	"$BIN" --data "$DATA" --port 0 "$@" >$T/out 2>$T/err &
+	"$BIN" --data "$DATA" --port 0 "$@" >$T/out 2>>$T/err &
 	SPID=$!
 	i=0
 	while ! grep -q '^listening on' $T/out 2>/dev/null; do
@@ -180,8 +180,9 @@ check "ws: stderr with HTML escapes" grep -Fxq 'msg: {"type":"stderr","data":"\u
 check "ws: exit_code" grep -Fxq 'msg: {"type":"exit","exit_code":2}' $T/ws
 check "ws: newline-terminated messages" sh -c "! grep -q NO-NEWLINE $T/ws"
 check "ws: TCP dropped without close frame" grep -q 'eof close_frame=0' $T/ws
-$WS 127.0.0.1 $PORT $C/exec/stream $KEY '{"type":"start","cmd":"head","args":["-c","20000","/dev/zero"]}' >$T/ws
-check "ws: big message fragmented" grep -q '^frag: [2-9]' $T/ws
+$WS 127.0.0.1 $PORT $C/exec/stream $KEY '{"type":"start","cmd":"head","args":["-c","300000","/dev/zero"]}' >$T/ws
+check "ws: frames <= 4082 bytes, big messages fragmented" sh -c "[ \$(sed -n 's/^maxframe: //p' $T/ws) -le 4082 ] && [ \$(sed -n 's/^maxmsg: //p' $T/ws) -gt 4082 ] && grep -q '^frag: [2-9]' $T/ws"
+check "ws: 300000 bytes arrive" [ "$(grep '"type":"stdout"' $T/ws | grep -o 'u0000' | wc -l)" = 300000 ]
 $WS 127.0.0.1 $PORT $C/exec/stream $KEY '{"type":"start","cmd":"printf","args":["a\\377b"]}' >$T/ws
 check "ws: invalid UTF-8 becomes U+FFFD" grep -Fxq 'msg: {"type":"stdout","data":"a\ufffdb"}' $T/ws
 $WS 127.0.0.1 $PORT $C/exec/stream $KEY '{"type":"hello"}' >$T/ws
@@ -229,5 +230,8 @@ check "second start prints no key" sh -c "! grep -q wrn_ $T/out"
 req GET $C
 check "records survive a restart" [ "$code" = 200 -a "$(jqb .status)" = stopped ]
 
+kill -TERM $SPID; wait $SPID 2>/dev/null; SPID=
+check "no sanitizer reports in the server log" sh -c "! grep -Eq 'Sanitizer|runtime error' $T/err"
+grep -E -A30 'Sanitizer|runtime error' $T/err | head -60
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

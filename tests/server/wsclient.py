@@ -71,7 +71,7 @@ def main():
         return
     if first:
         send_frame(s, first.encode())
-    msg, frames, close_frame, nmsg = b'', 0, 0, 0
+    msg, frames, close_frame, nmsg, maxf, maxm = b'', 0, 0, 0, 0, 0
     try:
         while True:
             b0, b1 = recv_exact(s, 2)
@@ -81,6 +81,7 @@ def main():
             elif n == 127:
                 n = struct.unpack('!Q', recv_exact(s, 8))[0]
             data = recv_exact(s, n)
+            maxf = max(maxf, n)
             if op == 8:
                 close_frame = 1
                 break
@@ -95,6 +96,7 @@ def main():
                 print('msg: ' + msg.decode('utf-8', errors='replace')
                       .rstrip('\n') + ('' if msg.endswith(b'\n')
                                        else ' NO-NEWLINE'))
+                maxm = max(maxm, len(msg))
                 msg, frames = b'', 0
                 nmsg += 1
                 if stop_after is not None and nmsg == stop_after:
@@ -103,6 +105,8 @@ def main():
         pass
     except socket.timeout:
         print('timeout')
+    print('maxframe: %d' % maxf)
+    print('maxmsg: %d' % maxm)
     print('eof close_frame=%d' % close_frame)
 
 

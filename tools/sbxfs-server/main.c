@@ -255,6 +255,7 @@ int main(int argc, char **argv)
 		}
 		snprintf(src, sizeof(src), "local:%s", datadir);
 		rc = api_open(src, &fa, &srv_g.be);
+		fuse_opt_free_args(&fa);
 		if (rc) {
 			fprintf(stderr, "sbxfs-server: cannot open %s: %s\n",
 				src, strerror(-rc));
