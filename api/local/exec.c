@@ -1291,6 +1291,12 @@ void local_exec_fini(struct local *l)
 			free(w);
 		} else if (c->op == C_START) {
 			run_cmd(c); /* into the live list, freed below */
+		} else if (c->op == C_FREE) {
+			pthread_mutex_lock(&lp->mu);
+			if (c->x->free_done)
+				*c->x->free_done = true;
+			pthread_cond_broadcast(&lp->cond);
+			pthread_mutex_unlock(&lp->mu);
 		}
 	}
 	while ((x = lp->live)) {

@@ -112,6 +112,17 @@ static int cx_rm(const char *path, const struct stat *st, int flag,
 	return 0;
 }
 
+static void cx_teardown(void);
+
+/* criterion skips .fini when .init fails: undo by hand first. */
+#define cx_setup_check(cond, ...)                                         \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			cx_teardown();                                    \
+			cr_assert_fail(__VA_ARGS__);                      \
+		}                                                         \
+	} while (0)
+
 static void cx_setup(void)
 {
 	const char *src = getenv("SBXFS_TEST_SOURCE");
@@ -131,16 +142,20 @@ static void cx_setup(void)
 	fuse_opt_add_arg(&args, "contract_exec");
 	r = api_open(src, &args, &cx_be);
 	fuse_opt_free_args(&args);
-	cr_assert_eq(r, 0, "api_open(%s): %s", src, strerror(-r));
-	cr_assert(api_has(cx_be, API_CAP_EXEC), "backend %s lacks exec",
-		  src);
+	if (r)
+		cx_be = NULL;
+	cx_setup_check(r == 0, "api_open(%s): %s", src, strerror(-r));
+	cx_setup_check(api_has(cx_be, API_CAP_EXEC), "backend %s lacks exec",
+		       src);
 
 	snprintf(name, sizeof(name), "cx%d", (int)getpid());
 	cx_done_init(&d);
 	api_sb_create(cx_be, name, NULL, 0, cx_sb_cb, &d);
-	cr_assert_eq(cx_wait(&d), 0, "sandbox create timed out");
-	cr_assert_eq(d.err, 0, "sandbox create: %s", d.msg);
+	r = cx_wait(&d);
+	/* destroy whatever a failed or late create left behind */
 	snprintf(cx_id, sizeof(cx_id), "%s", d.id[0] ? d.id : name);
+	cx_setup_check(r == 0, "sandbox create timed out");
+	cx_setup_check(d.err == 0, "sandbox create: %s", d.msg);
 }
 
 static void cx_teardown(void)
