@@ -202,12 +202,31 @@ static int mounts_under(const char *dir, char (*out)[MNT_PATH_MAX * 2],
 	return n;
 }
 
+/* The log's tail; or, when a sanitizer reported, its report's head
+ * (the stack that matters is at the top, the tail is shadow bytes). */
 static void print_log_tail(const struct mnt *m, const char *why)
 {
-	char *t = mnt_log_tail(m, 40);
+	static const char *const marks[] = { "==ERROR: ", "runtime error: " };
+	char *t = mnt_log_tail(m, 400), *p = NULL, *e;
+	size_t i;
+	int n;
 
-	fprintf(stderr, "harness: %s (%s); sbxfs log %s ends:\n%s\n", why,
-		m->mnt, m->log, t);
+	for (i = 0; i < sizeof(marks) / sizeof(marks[0]) && !p; i++)
+		p = strstr(t, marks[i]);
+	if (p) {
+		while (p > t && p[-1] != '\n')
+			p--;
+		for (e = p, n = 0; *e && n < 60; e++)
+			if (*e == '\n')
+				n++;
+		*e = '\0';
+	} else {
+		for (p = t + strlen(t), n = 0; p > t; p--)
+			if (p[-1] == '\n' && ++n > 41)
+				break;
+	}
+	fprintf(stderr, "harness: %s (%s); sbxfs log %s:\n%s\n", why,
+		m->mnt, m->log, p);
 	free(t);
 }
 
