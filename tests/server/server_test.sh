@@ -194,6 +194,33 @@ check "ws: malformed ID -> HTTP 400 before upgrade" grep -q ' 400 ' $T/ws
 $WS 127.0.0.1 $PORT /v1/capsules/cl-0000000000000000000000000/exec/stream $KEY '{"type":"start","cmd":"ls"}' >$T/ws
 check "ws: unknown capsule -> error after 101" sh -c "grep -q ' 101 ' $T/ws && grep -Fq '\"data\":\"sandbox not found\"' $T/ws"
 
+# ---- keep-alive, snapshots, inactivity auto-pause ----
+n=$(curl -s -v -H "X-API-Key: $KEY" $B/v1/capsules $B/health -o /dev/null -o /dev/null 2>&1 | grep -c 'Re-using existing connection')
+check "HTTP keep-alive between requests" [ "$n" = 1 ]
+req POST $C/files/write -F path=/root/snapfile -F file=@$T/h.txt
+req POST /v1/snapshots -d "{\"sandbox_id\":\"$ID\",\"name\":\"tsnap\"}"
+check "snapshot: 201 shape" [ "$code" = 201 -a "$(jqb '.name,.type,.platform' | tr '\n' ' ')" = "tsnap snapshot false " ]
+req GET $C
+check "snapshot leaves the capsule paused" [ "$(jqb .status)" = paused ]
+req POST /v1/snapshots -d "{\"sandbox_id\":\"$ID\",\"name\":\"tsnap\"}"
+check "snapshot name taken: 409" [ "$code" = 409 -a "$(jqb .error.code)" = template_name_taken ]
+req GET /v1/snapshots
+check "snapshots list: minimal (platform) + tsnap" [ "$(jqb 'map(.name)|sort|join(",")')" = "minimal,tsnap" ]
+req POST /v1/capsules -d '{"template":"tsnap","timeout_sec":2}'
+ID2=$(jqb .id)
+check "create from snapshot" [ "$code" = 201 -a "$(jqb .template)" = tsnap ]
+req POST /v1/capsules/$ID2/files/read -d '{"path":"/root/snapfile"}'
+check "snapshot carried the file" [ "$(cat $T/body)" = hello ]
+sleep 5
+req GET /v1/capsules/$ID2
+check "timeout_sec auto-pauses an idle capsule" [ "$(jqb .status)" = paused ]
+req DELETE /v1/snapshots/tsnap
+check "snapshot in use: 409" [ "$code" = 409 ]
+req DELETE /v1/capsules/$ID2
+req DELETE /v1/snapshots/tsnap
+check "snapshot delete: 204" [ "$code" = 204 ]
+req POST $C/resume
+
 # ---- lifecycle ----
 req POST $C/resume
 check "resume running: 409" [ "$code" = 409 -a "$(jqb .error.message)" = "resource is not paused" ]
