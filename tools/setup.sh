@@ -15,14 +15,15 @@ mnt=${SBXFS_MNT:-/mnt/sbxfs}
 build=${SBXFS_BUILD:-$src/build}
 
 # Build: meson, ninja, pkg-config, gcc + the libraries sbxfs links.
-# Run: fuse3 (fusermount3, /dev/fuse).  Tests: criterion, and the shell
-# tools the mount tests drive (diff, tar, mount/umount, curl for the remote
-# backend's tests and benchmarks).
+# Run: fuse3 (fusermount3, /dev/fuse).  Tests: criterion, and the tools
+# the tests drive (diff, tar, mount/umount; curl, jq and python3 for the
+# sbxfs-server wire tests).
 deps=(
 	meson ninja-build pkg-config gcc libc6-dev
 	libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev libwebsockets-dev
 	libcriterion-dev
 	coreutils diffutils tar mount util-linux procps curl ca-certificates
+	jq python3
 )
 
 install_deps() {

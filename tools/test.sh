@@ -111,8 +111,8 @@ fi
 passed=0
 failed=0
 
-# Sum criterion's per-executable "Synthesis" lines from a meson test log.
-# An executable without one (timeout, crash before the summary, or not a
+# Sum criterion's per-executable "Synthesis" lines from a meson test log
+# (or a script's own "N passed, N failed" line).  An executable without one (timeout, crash before the summary, or not a
 # criterion program) counts as one test, by its result; one whose exit
 # status is nonzero though no test failed (e.g. a sanitizer report at exit,
 # a teardown that failed) counts one failure.
@@ -122,6 +122,8 @@ count_log() {
 		function flush() {
 			if (name == "") return
 			ok = (result == "exit status 0")
+			if (plain && !syn)
+				syn = 1
 			if (syn) {
 				P += sp; F += sf
 				if (!ok && sf == 0) {
@@ -138,9 +140,16 @@ count_log() {
 			}
 			name = ""
 		}
-		/^=+ [0-9]+\/[0-9]+ =+$/ { flush(); syn = 0; result = "" }
+		/^=+ [0-9]+\/[0-9]+ =+$/ {
+			flush(); syn = plain = 0; result = ""
+		}
 		/^test: / { name = $2 }
 		/^result: / { sub(/^result: +/, ""); result = $0 }
+		# a non-criterion test program may print the plain summary
+		/^[0-9]+ passed, [0-9]+ failed/ && !syn {
+			split($0, w, /[ ,]+/)
+			sp = w[1] + 0; sf = w[3] + 0; plain = 1
+		}
 		/Synthesis: Tested:/ {
 			line = $0
 			gsub(/\033\[[0-9;]*m/, "", line)

@@ -102,7 +102,9 @@ struct sh_out {
  * environment MNT=mount point, TMPD=test temp dir, DATA=data dir ("" if
  * not local).  Bounded: 60 s, then the whole process group is killed.
  * Output is capped at 64 MiB per stream.  The strings are owned by the
- * harness and freed by mnt_stop (or sh_free earlier). */
+ * harness (kept until the test process ends; sh_free frees earlier).
+ * sh_run returns when stdout and stderr reach EOF: a background process
+ * started by CMD must redirect them, or sh_run waits for it (bounded). */
 struct sh_out sh_run(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 /* Same with a bound of `secs` seconds. */
