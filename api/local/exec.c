@@ -50,6 +50,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -172,6 +173,10 @@ struct exloop {
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct exloop *registry;
+/* Every exec holds 3-4 descriptors here: local_exec_init raises our soft
+ * RLIMIT_NOFILE to the hard one; commands get the original back. */
+static struct rlimit nofile_orig;
+static bool nofile_raised;
 
 static struct exloop *loop_of(struct local *l)
 {
@@ -311,6 +316,8 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 
+	if (nofile_raised)
+		setrlimit(RLIMIT_NOFILE, &nofile_orig);
 	if (setsid() < 0)
 		child_fail(st, ST_FDS, errno);
 	hi[0] = fd_high(sp->stdio[0]);
@@ -1219,6 +1226,15 @@ int local_exec_init(struct local *l)
 
 	if (!lp)
 		return -ENOMEM;
+	pthread_mutex_lock(&reg_mu);
+	if (!nofile_raised && getrlimit(RLIMIT_NOFILE, &nofile_orig) == 0 &&
+	    nofile_orig.rlim_cur < nofile_orig.rlim_max) {
+		struct rlimit rl = nofile_orig;
+
+		rl.rlim_cur = rl.rlim_max;
+		nofile_raised = setrlimit(RLIMIT_NOFILE, &rl) == 0;
+	}
+	pthread_mutex_unlock(&reg_mu);
 	lp->l = l;
 	lp->epfd = epoll_create1(EPOLL_CLOEXEC);
 	lp->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
