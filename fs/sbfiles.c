@@ -13,11 +13,51 @@
 /* Per open: the text as it was at open (or at the last read from offset 0
  * after the first), and the state it showed. */
 struct snap {
+	uint64_t id;	/* fi->fh */
+	int refs;	/* the open's + each read in progress */
 	enum api_state state;
 	bool read_once;
 	size_t len;
 	char *text;
+	struct snap *next;
 };
+
+/* Open handles by id.  fi->fh is an id, not a pointer: a read answered on
+ * one thread while another runs the RELEASE of the same handle (seen under
+ * ASan with interrupted readers) must find nothing rather than freed
+ * memory.  Few handles are open at once, so a list will do. */
+static pthread_mutex_t snaps_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct snap *snaps;
+static uint64_t snaps_next = 1;
+
+static void snap_unref_locked(struct snap *s)
+{
+	if (--s->refs)
+		return;
+	free(s->text);
+	free(s);
+}
+
+/* A counted reference to the handle `fh`, or NULL when released. */
+static struct snap *snap_get(uint64_t fh)
+{
+	struct snap *s;
+
+	pthread_mutex_lock(&snaps_mu);
+	for (s = snaps; s && s->id != fh; s = s->next)
+		;
+	if (s)
+		s->refs++;
+	pthread_mutex_unlock(&snaps_mu);
+	return s;
+}
+
+static void snap_put(struct snap *s)
+{
+	pthread_mutex_lock(&snaps_mu);
+	snap_unref_locked(s);
+	pthread_mutex_unlock(&snaps_mu);
+}
 
 /* Build the text of a file of kind k; fs->lock held. */
 static char *render(struct fs_sb *sb, enum fs_kind k, size_t *len)
@@ -90,11 +130,29 @@ static int snap_fill(struct fs *fs, fuse_ino_t ino, struct snap *s)
 	fs_sb_put(fs, sb);
 	if (!t)
 		return -ENOMEM;
+	pthread_mutex_lock(&snaps_mu);
 	free(s->text);
 	s->text = t;
 	s->len = len;
 	s->state = st;
+	pthread_mutex_unlock(&snaps_mu);
 	return 0;
+}
+
+/* Drop the open's reference and forget the id. */
+static void snap_release(uint64_t fh)
+{
+	pthread_mutex_lock(&snaps_mu);
+	for (struct snap **pp = &snaps; *pp; pp = &(*pp)->next) {
+		if ((*pp)->id == fh) {
+			struct snap *s = *pp;
+
+			*pp = s->next;
+			snap_unref_locked(s);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&snaps_mu);
 }
 
 static void sf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -119,40 +177,65 @@ static void sf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	fi->fh = (uintptr_t)s;
+	pthread_mutex_lock(&snaps_mu);
+	s->id = snaps_next++;
+	s->refs = 1;
+	s->next = snaps;
+	snaps = s;
+	pthread_mutex_unlock(&snaps_mu);
+	fi->fh = s->id;
 	fi->direct_io = 1;
-	fuse_reply_open(req, fi);
+	if (fuse_reply_open(req, fi) != 0) /* no RELEASE will come */
+		snap_release(s->id);
 }
 
 static void sf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
+	struct snap *s = snap_get(fi->fh);
+	char *copy = NULL;
+	size_t n = 0;
 
+	if (!s) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
 	/* A reader that comes back to offset 0 (poll, lseek, read) wants
 	 * the current text, not the one of open time. */
 	if (off == 0 && s->read_once) {
 		int err = snap_fill(fs_of(req), ino, s);
 
 		if (err) {
+			snap_put(s);
 			fuse_reply_err(req, -err);
 			return;
 		}
 	}
+	/* Reply from a copy: a concurrent re-render may replace s->text. */
+	pthread_mutex_lock(&snaps_mu);
 	s->read_once = true;
-	fs_reply_text(req, s->text, s->len, size, off);
+	if (off >= 0 && (size_t)off < s->len) {
+		n = s->len - (size_t)off;
+		n = n < size ? n : size;
+		copy = malloc(n);
+		if (copy)
+			memcpy(copy, s->text + off, n);
+	}
+	pthread_mutex_unlock(&snaps_mu);
+	snap_put(s);
+	if (n && !copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static void sf_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	if (s) {
-		free(s->text);
-		free(s);
-	}
+	snap_release(fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -179,21 +262,28 @@ static void status_poll(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi, struct fuse_pollhandle *ph)
 {
 	struct fs *fs = fs_of(req);
-	struct snap *s = (struct snap *)(uintptr_t)fi->fh;
+	struct snap *s = snap_get(fi->fh);
 	int err;
 	struct fs_sb *sb = fs_sb_get_slot(fs, fs_ino_sb_slot(ino),
 					  fs_ino_sb_gen(ino), &err);
 	unsigned rev = 0;
 
-	if (!sb) {
+	if (!sb || !s) {
 		/* Destroyed: readable (the reader gets ESTALE) and hung up. */
 		if (ph)
 			fuse_pollhandle_destroy(ph);
+		if (s)
+			snap_put(s);
+		fs_sb_put(fs, sb);
 		fuse_reply_poll(req, POLLIN | POLLPRI | POLLHUP);
 		return;
 	}
+	pthread_mutex_lock(&snaps_mu);
+	enum api_state seen = s->state;
+	pthread_mutex_unlock(&snaps_mu);
+	snap_put(s);
 	pthread_mutex_lock(&fs->lock);
-	if (sb->state != s->state) {
+	if (sb->state != seen) {
 		rev = POLLIN | POLLRDNORM | POLLPRI;
 		if (ph)
 			fuse_pollhandle_destroy(ph);
