@@ -206,17 +206,44 @@ static int alias_set(struct wrenn *w, const char *name, const char *id,
 	return alias_write(w);
 }
 
+/* IDs seen destroyed: any later use is ENOENT without a round trip (the
+ * platform would say 409 "not running" on file routes). */
+void wrenn_gone_add(struct wrenn *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < WRENN_GONE_MAX; i++)
+		if (!strcmp(w->gone[i], id))
+			return;
+	snprintf(w->gone[w->gone_next], API_ID_MAX, "%s", id);
+	w->gone_next = (w->gone_next + 1) % WRENN_GONE_MAX;
+}
+
+static bool gone(struct wrenn *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < WRENN_GONE_MAX; i++)
+		if (!strcmp(w->gone[i], id))
+			return true;
+	return false;
+}
+
 int wrenn_resolve(struct wrenn *w, const char *name_or_id, char *id,
 		  size_t len)
 {
 	size_t i;
 
+	if (gone(w, name_or_id))
+		return -ENOENT;
 	if (wrenn_id_valid(name_or_id)) {
 		snprintf(id, len, "%s", name_or_id);
 		return 0;
 	}
 	for (i = 0; i < w->naliases; i++)
 		if (!strcmp(w->aliases[i].name, name_or_id)) {
+			if (gone(w, w->aliases[i].id))
+				return -ENOENT;
 			snprintf(id, len, "%s", w->aliases[i].id);
 			return 0;
 		}
@@ -233,7 +260,8 @@ enum api_state wrenn_state_parse(const char *s)
 	} map[] = {
 		{ "pending", API_ST_CREATING },	 { "starting", API_ST_CREATING },
 		{ "running", API_ST_RUNNING },	 { "paused", API_ST_PAUSED },
-		{ "hibernated", API_ST_PAUSED }, { "stopped", API_ST_STOPPED },
+		/* a stopped capsule can never run again: it is gone */
+		{ "hibernated", API_ST_PAUSED }, { "stopped", API_ST_DESTROYED },
 		{ "error", API_ST_FAILED },	 { "missing", API_ST_UNKNOWN },
 	};
 	size_t i;
@@ -293,6 +321,8 @@ static int capsule_rec(struct wrenn *w, const cJSON *c, struct api_sandbox *sb,
 	snprintf(sb->name, sizeof(sb->name), "%s", alias_name_of(w, id));
 	snprintf(sb->template, sizeof(sb->template), "%s", t ? t : "");
 	sb->state = wrenn_state_parse(jstr(c, "status"));
+	if (sb->state == API_ST_DESTROYED)
+		wrenn_gone_add(w, id);
 	sb->created = rfc3339(jstr(c, "created_at"));
 	*info = cJSON_PrintUnformatted(c);
 	sb->info_json = *info;
@@ -497,7 +527,10 @@ static void get_run(struct wrenn *w, struct wrenn_work *wk)
 	struct sb_op *op = (struct sb_op *)wk;
 	char path[256];
 
-	if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
+	/* get still answers for a destroyed ID: its record says so */
+	if (wrenn_id_valid(op->name))
+		snprintf(op->id, sizeof(op->id), "%s", op->name);
+	else if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
 		sb_op_done(op, -ENOENT, "wrenn: no such capsule", NULL);
 		return;
 	}
@@ -732,6 +765,7 @@ struct verb_op {
 	char id[API_ID_MAX];
 	char name[API_ID_MAX];
 	char arg[API_ID_MAX];
+	char msg[256];
 	bool was_running;
 };
 
@@ -742,16 +776,73 @@ static void verb_done(struct verb_op *op, int err, const char *msg)
 }
 
 static void verb_got(void *ud, int err, const char *msg,
+		     const struct wrenn_resp *r);
+
+/* After a 409: is the capsule already where the verb wanted it? */
+static void verb_recheck(void *ud, int err, const char *msg,
+			 const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+	enum api_state st, want;
+
+	want = op->verb == API_VERB_PAUSE ? API_ST_PAUSED : API_ST_RUNNING;
+	st = err ? API_ST_UNKNOWN : wrenn_state_parse(jstr(r->json, "status"));
+	if (st == want) {
+		verb_done(op, 0, NULL);
+		return;
+	}
+	if (st == API_ST_DESTROYED)
+		wrenn_gone_add(op->w, op->id);
+	verb_done(op, st == API_ST_DESTROYED ? -ENOENT : -EBUSY,
+		  op->msg[0] ? op->msg : msg);
+}
+
+static void verb_got(void *ud, int err, const char *msg,
 		     const struct wrenn_resp *r)
 {
 	struct verb_op *op = ud;
+	char path[256];
 
 	(void)r;
 	if (op->verb == API_VERB_DESTROY && (!err || err == -ENOENT)) {
 		alias_set(op->w, NULL, op->id, true);
 		wrenn_dcache_drop(op->w, op->id, NULL);
+		wrenn_gone_add(op->w, op->id);
+	}
+	if (err == -EBUSY && (op->verb == API_VERB_PAUSE ||
+			      op->verb == API_VERB_RESUME)) {
+		/* pause when paused, resume when running: already there */
+		snprintf(op->msg, sizeof(op->msg), "%s", msg);
+		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+		wrenn_call(op->w, "GET", path, NULL, verb_recheck, op);
+		return;
 	}
 	verb_done(op, err, msg);
+}
+
+/* Destroy: Wrenn answers 204 for an already stopped capsule too; that
+ * one is gone, so say ENOENT as for any missing sandbox. */
+static void destroy_checked(void *ud, int err, const char *msg,
+			    const struct wrenn_resp *r)
+{
+	struct verb_op *op = ud;
+	char path[256];
+
+	if (!err && wrenn_state_parse(jstr(r->json, "status")) ==
+			    API_ST_DESTROYED) {
+		err = -ENOENT;
+		msg = "wrenn: capsule already destroyed";
+	}
+	if (err) {
+		if (err == -ENOENT) {
+			alias_set(op->w, NULL, op->id, true);
+			wrenn_gone_add(op->w, op->id);
+		}
+		verb_done(op, err, msg);
+		return;
+	}
+	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+	wrenn_call(op->w, "DELETE", path, NULL, verb_got, op);
 }
 
 static void snap_resumed(void *ud, int err, const char *msg,
@@ -838,7 +929,7 @@ static void verb_run(struct wrenn *w, struct wrenn_work *wk)
 		break;
 	case API_VERB_DESTROY:
 		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
-		wrenn_call(w, "DELETE", path, NULL, verb_got, op);
+		wrenn_call(w, "GET", path, NULL, destroy_checked, op);
 		break;
 	case API_VERB_SNAPSHOT:
 		snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);

@@ -56,10 +56,16 @@ struct api_exec {
 	char *rx;
 	size_t rxlen;
 	struct pend *phead, *ptail;
-	long pid;
+	long pid;		/* the wrapper shell */
+	long cmd_pid;		/* the command (b64 mode) */
+	int mode;		/* 0: first line pending, 1: b64, 2: raw,
+				   3: hex */
+	char *lbuf[3];		/* partial lines of stdout (1), stderr (2) */
+	size_t llen[3];
 	int exit_code;
 	int sent_sig;
 	int pend_sig;		/* signal requested from another thread */
+	int wait_sig;		/* loop: signal waiting for the pid */
 	bool established, start_sent;
 	bool started;		/* started() ran */
 	bool ended;		/* exited() ran (or started() with error) */
@@ -121,19 +127,43 @@ static int sbuf_add(char **buf, size_t *len, size_t *cap, const char *s)
 	return 0;
 }
 
+/* The encoders: one text line per read of the command's output, short
+ * enough (4001 bytes) to be one atomic pipe write, so it never interleaves
+ * with the "sbxfs:pid:" line.  perl (Essential on Debian) writes hex;
+ * dd + base64 is the slower fallback; with neither the output goes raw
+ * (lossy).  The first stdout line names the mode. */
+static const char wrap_head[] =
+	"if command -v perl >/dev/null 2>&1; then M=hex; "
+	"E() { perl -e '$|=1;while(sysread(STDIN,$b,2000))"
+	"{print unpack(\"H*\",$b),\"\\n\"}'; }; "
+	"elif command -v base64 >/dev/null 2>&1 && "
+	"command -v dd >/dev/null 2>&1; then M=b64; "
+	"E() { while c=$(dd bs=3000 count=1 2>/dev/null | base64 | "
+	"tr -d '\\n'); [ -n \"$c\" ]; do printf '%s\\n' \"$c\"; done; }; "
+	"else printf 'sbxfs:raw\\n'; ";
+
+/* stdout and stderr each through their own encoder; the command's
+ * status comes back through fd 5 of a command substitution. */
+static const char wrap_b64[] =
+	"printf 'sbxfs:%s\\n' $M; exec 6>&1; "
+	"rc=$( { { { \"$@\" 5>&- 6>&- 7>&- & "
+	"echo \"sbxfs:pid:$!\" >&6; wait $! 2>/dev/null; echo $? >&5; } "
+	"2>&1 1>&7 | E 5>&- 6>&- 7>&- >&2; } 7>&1 | E 5>&- 6>&- 7>&-; } "
+	"5>&1 1>&6 ); exit \"$rc\"";
+
 char *wrenn_exec_script(const struct api_exec_req *req, int *err)
 {
-	char *buf = NULL, *q;
-	size_t len = 0, cap = 0, i;
+	char *pre = NULL, *buf = NULL, *q;
+	size_t len = 0, cap = 0, plen = 0, pcap = 0, i;
 	int e = 0;
 
 	if (req->cwd && req->cwd[0]) {
 		q = api_shell_quote(req->cwd);
-		e = q ? sbuf_add(&buf, &len, &cap, "cd -- ") : -ENOMEM;
+		e = q ? sbuf_add(&pre, &plen, &pcap, "cd -- ") : -ENOMEM;
 		if (!e)
-			e = sbuf_add(&buf, &len, &cap, q);
+			e = sbuf_add(&pre, &plen, &pcap, q);
 		if (!e)
-			e = sbuf_add(&buf, &len, &cap, " || exit 126; ");
+			e = sbuf_add(&pre, &plen, &pcap, " || exit 126; ");
 		free(q);
 	}
 	for (i = 0; !e && req->env && req->env[i]; i++) {
@@ -145,17 +175,28 @@ char *wrenn_exec_script(const struct api_exec_req *req, int *err)
 			break;
 		}
 		q = api_shell_quote(req->env[i]);
-		e = q ? sbuf_add(&buf, &len, &cap, "export ") : -ENOMEM;
+		e = q ? sbuf_add(&pre, &plen, &pcap, "export ") : -ENOMEM;
 		if (!e)
-			e = sbuf_add(&buf, &len, &cap, q);
+			e = sbuf_add(&pre, &plen, &pcap, q);
 		if (!e)
-			e = sbuf_add(&buf, &len, &cap, "; ");
+			e = sbuf_add(&pre, &plen, &pcap, "; ");
 		free(q);
 	}
-	/* not `exec "$@"`: the shell stays as the parent so that a signal
-	 * death is reported as 128+N (Wrenn itself says -1) */
+	if (!e && !pre)
+		e = sbuf_add(&pre, &plen, &pcap, "");
 	if (!e)
-		e = sbuf_add(&buf, &len, &cap, "\"$@\"; exit $?");
+		e = sbuf_add(&buf, &len, &cap, wrap_head);
+	/* raw fallback: not `exec "$@"`, so that the shell stays the
+	 * parent and reports a signal death as 128+N (Wrenn says -1) */
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, pre);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "\"$@\"; exit $?; fi; ");
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, pre);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, wrap_b64);
+	free(pre);
 	if (e) {
 		free(buf);
 		*err = e;
@@ -213,6 +254,8 @@ static void x_release(struct api_exec *x)
 		free(p);
 	}
 	free(x->rx);
+	free(x->lbuf[1]);
+	free(x->lbuf[2]);
 	free(x->start_msg);
 	pthread_mutex_destroy(&x->lock);
 	free(x);
@@ -272,22 +315,38 @@ static void sig_done(void *ud, int err, const char *msg, int code,
 			msg);
 }
 
-/* Signal the wrapper's descendants, deepest first (and the wrapper itself
- * when self). */
+/* Signal pid's descendants (and pid itself when self): the tree is
+ * collected first and signalled in one kill, so a parent cannot run on
+ * (e.g. to `echo`) between its children's death and its own. */
 static void x_kill(struct wrenn *w, const char *id, long pid, int sig,
 		   bool self)
 {
-	char script[512], me[64] = "";
+	char script[512], me[32] = "";
 
 	if (self)
-		snprintf(me, sizeof(me), "kill -%d %ld 2>/dev/null; ", sig,
-			 pid);
+		snprintf(me, sizeof(me), "%ld ", pid);
 	snprintf(script, sizeof(script),
 		 "k() { for c in $(cat /proc/$1/task/*/children "
-		 "2>/dev/null); do k $c; kill -%d $c 2>/dev/null; done; }; "
-		 "k %ld; %sexit 0",
-		 sig, pid, me);
+		 "2>/dev/null); do echo $c; k $c; done; }; "
+		 "p=$(k %ld); kill -%d %s$p 2>/dev/null; exit 0",
+		 pid, sig, me);
 	wrenn_sh(w, id, script, sig_done, NULL);
+}
+
+/* Signal the command: its own tree when its pid is known (b64 mode), the
+ * wrapper's descendants in raw mode; otherwise keep it pending until the
+ * pid line arrives. */
+static void x_signal(struct api_exec *x, int sig)
+{
+	if (x->cmd_pid > 0) {
+		x->sent_sig = sig;
+		x_kill(x->w, x->id, x->cmd_pid, sig, true);
+	} else if (x->mode == 2 && x->pid > 0) {
+		x->sent_sig = sig;
+		x_kill(x->w, x->id, x->pid, sig, false);
+	} else {
+		x->wait_sig = sig;
+	}
 }
 
 static void kill_done(void *ud, int err, const char *msg,
@@ -362,6 +421,183 @@ static void deliver(struct api_exec *x)
 	}
 }
 
+#define LINE_MAX_B64 (64u << 10)
+
+static int b64_val(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+static int hex_val(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode one hex line in place; returns the byte count or -1. */
+static ssize_t hex_line(char *s, size_t n)
+{
+	size_t i;
+	int hi, lo;
+
+	if (n % 2)
+		return -1;
+	for (i = 0; i < n; i += 2) {
+		hi = hex_val((unsigned char)s[i]);
+		lo = hex_val((unsigned char)s[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		s[i / 2] = (char)(hi << 4 | lo);
+	}
+	return (ssize_t)(n / 2);
+}
+
+/* Decode one base64 line in place; returns the byte count or -1. */
+static ssize_t b64_line(char *s, size_t n)
+{
+	unsigned acc = 0;
+	size_t i, o = 0;
+	int bits = 0, v;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] == '=')
+			break;
+		v = b64_val((unsigned char)s[i]);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			s[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	return (ssize_t)o;
+}
+
+/* One complete line of stream st (without '\n'). */
+static int take_line(struct api_exec *x, int st, char *line, size_t n)
+{
+	ssize_t got;
+
+	if (x->mode == 0) {
+		if (st != 1)
+			return -EPROTO;
+		if (n == 9 && !memcmp(line, "sbxfs:b64", 9))
+			x->mode = 1;
+		else if (n == 9 && !memcmp(line, "sbxfs:hex", 9))
+			x->mode = 3;
+		else if (n == 9 && !memcmp(line, "sbxfs:raw", 9))
+			x->mode = 2;
+		else
+			return -EPROTO;
+		if (x->mode == 2 && x->wait_sig) {
+			int sig = x->wait_sig;
+
+			x->wait_sig = 0;
+			x_signal(x, sig);
+		}
+		return 0;
+	}
+	if (memchr(line, ':', n)) {
+		/* control line; base64 never holds ':' */
+		if (st == 1 && n > 10 && !memcmp(line, "sbxfs:pid:", 10)) {
+			line[n] = '\0';
+			x->cmd_pid = strtol(line + 10, NULL, 10);
+			if (x->wait_sig) {
+				int sig = x->wait_sig;
+
+				x->wait_sig = 0;
+				x_signal(x, sig);
+			}
+			return 0;
+		}
+		return -EPROTO;
+	}
+	got = x->mode == 3 ? hex_line(line, n) : b64_line(line, n);
+	if (got < 0)
+		return -EPROTO;
+	return got ? queue_pend(x, st, line, (size_t)got) : 0;
+}
+
+/* Output text of one server message: split into lines, decode. */
+static int take_output(struct api_exec *x, int st, const char *data,
+		       size_t len)
+{
+	const char *nl;
+	bool held;
+	size_t n;
+	char *b;
+	int err;
+
+	if (x->mode == 0 && st == 2) {
+		/* stderr overtook the mode line: hold it raw until then */
+		if (x->llen[2] + len > LINE_MAX_B64)
+			return -EPROTO;
+		b = realloc(x->lbuf[2], x->llen[2] + len + 1);
+		if (!b)
+			return -ENOMEM;
+		x->lbuf[2] = b;
+		memcpy(b + x->llen[2], data, len);
+		x->llen[2] += len;
+		return 0;
+	}
+	while (len) {
+		if (x->mode == 2)
+			return queue_pend(x, st, data, len);
+		nl = memchr(data, '\n', len);
+		n = nl ? (size_t)(nl - data) : len;
+		if (x->llen[st] + n + 1 > LINE_MAX_B64)
+			return -EPROTO;
+		b = realloc(x->lbuf[st], x->llen[st] + n + 1);
+		if (!b)
+			return -ENOMEM;
+		x->lbuf[st] = b;
+		memcpy(b + x->llen[st], data, n);
+		x->llen[st] += n;
+		data += n;
+		len -= n;
+		if (!nl)
+			break;
+		data++;
+		len--;
+		n = x->llen[st];
+		x->llen[st] = 0;
+		held = x->mode == 0 && st == 1;
+		err = take_line(x, st, b, n);
+		if (err)
+			return err;
+		if (held && x->llen[2]) {
+			/* the mode is known now: replay the held stderr */
+			char *h = x->lbuf[2];
+			size_t hl = x->llen[2];
+
+			x->lbuf[2] = NULL;
+			x->llen[2] = 0;
+			err = take_output(x, 2, h, hl);
+			free(h);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
 static void on_message(struct api_exec *x)
 {
 	cJSON *j = cJSON_ParseWithLength(x->rx, x->rxlen);
@@ -389,18 +625,20 @@ static void on_message(struct api_exec *x)
 			x->cbs.started(x->ud, 0, NULL);
 			x->in_cb = false;
 		}
-		if (x->pend_sig && x->pid > 0) {
-			x->sent_sig = x->pend_sig;
-			x_kill(x->w, x->id, x->pid, x->pend_sig, false);
-			x->pend_sig = 0;
-		}
+		/* a signal asked for before start waits for the command's
+		 * pid (b64 mode) */
 	} else if ((!strcmp(type, "stdout") || !strcmp(type, "stderr")) &&
 		   x->started) {
 		/* "data" is omitted when empty (quirk 22) */
-		if (data && data[0] &&
-		    queue_pend(x, type[3] == 'o' ? 1 : 2, data,
-			       strlen(data))) {
-			x_end(x, -1, -ENOMEM, "wrenn: out of memory");
+		int err = data && data[0] ?
+				  take_output(x, type[3] == 'o' ? 1 : 2, data,
+					      strlen(data)) :
+				  0;
+
+		if (err) {
+			x_end(x, -1, err, err == -ENOMEM ?
+			      "wrenn: out of memory" :
+			      "wrenn: garbled output from the exec wrapper");
 			x_close(x);
 		}
 		deliver(x);
@@ -777,14 +1015,11 @@ static void resume_run(struct wrenn *w, struct wrenn_work *wk)
 	(void)w;
 	pthread_mutex_lock(&x->lock);
 	sig = x->pend_sig;
-	if (x->started)
-		x->pend_sig = 0;
+	x->pend_sig = 0;
 	x->resume_req = false;
 	pthread_mutex_unlock(&x->lock);
-	if (sig && x->started && !x->ended && x->pid > 0) {
-		x->sent_sig = sig;
-		x_kill(x->w, x->id, x->pid, sig, false);
-	}
+	if (sig && !x->ended)
+		x_signal(x, sig);
 	if (x->paused && !x->detached) {
 		x->paused = false;
 		deliver(x);
@@ -836,7 +1071,10 @@ static void free_run(struct wrenn *w, struct wrenn_work *wk)
 		char path[256];
 
 		/* closing the stream does not kill (quirk 26): do it */
-		x_kill(w, x->id, x->pid, SIGKILL, true);
+		if (x->cmd_pid > 0)
+			x_kill(w, x->id, x->cmd_pid, SIGKILL, true);
+		else
+			x_kill(w, x->id, x->pid, SIGKILL, false);
 		snprintf(path, sizeof(path), "/v1/capsules/%s/processes/%ld",
 			 x->id, x->pid);
 		wrenn_call(w, "DELETE", path, NULL, kill_done, NULL);

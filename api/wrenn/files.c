@@ -327,10 +327,12 @@ static void pop_done(struct path_op *op, int err, const char *msg)
 	pop_free(op);
 }
 
-/* Normalise path into op: collapse "//", drop trailing '/'. */
+/* Normalise path into op: collapse "//" and ".", resolve ".." lexically
+ * (".." above the root is the root), drop a trailing '/'. */
 static int pop_path(struct path_op *op, const char *path)
 {
-	size_t n, i, o = 0;
+	size_t n, o = 0, cl;
+	const char *c, *e;
 	char *p, *slash;
 
 	if (!path || path[0] != '/')
@@ -338,16 +340,29 @@ static int pop_path(struct path_op *op, const char *path)
 	n = strlen(path);
 	if (n > 4000)
 		return -ENAMETOOLONG;
-	p = malloc(n + 1);
+	p = malloc(n + 2);
 	if (!p)
 		return -ENOMEM;
-	for (i = 0; i < n; i++) {
-		if (path[i] == '/' && o && p[o - 1] == '/')
+	for (c = path; *c; c = e) {
+		while (*c == '/')
+			c++;
+		e = strchrnul(c, '/');
+		cl = (size_t)(e - c);
+		if (!cl || (cl == 1 && c[0] == '.'))
 			continue;
-		p[o++] = path[i];
+		if (cl == 2 && c[0] == '.' && c[1] == '.') {
+			while (o && p[o - 1] != '/')
+				o--;
+			if (o)
+				o--;
+			continue;
+		}
+		p[o++] = '/';
+		memcpy(p + o, c, cl);
+		o += cl;
 	}
-	while (o > 1 && p[o - 1] == '/')
-		o--;
+	if (!o)
+		p[o++] = '/';
 	p[o] = '\0';
 	op->path = p;
 	if (o == 1)
@@ -496,19 +511,47 @@ void wrenn_file_readdir(struct api_backend *be, const char *id,
 
 /* mkdir */
 
+static void mkdir_chmoded(void *ud, int err, const char *msg, int code,
+			  const char *out)
+{
+	struct path_op *op = ud;
+
+	(void)out;
+	if (!err && code) {
+		err = -EIO;
+		if (!msg)
+			msg = "wrenn: chmod of the new directory failed";
+	}
+	wrenn_dcache_drop(op->w, op->id, op->parent);
+	pop_done(op, err, msg);
+}
+
 static void mkdir_got(void *ud, int err, const char *msg,
 		      const struct wrenn_resp *r)
 {
 	struct path_op *op = ud;
+	char script[4200], *q;
 
-	(void)r;
 	/* 409 conflict: an existing directory; 400: an existing
 	 * non-directory (quirk 33) */
 	if (err == -EINVAL && r->status == 400 && msg &&
 	    !strstr(msg, "invalid sandbox ID"))
 		err = -EEXIST;
 	wrenn_dcache_drop(op->w, op->id, op->parent);
-	pop_done(op, err, msg);
+	if (err || (op->mode & 07777) == 0755 || !(op->mode & 07777)) {
+		pop_done(op, err, msg);
+		return;
+	}
+	/* files/mkdir has no mode: the platform makes 0755 */
+	q = api_shell_quote(op->path);
+	if (!q) {
+		pop_done(op, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	snprintf(script, sizeof(script), "chmod %o -- %s",
+		 (unsigned)(op->mode & 07777), q);
+	free(q);
+	wrenn_sh(op->w, op->id, script, mkdir_chmoded, op);
 }
 
 static void pop_call(struct path_op *op, const char *what,

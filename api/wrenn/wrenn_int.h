@@ -57,6 +57,8 @@ struct wrenn_keep {
 	int64_t last_ms;
 };
 
+#define WRENN_GONE_MAX 64
+
 struct wrenn_dcache; /* files.c */
 struct wrenn_http;   /* http.c */
 
@@ -90,6 +92,8 @@ struct wrenn {
 	struct api_exec *execs;   /* live WebSocket execs (exec.c) */
 	int nreq;		  /* requests in the multi handle */
 	struct wrenn_http *reqs;  /* live requests (http.c) */
+	char gone[WRENN_GONE_MAX][API_ID_MAX]; /* destroyed IDs (ring) */
+	size_t gone_next;
 };
 
 struct wrenn *wrenn_of(struct api_backend *be);
@@ -169,6 +173,7 @@ void wrenn_alias_free(struct wrenn *w);
 int wrenn_resolve(struct wrenn *w, const char *name_or_id, char *id,
 		  size_t len);
 bool wrenn_id_valid(const char *id);
+void wrenn_gone_add(struct wrenn *w, const char *id);
 enum api_state wrenn_state_parse(const char *status);
 
 void wrenn_sb_list(struct api_backend *be, api_list_fn cb, void *ud);
