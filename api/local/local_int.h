@@ -35,6 +35,11 @@ int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
  * pause freezes them too and destroy kills them). */
 int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len);
 
+/* caps.c: lower the capabilities of the calling process to the set a
+ * sandboxed process keeps (call in a forked child, right before it runs
+ * sandbox code).  0/-errno. */
+int local_caps_restrict(void);
+
 /* exec.c: the exec slots of api_local_ops, and the stream thread.
  * local_exec_init starts the thread (backend init); local_exec_fini stops
  * it and kills what still runs (backend free).  (Was local_exec_free,

@@ -923,6 +923,42 @@ static bool init_alone(void)
 	return alone;
 }
 
+/* Show PID 1 as "sandbox-init NAME" in ps, not as a copy of sbxfs's
+ * command line: overwrite our own argv area in place (its bounds are
+ * fields 48 and 49 of /proc/self/stat; PR_SET_MM would need
+ * CAP_SYS_RESOURCE, which containers often lack).  No allocation: this is
+ * a forked child of a threaded process. */
+static void init_rename(const char *name)
+{
+	char st[1024], *p;
+	unsigned long start = 0, end = 0;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+	int field = 2;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return;
+	st[n] = 0;
+	p = strrchr(st, ')');
+	if (!p)
+		return;
+	for (p++; *p && field < 48; p++)
+		if (*p == ' ')
+			field++;
+	/* p now points at field 48 */
+	start = strtoul(p, &p, 10);
+	end = strtoul(p, &p, 10);
+	if (!start || end <= start)
+		return;
+	memset((char *)start, 0, end - start);
+	snprintf((char *)start, end - start, "sandbox-init %s", name);
+	p = memchr((char *)start, ' ', end - start);
+	if (p)
+		*p = 0; /* argv[0] "sandbox-init", argv[1] NAME */
+}
+
 /* PID 1 of the sandbox: reap orphans forever.  SIGTERM (sbxfs's stop)
  * passes SIGTERM on to everything in the sandbox and exits once nothing
  * else is left, so the grace period is honoured; sbxfs sends SIGKILL
@@ -1007,6 +1043,12 @@ static void __attribute__((noreturn)) init_main(const struct launch *ln,
 		child_fail(wfd, -errno, STEP_HOSTNAME);
 	if (ln->nsflags & CLONE_NEWNET)
 		lo_up();
+	init_rename(ln->hostname);
+	/* PID 1 is a fork of sbxfs: its memory is sbxfs's.  Not dumpable
+	 * and without CAP_SYS_PTRACE, nothing in the sandbox can read it. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (local_caps_restrict())
+		child_fail(wfd, -EPERM, STEP_PIVOT);
 	if (write(wfd, &ok, sizeof(ok)) < 0)
 		_exit(3);
 	close(wfd);
