@@ -986,6 +986,8 @@ void wrenn_sb_verb(struct api_backend *be, const char *id,
 /* ---- foreground sh exec (helpers: joins, kills) ------------------------- */
 
 struct sh_op {
+	struct wrenn *w;
+	char id[API_ID_MAX];
 	wrenn_sh_cb cb;
 	void *ud;
 };
@@ -1034,6 +1036,7 @@ static void sh_got(void *ud, int err, const char *msg,
 	bool b64;
 	int c = -1;
 
+	wrenn_dcache_drop(op->w, op->id, NULL);
 	if (!err) {
 		code = cJSON_GetObjectItemCaseSensitive(r->json, "exit_code");
 		if (!cJSON_IsNumber(code)) {
@@ -1083,6 +1086,8 @@ void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 		cb(ud, -ENOMEM, "wrenn: out of memory", -1, "");
 		return;
 	}
+	op->w = w;
+	snprintf(op->id, sizeof(op->id), "%s", id);
 	op->cb = cb;
 	op->ud = ud;
 	snprintf(path, sizeof(path), "/v1/capsules/%s/exec", id);

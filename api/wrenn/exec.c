@@ -290,6 +290,8 @@ static void x_end(struct api_exec *x, int code, int err, const char *msg)
 		return;
 	x->ended = true;
 	x_unkeep(x);
+	/* a command may have changed any file: forget cached listings */
+	wrenn_dcache_drop(x->w, x->id, NULL);
 	wrenn_timer_cancel(x->w, &x->timer);
 	if (x->detached)
 		return;
