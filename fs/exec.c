@@ -64,7 +64,8 @@ static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (!api_has(fs->be, API_CAP_EXEC)) {
-		fs_sb_set_err(fs, sb, "exec: this platform cannot run commands");
+		fs_sb_set_err(fs, sb,
+			      "exec: this platform cannot run commands");
 		fs_sb_put(fs, sb);
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;

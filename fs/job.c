@@ -155,7 +155,7 @@ static void done_flush(struct done *d)
 	}
 }
 
-/* ---- spool ---------------------------------------------------------------- */
+/* ---- spool --------------------------------------------------------------- */
 
 #define CHUNK_MIN 4096
 #define CHUNK_MAX (64 * 1024)
@@ -265,7 +265,7 @@ void fs_spool_drop(struct fs_spool *s, uint64_t upto)
 	s->base = s->head ? s->head->off : s->end;
 }
 
-/* ---- open job files ----------------------------------------------------- */
+/* ---- open job files ------------------------------------------------------ */
 
 /* One open job file (fi->fh).  Readers of a stream keep their own offset:
  * every reader gets the stream from its start. */
@@ -682,7 +682,7 @@ static const struct api_exec_cbs job_cbs = {
 	.exited = job_exited,
 };
 
-/* ---- start, remove --------------------------------------------------------- */
+/* ---- start, remove ------------------------------------------------------- */
 
 void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 		  size_t size)
@@ -836,7 +836,7 @@ void fs_job_remove(struct fs_job *j)
 	done_flush(&d);
 }
 
-/* ---- handles --------------------------------------------------------------- */
+/* ---- handles ------------------------------------------------------------- */
 
 struct fs_jh *fs_jh_open(struct fs_job *j, enum fs_kind kind, int flags,
 			 uint64_t *dropped)
@@ -991,7 +991,7 @@ void fs_jh_poll(fuse_req_t req, struct fs_jh *h, struct fuse_pollhandle *ph)
 	fuse_reply_poll(req, ev);
 }
 
-/* ---- job files ------------------------------------------------------------- */
+/* ---- job files ----------------------------------------------------------- */
 
 static void jf_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
@@ -1240,7 +1240,7 @@ static void jf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fs_reply_text(req, h->text, h->textlen, size, off);
 }
 
-/* ---- ctl ------------------------------------------------------------------ */
+/* ---- ctl ----------------------------------------------------------------- */
 
 static const struct {
 	const char *name;
@@ -1394,7 +1394,7 @@ static void jf_write_ctl(fuse_req_t req, struct fs_job *j, const char *buf,
 	fuse_reply_write(req, size);
 }
 
-/* ---- stdin ----------------------------------------------------------------- */
+/* ---- stdin --------------------------------------------------------------- */
 
 static void jf_write_stdin(fuse_req_t req, struct fs_job *j, const char *buf,
 			   size_t size)

@@ -145,7 +145,7 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino, double timeout)
 	fuse_reply_entry(req, &e);
 }
 
-/* ---- NAME/proc/ ------------------------------------------------------------ */
+/* ---- NAME/proc/ ---------------------------------------------------------- */
 
 static void pd_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
@@ -388,7 +388,7 @@ const struct fuse_lowlevel_ops fs_proc_dir_ops = {
 	.releasedir = any_releasedir,
 };
 
-/* ---- NAME/proc/JOB/ ----------------------------------------------------------- */
+/* ---- NAME/proc/JOB/ ------------------------------------------------------ */
 
 static const struct {
 	const char *name;

@@ -24,7 +24,8 @@ while getopts m:s:n:b: o; do
 	n) ROUNDS=$OPTARG ;;
 	b) BYTES=$OPTARG ;;
 	*)
-		echo "usage: $0 [-m MOUNT] [-s SANDBOX] [-n ROUNDS] [-b BYTES]" >&2
+		echo "usage: $0 [-m MOUNT] [-s SANDBOX] [-n ROUNDS]" \
+			"[-b BYTES]" >&2
 		exit 2
 		;;
 	esac
@@ -80,7 +81,7 @@ FPID=$(sbxfs_pid)
 TMPF=$(mktemp)
 rss0=$(rss_kib "$FPID")
 
-# ---- round trip of `true` ----------------------------------------------------
+# ---- round trip of `true` ----------------------------------------------
 t0=$(ns)
 i=0
 while [ $i -lt "$ROUNDS" ]; do
@@ -100,7 +101,7 @@ t2=$(ns)
 exec_us=$(((t1 - t0) / ROUNDS / 1000))
 ns_us=$(((t2 - t1) / ROUNDS / 1000))
 
-# ---- stdout throughput --------------------------------------------------------
+# ---- stdout throughput -------------------------------------------------
 # RSS sampled every 0.1 s while the stream runs; the peak is what counts.
 (
 	while :; do
@@ -122,7 +123,9 @@ rmdir "$SB/proc/$job"
 job=
 dgot=$($NSENTER /bin/sh -c "head -c $BYTES /dev/zero" | wc -c)
 t2=$(ns)
-mbs() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1048576 / (t / 1e9) }'; }
+mbs() {
+	awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1048576 / (t / 1e9) }'
+}
 job_mbs=$(mbs "$got" $((t1 - t0)))
 ns_mbs=$(mbs "$dgot" $((t2 - t1)))
 rss_peak=$(sort -n "$TMPF" | tail -1)

@@ -70,13 +70,13 @@ static double now(void)
 static int host_procs(const char *pat)
 {
 	struct sh_out o = sh_run("pgrep -c -f '%s' || true", pat);
-	int n = atoi(o.out);
+	int n = (int)strtol(o.out, NULL, 10);
 
 	sh_free(&o);
 	return n;
 }
 
-/* ---- exec --------------------------------------------------------------- */
+/* ---- exec ---------------------------------------------------------------- */
 
 /* exec 3<>box/exec; echo '...; exit 3' >&3; cat <&3 -> out, err, EOF */
 Test(jobs, exec_out_err_eof)
@@ -131,7 +131,7 @@ Test(jobs, exec_close_kills)
 		     "the command survived the close");
 }
 
-/* ---- proc/ -------------------------------------------------------------- */
+/* ---- proc/ --------------------------------------------------------------- */
 
 Test(jobs, proc_mkdir_ls_rmdir)
 {
@@ -245,7 +245,8 @@ Test(jobs, jobs_survive_readers)
 	expect_out("20001\n", "cat box/proc/j/stdout | wc -l");
 	expect_out("oops\n", "cat box/proc/j/stderr");
 	expect_out("same\n", "(echo hi; seq 1 20000) > $TMPD/w; "
-			     "cat box/proc/j/stdout | cmp -s $TMPD/w - && echo same");
+			     "cat box/proc/j/stdout | cmp -s $TMPD/w - && "
+			     "echo same");
 }
 
 /* rmdir of a running job: its processes are gone, its readers see EOF. */
@@ -355,7 +356,7 @@ Test(jobs, interrupt_blocked_read)
 	ok("rmdir box/proc/p");
 }
 
-/* ---- sbx ------------------------------------------------------------------ */
+/* ---- sbx ----------------------------------------------------------------- */
 
 Test(jobs, sbx_run)
 {
@@ -388,7 +389,7 @@ Test(jobs, sbx_run)
 	ok("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx ls | grep -q '^box  *running'");
 }
 
-/* ---- scale ---------------------------------------------------------------- */
+/* ---- scale --------------------------------------------------------------- */
 
 static int threads_of(pid_t pid)
 {
@@ -402,7 +403,7 @@ static int threads_of(pid_t pid)
 		return -1;
 	while (fgets(line, sizeof line, f))
 		if (!strncmp(line, "Threads:", 8))
-			n = atoi(line + 8);
+			n = (int)strtol(line + 8, NULL, 10);
 	fclose(f);
 	return n;
 }
@@ -419,7 +420,8 @@ Test(jobs, hundred_blocked_readers, .timeout = 600)
 	ok("mkdir box/fs/tmp/x; echo hi > box/fs/tmp/x/f");
 	o = sh_run_t(120, "for i in $(seq 1 100); do mkdir box/proc/j$i && "
 			  "echo 'sleep 60; echo done' > box/proc/j$i/cmd && "
-			  "(cat box/proc/j$i/stdout > $TMPD/o$i 2>&1 </dev/null &) "
+			  "(cat box/proc/j$i/stdout > $TMPD/o$i 2>&1 "
+			  "</dev/null &) "
 			  "|| exit 1; "
 			  "done");
 	SH_OK(o);
