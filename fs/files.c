@@ -317,12 +317,88 @@ void fs_files_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 
 /* ---- one request -------------------------------------------------------- */
 
-/* Per-open state of a regular file (fi->fh). */
+/* Per-open state of a regular file.  fi->fh is its id in a table, not a
+ * pointer: each request in flight holds a reference, RELEASE drops the
+ * open's, and the file is closed when the last one goes, so a RELEASE that
+ * overtakes a READ (seen with interrupted readers) cannot free the
+ * api_file under it. */
 struct ofile {
+	uint64_t id;
+	int refs;		/* (of_mu) */
+	struct fs *fs;
 	struct api_file *f;
 	unsigned slot, gen;
-	bool dirty; /* written since the last flush */
+	bool dirty;		/* written since the last flush */
+	struct ofile *next;	/* (of_mu) hash chain */
 };
+
+#define OF_BUCKETS 1024u
+static pthread_mutex_t of_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ofile *of_tab[OF_BUCKETS];
+static uint64_t of_next = 1;
+
+static void nop_cb(void *ud, int err, const char *msg);
+
+static uint64_t of_register(struct ofile *of)
+{
+	pthread_mutex_lock(&of_mu);
+	of->id = of_next++;
+	of->refs = 1;
+	of->next = of_tab[of->id % OF_BUCKETS];
+	of_tab[of->id % OF_BUCKETS] = of;
+	pthread_mutex_unlock(&of_mu);
+	return of->id;
+}
+
+static struct ofile *of_get(uint64_t id)
+{
+	struct ofile *of;
+
+	pthread_mutex_lock(&of_mu);
+	for (of = of_tab[id % OF_BUCKETS]; of && of->id != id; of = of->next)
+		;
+	if (of)
+		of->refs++;
+	pthread_mutex_unlock(&of_mu);
+	return of;
+}
+
+static void of_closed(void *ud, int err, const char *msg)
+{
+	struct ofile *of = ud;
+
+	if (err)
+		fs_log("close: %s", msg ? msg : api_strerror(err));
+	free(of);
+}
+
+static void of_put(struct ofile *of)
+{
+	pthread_mutex_lock(&of_mu);
+	bool last = --of->refs == 0;
+	pthread_mutex_unlock(&of_mu);
+	if (last)
+		api_file_close(of->fs->be, of->f, of_closed, of);
+}
+
+/* RELEASE: forget the id, drop the open's reference. */
+static void of_unregister(uint64_t id)
+{
+	struct ofile *of = NULL;
+
+	pthread_mutex_lock(&of_mu);
+	for (struct ofile **pp = &of_tab[id % OF_BUCKETS]; *pp;
+	     pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			of = *pp;
+			*pp = of->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&of_mu);
+	if (of)
+		of_put(of);
+}
 
 /* Per-open state of a directory (fi->fh). */
 struct odir {
@@ -531,16 +607,18 @@ static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 		bool ok;
 
 		fill_entry(o, st, &e, &ok);
-		o->fi.fh = (uintptr_t)o->of;
 		o->fi.direct_io = 0;
 		o->fi.keep_cache = 0;
-		if (!ok || fuse_reply_create(o->req, &e, &o->fi) != 0) {
-			if (ok)
-				unref_ino(o->fs, e.ino);
-			else
-				fuse_reply_err(o->req, ENOMEM);
+		if (!ok) {
+			fuse_reply_err(o->req, ENOMEM);
 			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
 			free(o->of);
+		} else {
+			o->fi.fh = of_register(o->of);
+			if (fuse_reply_create(o->req, &e, &o->fi) != 0) {
+				unref_ino(o->fs, e.ino);
+				of_unregister(o->fi.fh);
+			}
 		}
 		op_free(o);
 	} else {
@@ -930,6 +1008,7 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 		return;
 	}
 	of->f = af;
+	of->fs = o->fs;
 	of->slot = o->slot;
 	of->gen = o->gen;
 	of->dirty = (o->fi.flags & O_TRUNC) != 0;
@@ -942,15 +1021,13 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 	}
 	if (of->dirty)
 		invalidate(o->fs, o->slot);
-	o->fi.fh = (uintptr_t)of;
+	o->fi.fh = of_register(of);
 	/* Real files: page cache allowed, but dropped at each open since
 	 * sandbox processes change files behind our back. */
 	o->fi.direct_io = 0;
 	o->fi.keep_cache = 0;
-	if (fuse_reply_open(o->req, &o->fi) != 0) {
-		api_file_close(o->fs->be, af, nop_cb, NULL);
-		free(of);
-	}
+	if (fuse_reply_open(o->req, &o->fi) != 0)
+		of_unregister(o->fi.fh); /* no RELEASE will come */
 	op_free(o);
 }
 
@@ -987,6 +1064,7 @@ struct io {
 	struct ofile *of;
 };
 
+/* NULL after replying; else holds a reference on the open file. */
 static struct io *io_new(fuse_req_t req, struct fuse_file_info *fi)
 {
 	struct io *io = malloc(sizeof *io);
@@ -997,8 +1075,19 @@ static struct io *io_new(fuse_req_t req, struct fuse_file_info *fi)
 	}
 	io->req = req;
 	io->fs = fs_of(req);
-	io->of = (struct ofile *)(uintptr_t)fi->fh;
+	io->of = of_get(fi->fh);
+	if (!io->of) {
+		free(io);
+		fuse_reply_err(req, EBADF);
+		return NULL;
+	}
 	return io;
+}
+
+static void io_free(struct io *io)
+{
+	of_put(io->of);
+	free(io);
 }
 
 static void io_fail(struct io *io, int err, const char *msg, const char *what)
@@ -1015,7 +1104,7 @@ static void io_fail(struct io *io, int err, const char *msg, const char *what)
 		}
 	}
 	fuse_reply_err(io->req, -err);
-	free(io);
+	io_free(io);
 }
 
 static void read_cb(void *ud, int err, const char *msg, const void *buf,
@@ -1028,7 +1117,7 @@ static void read_cb(void *ud, int err, const char *msg, const void *buf,
 		return;
 	}
 	fuse_reply_buf(io->req, buf, len);
-	free(io);
+	io_free(io);
 }
 
 static void f_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1051,7 +1140,7 @@ static void write_cb(void *ud, int err, const char *msg, size_t n)
 		return;
 	}
 	fuse_reply_write(io->req, n);
-	free(io);
+	io_free(io);
 }
 
 static void f_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -1075,7 +1164,7 @@ static void done_cb(void *ud, int err, const char *msg)
 		return;
 	}
 	fuse_reply_err(io->req, 0);
-	free(io);
+	io_free(io);
 }
 
 /* close(2) returns this: staged data is uploaded (remote) or synced. */
@@ -1088,7 +1177,7 @@ static void f_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	if (!io->of->dirty) {
 		fuse_reply_err(req, 0);
-		free(io);
+		io_free(io);
 		return;
 	}
 	io->of->dirty = false;
@@ -1109,26 +1198,20 @@ static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	api_file_flush(io->fs->be, io->of->f, done_cb, io);
 }
 
-static void closed_cb(void *ud, int err, const char *msg)
-{
-	struct io *io = ud;
-
-	if (err)
-		fs_log("close: %s", msg ? msg : api_strerror(err));
-	invalidate(io->fs, io->of->slot);
-	free(io->of);
-	fuse_reply_err(io->req, 0);
-	free(io);
-}
-
 static void f_release(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
-	struct io *io = io_new(req, fi);
+	struct ofile *of = of_get(fi->fh);
 
 	(void)ino;
-	if (io)
-		api_file_close(io->fs->be, io->of->f, closed_cb, io);
+	if (of) {
+		/* Our changes are done: listings taken from now on see them
+		 * once the close (after the last request) went through. */
+		invalidate(of->fs, of->slot);
+		of_put(of);
+	}
+	of_unregister(fi->fh);
+	fuse_reply_err(req, 0);
 }
 
 /* ---- directories -------------------------------------------------------- */
