@@ -386,6 +386,12 @@ static void list_got_one(void *ud, int err, const char *msg,
 	struct list_op *op = g->op;
 
 	(void)msg;
+	if (!err && cJSON_IsObject(r->json) &&
+	    wrenn_state_parse(jstr(r->json, "status")) == API_ST_DESTROYED) {
+		/* stopped: gone for good; forget the name */
+		wrenn_gone_add(op->w, g->id);
+		err = -ENOENT;
+	}
 	if (!err && cJSON_IsObject(r->json))
 		cJSON_AddItemToArray(op->all,
 				     cJSON_Duplicate(r->json, true));
