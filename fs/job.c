@@ -635,22 +635,35 @@ static int job_output(void *ud, int stream, const void *buf, size_t len)
 	struct done d = { 0 };
 	int s = (stream == 2 && !j->exec_session) ? 1 : 0;
 	int ret = 0;
+	bool tell = false;
 
 	pthread_mutex_lock(&j->lock);
 	if (fs_spool_append(&j->out[s], buf, len)) {
-		/* Out of memory: pause rather than lose bytes. */
+		/* Out of memory: these bytes are lost (buf is only valid
+		 * now); pause so that no more follow until readers free
+		 * some spool. */
 		j->paused = true;
-		fs_log("job %s: out of memory spooling output", j->name);
 		pthread_mutex_unlock(&j->lock);
+		job_err(j, "%s: out of memory: %zu bytes of output lost",
+			j->name, len);
 		return 1;
 	}
 	serve_reads(j, &d);
 	spool_trim(j);
-	if (j->paused)
+	if (j->paused) {
 		ret = 1;
+		tell = !j->told_full;
+		j->told_full = true;
+	}
 	fs_pollers_wake(&j->pollers);
 	pthread_mutex_unlock(&j->lock);
 	done_flush(&d);
+	/* Never silent: the first time the bound stops the job, say so. */
+	if (tell && !j->exec_session)
+		job_err(j,
+			"%s: output spool full (%u MiB unread per stream); "
+			"the job waits until stdout/stderr are read",
+			j->name, FS_JOB_SPOOL_CAP >> 20);
 	return ret;
 }
 
@@ -1139,13 +1152,17 @@ static char *job_text(struct fs_job *j, enum fs_kind kind, size_t *len)
 		/* pid: the api/ exec interface does not report one. */
 		n = asprintf(&s,
 			     "%s\npid: -\ncode: %s\nstarted: %s\nended: %s\n"
-			     "cmd: %s\nstdout: %llu\nstderr: %llu\n%s%s%s",
+			     "cmd: %s\nstdout: %llu\nstderr: %llu\n%s%s%s%s",
 			     state_word(j->state), code, t0, t1,
 			     j->cmd && j->state != FS_JOB_CREATED ? j->cmd : "",
 			     (unsigned long long)j->out[0].end,
 			     (unsigned long long)j->out[1].end,
 			     j->killed_by[0] ? "killed: " : "", j->killed_by,
-			     j->killed_by[0] ? "\n" : "");
+			     j->killed_by[0] ? "\n" : "",
+			     j->paused && j->state == FS_JOB_RUNNING ?
+				     "output: paused (spool full, waiting for "
+				     "a reader)\n" :
+				     "");
 		break;
 	}
 	default:
