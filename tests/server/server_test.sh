@@ -194,6 +194,14 @@ check "ws: malformed ID -> HTTP 400 before upgrade" grep -q ' 400 ' $T/ws
 $WS 127.0.0.1 $PORT /v1/capsules/cl-0000000000000000000000000/exec/stream $KEY '{"type":"start","cmd":"ls"}' >$T/ws
 check "ws: unknown capsule -> error after 101" sh -c "grep -q ' 101 ' $T/ws && grep -Fq '\"data\":\"sandbox not found\"' $T/ws"
 
+req POST $C/exec -d '{"cmd":"sh","args":["-c","sleep 1; echo late; exit 5"],"background":true,"tag":"att"}'
+$WS 127.0.0.1 $PORT $C/processes/att/stream $KEY >$T/ws
+cp $T/ws $T/body; check "process stream: attach by tag, output after attach, exit" sh -c "grep -Eq '^msg: \{\"type\":\"start\",\"pid\":[1-9]' $T/ws && grep -Fxq 'msg: {\"type\":\"stdout\",\"data\":\"late\\n\"}' $T/ws && grep -Fxq 'msg: {\"type\":\"exit\",\"exit_code\":5}' $T/ws"
+$WS 127.0.0.1 $PORT $C/processes/nosuch/stream $KEY >$T/ws
+check "process stream: unknown process closes silently" sh -c "grep -q ' 101 ' $T/ws && ! grep -q '^msg:' $T/ws"
+$WS 127.0.0.1 $PORT /api$C/exec/stream $KEY '{"type":"start","cmd":"true"}' >$T/ws
+check "/api prefix accepted (hosted base URL)" grep -Fxq 'msg: {"type":"exit","exit_code":0}' $T/ws
+
 # ---- keep-alive, snapshots, inactivity auto-pause ----
 n=$(curl -s -v -H "X-API-Key: $KEY" $B/v1/capsules $B/health -o /dev/null -o /dev/null 2>&1 | grep -c 'Re-using existing connection')
 check "HTTP keep-alive between requests" [ "$n" = 1 ]

@@ -645,6 +645,11 @@ void srv_ws_message_locked(struct srv_req *r, const char *msg, size_t len)
 		srv_ws_error_close_locked(r, "authentication failed");
 		return;
 	}
+	if (r->ws_attach) {
+		/* the process stream reads nothing from the client */
+		cJSON_Delete(o);
+		return;
+	}
 	if (r->ws_started) {
 		if (cJSON_IsString(type) && !strcmp(type->valuestring, "stop")) {
 			/* cancel the stream; the process keeps running */
@@ -743,4 +748,51 @@ void srv_ws_drained_locked(struct srv_req *r)
 		if (srv_g.ctx)
 			lws_cancel_service(srv_g.ctx);
 	}
+}
+
+void srv_ws_attach_locked(struct srv_req *r)
+{
+	struct srv_capsule c;
+	struct srv_proc *p;
+	char *end;
+	long pid;
+
+	r->ws_started = true;
+	pthread_mutex_unlock(&srv_g.lock);
+	if (srv_capsule_get(r->id, &c)) {
+		pthread_mutex_lock(&srv_g.lock);
+		srv_ws_error_close_locked(r, "sandbox not found");
+		return;
+	}
+	pthread_mutex_lock(&srv_g.lock);
+	if (strcmp(c.status, "running")) {
+		char m[128];
+
+		snprintf(m, sizeof(m), "sandbox is not running (status: %s)",
+			 c.status);
+		srv_ws_error_close_locked(r, m);
+		return;
+	}
+	pid = strtol(r->sel, &end, 10);
+	if (*end || end == r->sel)
+		pid = -1;
+	for (p = procs; p; p = p->next) {
+		if (strcmp(p->capsule, r->id) || p->exited || p->pid <= 0)
+			continue;
+		if (pid >= 0 ? p->pid == pid : !strcmp(p->tag, r->sel))
+			break;
+	}
+	if (!p || p->ws) {
+		/* Wrenn: an unknown process just closes, no message */
+		r->ws_close = true;
+		srv_wake_locked(r);
+		return;
+	}
+	/* output from now on; no replay */
+	p->refs++;
+	p->ws = r;
+	r->proc = p;
+	r->refs++;
+	p->ws_start_sent = false;
+	ws_start_locked(p);
 }

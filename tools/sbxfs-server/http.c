@@ -299,6 +299,8 @@ static const struct route routes[] = {
 	{ SRV_POST, "/v1/capsules/{id}/exec", srv_h_exec, AUTH_KEY },
 	{ SRV_GET, "/v1/capsules/{id}/exec/stream", h_ws_plain, AUTH_WS },
 	{ SRV_GET, "/v1/capsules/{id}/processes", srv_h_proc_list, AUTH_KEY },
+	{ SRV_GET, "/v1/capsules/{id}/processes/{sel}/stream", h_ws_plain,
+	  AUTH_WS },
 	{ SRV_DELETE, "/v1/capsules/{id}/processes/{sel}", srv_h_proc_kill,
 	  AUTH_KEY },
 	{ SRV_POST, "/v1/capsules/{id}/files/write", srv_h_write, AUTH_KEY },
@@ -453,6 +455,9 @@ static void req_fill(struct srv_req *r, struct lws *wsi)
 			if (hdr(wsi, o[i], r->path, sizeof(r->path)) > 0)
 				break;
 	}
+	/* the hosted base URL ends in /api (Caddy strips it): accept both */
+	if (!strncmp(r->path, "/api/", 5))
+		memmove(r->path, r->path + 4, strlen(r->path + 4) + 1);
 	hdr(wsi, WSI_TOKEN_HTTP_URI_ARGS, r->query, sizeof(r->query));
 	hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, r->ctype, sizeof(r->ctype));
 	if (hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl)) > 0) {
@@ -504,7 +509,7 @@ static int spawn(struct srv_req *r)
 	r->refs++;
 	pthread_mutex_unlock(&srv_g.lock);
 	pthread_attr_init(&at);
-	pthread_attr_setstacksize(&at, 512 * 1024);
+	pthread_attr_setstacksize(&at, 2 * 1024 * 1024);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	rc = pthread_create(&t, &at, worker, r);
 	pthread_attr_destroy(&at);
@@ -988,6 +993,7 @@ static int on_ws_filter(struct lws *wsi, struct pss *ps)
 		return -1;
 	}
 	r->ws = true;
+	r->ws_attach = strstr(rt->pat, "/processes/") != NULL;
 	r->ws_authed = auth_check(wsi) == NULL;
 	ps->r = r;
 	return 0;
@@ -1039,6 +1045,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return -1;
 		pthread_mutex_lock(&srv_g.lock);
 		ps->r->wsi = wsi;
+		if (ps->r->ws_attach && ps->r->ws_authed)
+			srv_ws_attach_locked(ps->r);
 		pthread_mutex_unlock(&srv_g.lock);
 		/* wait for a `start` (or the 5 s first-message auth) */
 		lws_set_timer_usecs(wsi, 5 * LWS_USEC_PER_SEC);

@@ -115,6 +115,7 @@ struct srv_req {
 	bool ws_close;		/* drop TCP once the queue is empty */
 	bool ws_authed;
 	bool ws_started;	/* got `start` */
+	bool ws_attach;		/* processes/{sel}/stream */
 	struct srv_proc *proc;
 	time_t ws_deadline;
 	struct srv_buf wsin;
@@ -228,6 +229,8 @@ void srv_h_proc_kill(struct srv_req *r);
 /* WebSocket events, lws thread, srv_g.lock held. */
 void srv_ws_message_locked(struct srv_req *r, const char *msg, size_t len);
 void srv_ws_closed_locked(struct srv_req *r);
+/* processes/{sel}/stream once authenticated. */
+void srv_ws_attach_locked(struct srv_req *r);
 /* Called by the lws thread after it drained a WS queue. */
 void srv_ws_drained_locked(struct srv_req *r);
 void srv_procs_reap(void);
