@@ -124,7 +124,8 @@ job=
 dgot=$($NSENTER /bin/sh -c "head -c $BYTES /dev/zero" | wc -c)
 t2=$(ns)
 mbs() {
-	awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1048576 / (t / 1e9) }'
+	awk -v b="$1" -v t="$2" \
+		'BEGIN { printf "%.0f", b / 1048576 / (t / 1e9) }'
 }
 job_mbs=$(mbs "$got" $((t1 - t0)))
 ns_mbs=$(mbs "$dgot" $((t2 - t1)))
