@@ -139,6 +139,7 @@ struct api_exec {
 	/* loop thread only */
 	bool started, failed, exit_seen, exited_sent, paused, closing_in;
 	bool freed, reaped, in_grave;
+	bool in_partial; /* tty: last byte written was not a newline */
 	int code;
 	int64_t deadline_ms; /* 0: none; before started: start bound */
 	int64_t start_ms;    /* request timeout for started(), ms */
@@ -735,14 +736,21 @@ static void set_deadline(struct api_exec *x, int64_t when)
 	x->deadline_ms = when;
 }
 
-/* EOF on stdin: close the pipe; on a terminal, type the EOF character. */
+/* EOF on stdin: close the pipe.  On a terminal, type the EOF character
+ * instead and keep the master open until exit: closing it early was seen
+ * to hang up the terminal (SIGHUP) before the command read the EOF. */
 static void close_in(struct api_exec *x)
 {
-	if (x->tty && x->fd[W_IN] >= 0 && write(x->fd[W_IN], "\x04", 1) < 0) {
+	unwatch(x, W_IN);
+	if (!x->tty) {
+		closefd(&x->fd[W_IN]);
+		return;
+	}
+	/* a partial line needs one ^D to end the line, one for EOF */
+	if (x->fd[W_IN] >= 0 &&
+	    write(x->fd[W_IN], "\x04\x04", x->in_partial ? 2 : 1) < 0) {
 		/* nothing reads the terminal any more */
 	}
-	unwatch(x, W_IN);
-	closefd(&x->fd[W_IN]);
 }
 
 /* Fail every queued stdin write (the command will not read them). */
@@ -876,6 +884,8 @@ static void flush_stdin(struct api_exec *x)
 			return;
 		}
 		w->off += (size_t)n;
+		if (n > 0)
+			x->in_partial = w->data[w->off - 1] != '\n';
 		if (w->off < w->len)
 			continue;
 		x->wq = w->next;
