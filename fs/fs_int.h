@@ -166,11 +166,11 @@ struct fs {
 	pthread_t poll_thread;
 	pthread_cond_t poll_cond;
 	bool poll_now, stopping;
-	unsigned long poll_seq;	   /* (L) bumped when a list call starts */
+	unsigned long poll_seq;	   /* (L) ++ when a list call starts */
 	struct fs_notify *notify;  /* (L) kernel invalidations queued for
 				      the poller thread (never sent from a
 				      request handler) */
-	struct fs_files *files;	   /* files.c: node table + listing cache */
+	struct fs_files *files;	   /* files.c: nodes, listing cache */
 };
 
 /* fs.c: the dispatcher.  Returns the table handed to fuse_session_new. */

@@ -147,9 +147,9 @@ const struct fs_cmdtab *fs_cmd_lookup(const struct fs_cmd *c,
 		if (na >= t->minargs && na <= t->maxargs)
 			return t;
 		if (t->minargs == t->maxargs)
-			snprintf(msg, msglen, "'%s' takes %d argument%s, got %d",
-				 t->verb, t->minargs,
-				 t->minargs == 1 ? "" : "s", na);
+			snprintf(msg, msglen,
+				 "'%s' takes %d argument%s, got %d", t->verb,
+				 t->minargs, t->minargs == 1 ? "" : "s", na);
 		else
 			snprintf(msg, msglen,
 				 "'%s' takes %d to %d arguments, got %d",
@@ -157,8 +157,8 @@ const struct fs_cmdtab *fs_cmd_lookup(const struct fs_cmd *c,
 		return NULL;
 	}
 
-	size_t len = (size_t)snprintf(msg, msglen, "unknown verb '%.64s'; verbs:",
-				      c->f[0]);
+	size_t len = (size_t)snprintf(msg, msglen,
+				      "unknown verb '%.64s'; verbs:", c->f[0]);
 	for (size_t i = 0; i < n && len < msglen; i++)
 		len += (size_t)snprintf(msg + len, msglen - len, " %s",
 					tab[i].verb);

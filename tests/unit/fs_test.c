@@ -161,9 +161,9 @@ Test(fs_name, valid)
 		const char *name;
 		bool ok;
 	} t[] = {
-		{ "box1", true },     { "a.b_c-d", true }, { "", false },
-		{ ".", false },	      { "..", false },	   { "a/b", false },
-		{ "a b", false },     { "a\nb", false },   { "...", true },
+		{ "box1", true }, { "a.b_c-d", true }, { "", false },
+		{ ".", false }, { "..", false }, { "a/b", false },
+		{ "a b", false }, { "a\nb", false }, { "...", true },
 		{ "x$(id)", false },
 		{ "0123456789012345678901234567890123456789012345678901234567"
 		  "89012345", false },
