@@ -815,6 +815,20 @@ Test(contract_exec, tty)
 	cr_assert_eq(r->code, 0);
 	cr_assert_not_null(strstr(cx_outs(r), "isatty"), "%s", cx_outs(r));
 	cx_free(r);
+
+	/* stdin on a terminal: close_stdin is EOF, not a hangup */
+	const char *cat[] = { "cat", NULL };
+
+	r = cx_start(cat, NULL, NULL, true, true);
+	cx_wait_started(r);
+	cr_assert_eq(r->serr, 0, "%s", r->smsg);
+	cx_feed(r, "tty-in\npartial", 14, 14);
+	api_exec_close_stdin(cx_be, r->x);
+	cx_wait_end(r);
+	cr_assert_eq(r->code, 0, "cat on a tty: code %d", r->code);
+	cr_assert_not_null(strstr(cx_outs(r), "tty-in"), "%s", cx_outs(r));
+	cr_assert_not_null(strstr(cx_outs(r), "partial"), "%s", cx_outs(r));
+	cx_free(r);
 }
 
 Test(contract_exec, many_concurrent)
