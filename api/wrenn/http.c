@@ -291,6 +291,9 @@ void wrenn_http_go(struct wrenn_http *h, wrenn_http_cb cb, void *ud)
 	}
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->hdrs);
 	h->deadline = wrenn_now_ms() + w->timeout_ms;
+	if (w->trace)
+		fprintf(stderr, "sbxfs: wrenn: %s %s\n", h->method,
+			h->url + strlen(w->base));
 	err = h->fail ? h->fail : h->hdrs ? submit(h) : -ENOMEM;
 	if (err) {
 		/* report from the loop, never inline */

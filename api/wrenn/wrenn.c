@@ -396,6 +396,8 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	w->upload_max = WRENN_UPLOAD_MAX;
 	w->stage_max = 64ull << 30;
 	w->resp_max = 64u << 20;
+	/* method and path only: the key is in a header, never printed */
+	w->trace = getenv("SBXFS_WRENN_TRACE") != NULL;
 	if (conf.ping) {
 		err = parse_u64(conf.ping, "wrenn_ping", 1, &v);
 		if (err)

@@ -72,6 +72,7 @@ struct wrenn {
 	size_t upload_max;	 /* largest single upload (bytes) */
 	uint64_t stage_max;	 /* largest staged file (bytes) */
 	size_t resp_max;	 /* cap on buffered JSON responses */
+	bool trace;		 /* SBXFS_WRENN_TRACE: log each request */
 	char state_path[4096]; /* alias map file */
 
 	CURLM *multi;
