@@ -277,6 +277,26 @@ Test(jobs, spool_pushback)
 	expect_out("0\n", "cat box/proc/j/wait");
 }
 
+/* Past the bound, bytes every open reader consumed are dropped (constant
+ * memory for a streamed 1 GiB); a reader arriving later learns it in err. */
+Test(jobs, spool_drop_told)
+{
+	struct sh_out o;
+
+	mkbox();
+	expect_out("20000004\n",
+		   "mkdir box/proc/j; exec 5<box/proc/j/stdout; "
+		   "echo 'head -c 20000000 /dev/zero; echo end' > "
+		   "box/proc/j/cmd; cat <&5 | wc -c");
+	o = sh_run("cat box/proc/j/stdout | wc -c");
+	SH_OK(o);
+	long late = strtol(o.out, NULL, 10);
+
+	cr_assert(late > 0 && late < 20000004, "late reader got %ld", late);
+	sh_free(&o);
+	ok("grep -q 'stdout: the first [0-9]* bytes were dropped' box/err");
+}
+
 /* ---- poll and interrupts (C) --------------------------------------------- */
 
 static char *jpath(const char *f)
