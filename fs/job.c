@@ -635,7 +635,6 @@ static int job_output(void *ud, int stream, const void *buf, size_t len)
 	struct done d = { 0 };
 	int s = (stream == 2 && !j->exec_session) ? 1 : 0;
 	int ret = 0;
-	bool tell = false;
 
 	pthread_mutex_lock(&j->lock);
 	if (fs_spool_append(&j->out[s], buf, len)) {
@@ -650,20 +649,13 @@ static int job_output(void *ud, int stream, const void *buf, size_t len)
 	}
 	serve_reads(j, &d);
 	spool_trim(j);
-	if (j->paused) {
+	if (j->paused)
 		ret = 1;
-		tell = !j->told_full;
-		j->told_full = true;
-	}
 	fs_pollers_wake(&j->pollers);
 	pthread_mutex_unlock(&j->lock);
 	done_flush(&d);
-	/* Never silent: the first time the bound stops the job, say so. */
-	if (tell && !j->exec_session)
-		job_err(j,
-			"%s: output spool full (%u MiB unread per stream); "
-			"the job waits until stdout/stderr are read",
-			j->name, FS_JOB_SPOOL_CAP >> 20);
+	/* A pause loses nothing (every byte is still there for the reader),
+	 * so it is not an error: status shows it ("output: paused"). */
 	return ret;
 }
 

@@ -129,7 +129,6 @@ struct fs_job {
 	struct api_exec *x;
 	unsigned xbusy;		/* api_exec_* calls in flight without lock */
 	bool paused;		/* output() returned 1 */
-	bool told_full;		/* err said the spool bound stopped it */
 	int code;
 	char killed_by[16];	/* "rmdir" etc., for status */
 	struct timespec t_start, t_end;
