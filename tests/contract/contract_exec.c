@@ -99,6 +99,7 @@ static int cx_wait(struct cx_done *d)
 /* ---- fixture: one backend and one sandbox per test ---------------------- */
 
 static struct api_backend *cx_be;
+static char cx_cg[512]; /* our own cgroups at setup */
 static char cx_id[API_ID_MAX];
 static char cx_tmp[64];
 
@@ -113,6 +114,19 @@ static int cx_rm(const char *path, const struct stat *st, int flag,
 }
 
 static void cx_teardown(void);
+
+/* /proc/self/cgroup as one string: exec must never move us. */
+static void cx_cgroups(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	size_t n = 0;
+
+	if (f) {
+		n = fread(buf, 1, len - 1, f);
+		fclose(f);
+	}
+	buf[n] = 0;
+}
 
 /* criterion skips .fini when .init fails: undo by hand first. */
 #define cx_setup_check(cond, ...)                                         \
@@ -131,6 +145,7 @@ static void cx_setup(void)
 	struct cx_done d;
 	int r;
 
+	cx_cgroups(cx_cg, sizeof(cx_cg));
 	/* A host secret the sandbox must never see (see no_host_env). */
 	setenv("SBXFS_SECRET", "contract-exec-secret", 1);
 	if (!src || !*src || !strcmp(src, "local")) {
@@ -161,6 +176,7 @@ static void cx_setup(void)
 static void cx_teardown(void)
 {
 	struct cx_done d;
+	char cg[sizeof(cx_cg)];
 
 	if (cx_be && cx_id[0]) {
 		/* a test may have left it paused */
@@ -180,6 +196,8 @@ static void cx_teardown(void)
 	if (!strncmp(cx_tmp, CX_TMP_PREFIX, strlen(CX_TMP_PREFIX)))
 		nftw(cx_tmp, cx_rm, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	cx_tmp[0] = 0;
+	cx_cgroups(cg, sizeof(cg));
+	cr_expect_str_eq(cg, cx_cg, "the test process changed cgroups");
 }
 
 TestSuite(contract_exec, .init = cx_setup, .fini = cx_teardown,
