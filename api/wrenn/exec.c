@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
 
@@ -76,7 +77,22 @@ struct api_exec {
 	bool in_cb;
 	int hold;		/* >0: a caller up the stack still uses x */
 	bool kept;
-	pthread_mutex_t lock;	/* pend_sig, resume_req */
+	/* stdin: in_buf, in_len, d_*, in_closed, in_err under lock */
+	bool want_in;
+	char in_dir[128];
+	char *in_buf;
+	size_t in_len;
+	char *d_buf;		/* a write that did not fit yet */
+	size_t d_len;
+	api_done_fn d_cb;
+	void *d_ud;
+	bool d_has, in_closed;
+	int in_err;
+	bool in_busy, in_eof_done; /* loop only */
+	unsigned in_seq;
+	char *in_chunk;
+	size_t in_chunk_len;
+	pthread_mutex_t lock;	/* pend_sig, resume_req, stdin */
 	struct free_sync *fsync; /* exec_free's waiter */
 };
 
@@ -143,18 +159,34 @@ static const char wrap_head[] =
 	"else printf 'sbxfs:raw\\n'; ";
 
 /* stdout and stderr each through their own encoder; the command's
- * status comes back through fd 5 of a command substitution. */
+ * status comes back through fd 5 of a command substitution.  fd 8 is its
+ * stdin (the feeder's FIFO, or /dev/null). */
 static const char wrap_b64[] =
 	"printf 'sbxfs:%s\\n' $M; exec 6>&1; "
-	"rc=$( { { { \"$@\" 5>&- 6>&- 7>&- & "
+	"rc=$( { { { \"$@\" 0<&8 8<&- 5>&- 6>&- 7>&- & "
 	"echo \"sbxfs:pid:$!\" >&6; wait $! 2>/dev/null; echo $? >&5; } "
-	"2>&1 1>&7 | E 5>&- 6>&- 7>&- >&2; } 7>&1 | E 5>&- 6>&- 7>&-; } "
-	"5>&1 1>&6 ); exit \"$rc\"";
+	"2>&1 1>&7 | E 5>&- 6>&- 7>&- 8<&- >&2; } 7>&1 | "
+	"E 5>&- 6>&- 7>&- 8<&-; } 5>&1 1>&6 ); ";
 
-char *wrenn_exec_script(const struct api_exec_req *req, int *err)
+/* stdin: exec/stream has none, so the client uploads numbered chunk
+ * files into D (D/N, then an empty D/N.ok once D/N is complete, and
+ * D/N.eof at the end) and a feeder loop in the capsule cats them in order
+ * into a FIFO that is the command's stdin.  Byte-exact, ordered, with a
+ * real EOF; the price is a poll (50 ms) per chunk. */
+static const char wrap_in[] =
+	"mkdir -p \"$D\" && rm -f \"$D/f\" && mkfifo \"$D/f\" || exit 125; "
+	"( i=0; while :; do while [ ! -e \"$D/$i.ok\" ]; do "
+	"[ -e \"$D/$i.eof\" ] && exit 0; "
+	"sleep 0.05 2>/dev/null || sleep 1; done; cat \"$D/$i\"; "
+	"rm -f \"$D/$i\" \"$D/$i.ok\"; i=$((i+1)); done ) "
+	"> \"$D/f\" 2>/dev/null & F=$!; exec 8< \"$D/f\"; ";
+
+static int script_build(const struct api_exec_req *req, const char *indir,
+			char **out)
 {
 	char *pre = NULL, *buf = NULL, *q;
 	size_t len = 0, cap = 0, plen = 0, pcap = 0, i;
+	const char *clean;
 	int e = 0;
 
 	if (req->cwd && req->cwd[0]) {
@@ -182,32 +214,64 @@ char *wrenn_exec_script(const struct api_exec_req *req, int *err)
 			e = sbuf_add(&pre, &plen, &pcap, "; ");
 		free(q);
 	}
-	if (!e && !pre)
-		e = sbuf_add(&pre, &plen, &pcap, "");
+	if (!e && indir) {
+		q = api_shell_quote(indir);
+		e = q ? sbuf_add(&pre, &plen, &pcap, "D=") : -ENOMEM;
+		if (!e)
+			e = sbuf_add(&pre, &plen, &pcap, q);
+		if (!e)
+			e = sbuf_add(&pre, &plen, &pcap, "; ");
+		if (!e)
+			e = sbuf_add(&pre, &plen, &pcap, wrap_in);
+		free(q);
+	} else if (!e) {
+		e = sbuf_add(&pre, &plen, &pcap, "exec 8</dev/null; ");
+	}
+	clean = indir ? "kill $F 2>/dev/null; rm -rf \"$D\"; " : "";
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, wrap_head);
-	/* raw fallback: not `exec "$@"`, so that the shell stays the
-	 * parent and reports a signal death as 128+N (Wrenn says -1) */
+	/* raw fallback: the shell stays the parent so that a signal death
+	 * is reported as 128+N (Wrenn itself says -1) */
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, pre);
 	if (!e)
-		e = sbuf_add(&buf, &len, &cap, "\"$@\"; exit $?; fi; ");
+		e = sbuf_add(&buf, &len, &cap, "\"$@\" 0<&8 8<&-; rc=$?; ");
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, clean);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "exit $rc; fi; ");
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, pre);
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, wrap_b64);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, clean);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "exit \"$rc\"");
 	free(pre);
 	if (e) {
 		free(buf);
-		*err = e;
-		return NULL;
+		return e;
 	}
-	return buf;
+	*out = buf;
+	return 0;
 }
 
-static char *start_message(const struct api_exec_req *req, int *err)
+/* The wrapper for req, with stdin chunks expected in indir when
+ * req->want_stdin.  Exported for the unit tests. */
+char *wrenn_exec_script(const struct api_exec_req *req, const char *indir,
+			int *err)
 {
-	char *script = wrenn_exec_script(req, err), *txt;
+	char *s = NULL;
+
+	*err = script_build(req, req->want_stdin ? indir : NULL, &s);
+	return s;
+}
+
+static char *start_message(const struct api_exec_req *req,
+			   const char *indir, int *err)
+{
+	char *script = wrenn_exec_script(req, indir, err), *txt;
 	cJSON *j, *args;
 	size_t i;
 
@@ -254,6 +318,9 @@ static void x_release(struct api_exec *x)
 		free(p);
 	}
 	free(x->rx);
+	free(x->in_buf);
+	free(x->in_chunk);
+	free(x->d_buf);
 	free(x->lbuf[1]);
 	free(x->lbuf[2]);
 	free(x->start_msg);
@@ -969,14 +1036,6 @@ void wrenn_exec_start(struct api_backend *be, const char *id,
 	int err = 0;
 
 	*out = NULL;
-	if (req->want_stdin) {
-		cbs->started(ud, -EOPNOTSUPP,
-			     "wrenn: commands cannot read stdin on Wrenn "
-			     "(exec/stream has no stdin and the PTY endpoint "
-			     "drops input); write the input to a file and "
-			     "redirect from it");
-		return;
-	}
 	if (req->tty) {
 		cbs->started(ud, -EOPNOTSUPP,
 			     "wrenn: no terminal for commands on Wrenn");
@@ -991,7 +1050,16 @@ void wrenn_exec_start(struct api_backend *be, const char *id,
 		cbs->started(ud, -ENOMEM, "wrenn: out of memory");
 		return;
 	}
-	x->start_msg = start_message(req, &err);
+	if (req->want_stdin) {
+		static unsigned seq;
+		unsigned r = (unsigned)random() ^ (unsigned)wrenn_now_ms();
+
+		x->want_in = true;
+		snprintf(x->in_dir, sizeof(x->in_dir),
+			 "/tmp/.sbxfs-stdin-%d-%u-%08x", (int)getpid(),
+			 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED), r);
+	}
+	x->start_msg = start_message(req, x->in_dir, &err);
 	if (!x->start_msg) {
 		free(x);
 		cbs->started(ud, err, err == -EINVAL ?
@@ -1008,6 +1076,8 @@ void wrenn_exec_start(struct api_backend *be, const char *id,
 	wrenn_post(w, &x->wk, start_run);
 }
 
+static void in_pump(struct api_exec *x);
+
 static void resume_run(struct wrenn *w, struct wrenn_work *wk)
 {
 	struct api_exec *x = (struct api_exec *)((char *)wk -
@@ -1022,6 +1092,7 @@ static void resume_run(struct wrenn *w, struct wrenn_work *wk)
 	pthread_mutex_unlock(&x->lock);
 	if (sig && !x->ended)
 		x_signal(x, sig);
+	in_pump(x);
 	if (x->paused && !x->detached) {
 		x->paused = false;
 		deliver(x);
@@ -1042,6 +1113,232 @@ static void poke(struct api_exec *x)
 	pthread_mutex_unlock(&x->lock);
 	if (post)
 		wrenn_post(x->w, &x->wk2, resume_run);
+}
+
+/* ---- stdin through uploaded chunks -------------------------------------- */
+
+#define IN_CAP (4u << 20) /* bytes accepted ahead of the uploads */
+
+static void in_pump(struct api_exec *x);
+
+static ssize_t in_src(void *ud, void *buf, size_t len, uint64_t off)
+{
+	struct api_exec *x = ud;
+
+	if (off >= x->in_chunk_len)
+		return 0;
+	if (len > x->in_chunk_len - off)
+		len = (size_t)(x->in_chunk_len - off);
+	memcpy(buf, x->in_chunk + off, len);
+	return (ssize_t)len;
+}
+
+static void in_fail(struct api_exec *x, int err, const char *msg)
+{
+	api_done_fn cb = NULL;
+	void *ud = NULL;
+
+	fprintf(stderr, "sbxfs: wrenn: stdin upload failed: %s\n", msg);
+	pthread_mutex_lock(&x->lock);
+	x->in_err = err;
+	if (x->d_has) {
+		cb = x->d_cb;
+		ud = x->d_ud;
+		x->d_has = false;
+		free(x->d_buf);
+		x->d_buf = NULL;
+	}
+	pthread_mutex_unlock(&x->lock);
+	x->in_busy = false;
+	if (cb && !x->detached)
+		cb(ud, err, msg);
+}
+
+static int in_upload(struct api_exec *x, const char *suffix, uint64_t len,
+		     wrenn_http_cb cb)
+{
+	struct wrenn_http *h;
+	char path[256], dest[200];
+
+	snprintf(path, sizeof(path), "/v1/capsules/%s/files/write", x->id);
+	snprintf(dest, sizeof(dest), "%s/%u%s", x->in_dir, x->in_seq, suffix);
+	h = wrenn_http_new(x->w, "POST", path, NULL);
+	if (!h)
+		return -ENOMEM;
+	x->in_busy = true;
+	x->hold++; /* x stays until the upload reported */
+	wrenn_http_upload(h, dest, in_src, x, len);
+	wrenn_http_go(h, cb, x);
+	return 0;
+}
+
+static void in_marked(void *ud, int err, const char *msg,
+		      const struct wrenn_resp *r)
+{
+	struct api_exec *x = ud;
+
+	(void)r;
+	x->hold--;
+	x->in_busy = false;
+	free(x->in_chunk);
+	x->in_chunk = NULL;
+	x->in_chunk_len = 0;
+	if (err) {
+		in_fail(x, err, msg);
+	} else {
+		x->in_seq++;
+		in_pump(x);
+	}
+	x_maybe_release(x);
+}
+
+static void in_sent(void *ud, int err, const char *msg,
+		    const struct wrenn_resp *r)
+{
+	struct api_exec *x = ud;
+
+	(void)r;
+	x->hold--;
+	x->in_busy = false;
+	if (!err && !x->detached) {
+		/* D/N is complete: let the feeder have it */
+		x->in_chunk_len = 0;
+		err = in_upload(x, ".ok", 0, in_marked);
+		if (!err)
+			return;
+		msg = "wrenn: out of memory";
+	}
+	free(x->in_chunk);
+	x->in_chunk = NULL;
+	if (err)
+		in_fail(x, err, msg);
+	x_maybe_release(x);
+}
+
+static void in_eof_sent(void *ud, int err, const char *msg,
+			const struct wrenn_resp *r)
+{
+	struct api_exec *x = ud;
+
+	(void)r;
+	x->hold--;
+	x->in_busy = false;
+	if (err)
+		in_fail(x, err, msg);
+	x_maybe_release(x);
+}
+
+/* Loop: move accepted bytes to the capsule, one chunk at a time. */
+static void in_pump(struct api_exec *x)
+{
+	api_done_fn cb = NULL;
+	void *ud = NULL;
+	size_t n = 0;
+	bool eof = false;
+	char *chunk = NULL;
+
+	if (!x->want_in || x->in_busy || x->detached || x->in_eof_done)
+		return;
+	pthread_mutex_lock(&x->lock);
+	if (x->d_has && x->in_len + x->d_len <= IN_CAP) {
+		/* a deferred write fits now: take it */
+		char *nb = realloc(x->in_buf, x->in_len + x->d_len + 1);
+
+		if (nb) {
+			x->in_buf = nb;
+			memcpy(nb + x->in_len, x->d_buf, x->d_len);
+			x->in_len += x->d_len;
+			cb = x->d_cb;
+			ud = x->d_ud;
+			free(x->d_buf);
+			x->d_buf = NULL;
+			x->d_has = false;
+		}
+	}
+	if (x->in_len && !x->in_err) {
+		n = x->in_len < x->w->upload_max ? x->in_len :
+						   x->w->upload_max;
+		chunk = malloc(n);
+		if (chunk) {
+			memcpy(chunk, x->in_buf, n);
+			memmove(x->in_buf, x->in_buf + n, x->in_len - n);
+			x->in_len -= n;
+		}
+	} else if (x->in_closed && !x->d_has && !x->in_err) {
+		eof = true;
+	}
+	pthread_mutex_unlock(&x->lock);
+	if (cb)
+		cb(ud, 0, NULL);
+	if (chunk) {
+		x->in_chunk = chunk;
+		x->in_chunk_len = n;
+		if (in_upload(x, "", n, in_sent)) {
+			free(chunk);
+			x->in_chunk = NULL;
+			in_fail(x, -ENOMEM, "wrenn: out of memory");
+		}
+	} else if (n) {
+		in_fail(x, -ENOMEM, "wrenn: out of memory");
+	} else if (eof) {
+		x->in_eof_done = true;
+		x->in_chunk_len = 0;
+		if (in_upload(x, ".eof", 0, in_eof_sent))
+			in_fail(x, -ENOMEM, "wrenn: out of memory");
+	}
+}
+
+void wrenn_exec_write(struct api_backend *be, struct api_exec *x,
+		      const void *buf, size_t len, api_done_fn cb, void *ud)
+{
+	int err;
+
+	(void)be;
+	pthread_mutex_lock(&x->lock);
+	err = !x->want_in ? -EBADF : x->in_closed ? -EPIPE : x->in_err;
+	if (!err && x->d_has)
+		err = -EBUSY; /* one write in flight at a time */
+	if (!err && (x->in_len + len <= IN_CAP || !x->in_len)) {
+		char *nb = realloc(x->in_buf, x->in_len + len + 1);
+
+		if (!nb) {
+			err = -ENOMEM;
+		} else {
+			x->in_buf = nb;
+			memcpy(nb + x->in_len, buf, len);
+			x->in_len += len;
+			pthread_mutex_unlock(&x->lock);
+			cb(ud, 0, NULL);
+			poke(x);
+			return;
+		}
+	} else if (!err) {
+		/* full: take it later, and say so only then */
+		x->d_buf = malloc(len ? len : 1);
+		if (!x->d_buf) {
+			err = -ENOMEM;
+		} else {
+			memcpy(x->d_buf, buf, len);
+			x->d_len = len;
+			x->d_cb = cb;
+			x->d_ud = ud;
+			x->d_has = true;
+		}
+	}
+	pthread_mutex_unlock(&x->lock);
+	if (err)
+		cb(ud, err, api_strerror(err));
+	else
+		poke(x);
+}
+
+void wrenn_exec_close_stdin(struct api_backend *be, struct api_exec *x)
+{
+	(void)be;
+	pthread_mutex_lock(&x->lock);
+	x->in_closed = true;
+	pthread_mutex_unlock(&x->lock);
+	poke(x);
 }
 
 void wrenn_exec_resume(struct api_backend *be, struct api_exec *x)
@@ -1073,13 +1370,16 @@ static void free_run(struct wrenn *w, struct wrenn_work *wk)
 		char path[256];
 
 		/* closing the stream does not kill (quirk 26): do it */
-		if (x->cmd_pid > 0)
+		if (x->cmd_pid > 0) {
+			/* the wrapper then cleans up and exits by itself */
 			x_kill(w, x->id, x->cmd_pid, SIGKILL, true);
-		else
+		} else {
 			x_kill(w, x->id, x->pid, SIGKILL, false);
-		snprintf(path, sizeof(path), "/v1/capsules/%s/processes/%ld",
-			 x->id, x->pid);
-		wrenn_call(w, "DELETE", path, NULL, kill_done, NULL);
+			snprintf(path, sizeof(path),
+				 "/v1/capsules/%s/processes/%ld", x->id,
+				 x->pid);
+			wrenn_call(w, "DELETE", path, NULL, kill_done, NULL);
+		}
 	}
 	x_unkeep(x);
 	x_close(x);

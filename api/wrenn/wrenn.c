@@ -526,7 +526,7 @@ const struct api_ops api_wrenn_ops = {
 		API_CAP_VERB(API_VERB_PING) |
 		API_CAP_VERB(API_VERB_SNAPSHOT) |
 		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
-		API_CAP_EXEC | API_CAP_ALIAS,
+		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_ALIAS,
 	.help = wrenn_help,
 	.init = wrenn_init,
 	.free = wrenn_free,
@@ -547,6 +547,8 @@ const struct api_ops api_wrenn_ops = {
 	/* rename, setattr, symlink, readlink: no Wrenn endpoint; api.c
 	 * emulates them through exec. */
 	.exec_start = wrenn_exec_start,
+	.exec_write = wrenn_exec_write,
+	.exec_close_stdin = wrenn_exec_close_stdin,
 	.exec_resume = wrenn_exec_resume,
 	.exec_signal = wrenn_exec_signal,
 	.exec_free = wrenn_exec_free,

@@ -236,12 +236,17 @@ void wrenn_exec_start(struct api_backend *be, const char *id,
 		      const struct api_exec_req *req,
 		      const struct api_exec_cbs *cbs, void *ud,
 		      struct api_exec **out);
+void wrenn_exec_write(struct api_backend *be, struct api_exec *x,
+		      const void *buf, size_t len, api_done_fn cb, void *ud);
+void wrenn_exec_close_stdin(struct api_backend *be, struct api_exec *x);
 void wrenn_exec_resume(struct api_backend *be, struct api_exec *x);
 int wrenn_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
 void wrenn_exec_free(struct api_backend *be, struct api_exec *x);
 
-/* Build the /bin/sh script that runs argv with cwd and env ("" cwd: the
+/* Build the /bin/sh wrapper that runs argv with cwd, env and (when
+ * want_stdin) stdin chunks from the capsule directory indir ("" cwd: the
  * home).  malloc'd; NULL with *err set on failure. */
-char *wrenn_exec_script(const struct api_exec_req *req, int *err);
+char *wrenn_exec_script(const struct api_exec_req *req, const char *indir,
+			int *err);
 
 #endif

@@ -204,11 +204,13 @@ Test(wrenn, ids_and_states)
 
 /* Run the wrapper like envd would: sh -c SCRIPT sbxfs ARGV...; collect
  * stdout and stderr; return the exit status. */
+static const char *in_dir = "/nonexistent";
+
 static int run_wrapper(const struct api_exec_req *req, char *out,
 		       size_t olen, char *errb, size_t elen)
 {
 	int po[2], pe[2], st, err = 0;
-	char *script = wrenn_exec_script(req, &err);
+	char *script = wrenn_exec_script(req, in_dir, &err);
 	const char *args[32];
 	size_t n = 0, i;
 	ssize_t r;
@@ -333,8 +335,49 @@ Test(wrenn, wrapper_refuses_bad_env)
 	struct api_exec_req req = { .argv = argv, .env = env };
 	int err = 0;
 
-	cr_expect_null(wrenn_exec_script(&req, &err));
+	cr_expect_null(wrenn_exec_script(&req, NULL, &err));
 	cr_expect_eq(err, -EINVAL);
+}
+
+static void put(const char *dir, const char *name, const char *data,
+		size_t len)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(data, 1, len, f), len);
+	fclose(f);
+}
+
+/* stdin comes as chunk files D/N + D/N.ok, ended by D/N.eof */
+Test(wrenn, wrapper_stdin_chunks)
+{
+	const char *argv[] = { "cat", NULL };
+	struct api_exec_req req = { .argv = argv, .want_stdin = true };
+	char dir[] = "/tmp/wrenn-ut-XXXXXX", out[8192], errb[1024];
+	unsigned char dec[64];
+	size_t n;
+
+	if (access("/usr/bin/perl", X_OK))
+		cr_skip_test("no perl on this host");
+	cr_assert_not_null(mkdtemp(dir));
+	put(dir, "0", "ab\0c", 4);
+	put(dir, "0.ok", "", 0);
+	put(dir, "1", "\n\xff", 2);
+	put(dir, "1.ok", "", 0);
+	put(dir, "2.eof", "", 0);
+	in_dir = dir;
+	cr_assert_eq(run_wrapper(&req, out, sizeof(out), errb, sizeof(errb)),
+		     0, "stderr: %s", errb);
+	in_dir = "/nonexistent";
+	n = decode(out, dec);
+	cr_assert_eq(n, 6, "%s", out);
+	cr_expect_eq(memcmp(dec, "ab\0c\n\xff", 6), 0);
+	/* the wrapper removed its directory */
+	cr_expect_neq(access(dir, F_OK), 0);
 }
 
 /* ---- api/stage.c -------------------------------------------------------- */
