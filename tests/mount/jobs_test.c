@@ -406,6 +406,13 @@ Test(jobs, sbx_run)
 	/* -n: stdin not forwarded, the command sees EOF */
 	expect_out("0\n", "SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run -n box -- "
 			  "wc -c < $TMPD/d.bin");
+	/* cannot start (paused sandbox): 125 and the reason */
+	o = sh_run("echo pause > box/ctl; SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run "
+		   "box -- true; echo $?; echo resume > box/ctl");
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "125\n");
+	cr_assert(strstr(o.err, "paused"), "stderr: %s", o.err);
+	sh_free(&o);
 	/* job directories are removed */
 	expect_out("", "ls box/proc");
 	ok("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx ls | grep -q '^box  *running'");
