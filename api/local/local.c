@@ -259,6 +259,7 @@ static int local_init(struct api_backend *be, const char *arg,
 		err = -EAGAIN;
 		goto fail;
 	}
+	local_sweep_trash(l);
 	err = local_exec_init(l);
 	if (err) {
 		fprintf(stderr, "sbxfs: cannot start the exec engine: %s\n",

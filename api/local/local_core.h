@@ -49,6 +49,8 @@ bool local_busy_creating(struct local *l, const char *name);
 /* sandbox.c */
 /* [A-Za-z0-9._-]{1,63}, not "." / "..", not "ctl".  0 or -EINVAL. */
 int local_name_check(const char *name);
+/* Remove what destroys left in DATADIR/tmp (in the background). */
+void local_sweep_trash(struct local *l);
 /* Make sure the overlay of an existing sandbox is mounted on its root.
  * 0/-errno with a sentence in msg. */
 int local_sb_mount(struct local *l, const char *name, char *msg,

@@ -377,12 +377,25 @@ static int cg_kill(struct local *l, const char *name, int sig)
 	return n;
 }
 
+/* No live process left in the sandbox's cgroup.  Zombies count as gone:
+ * the sandbox's PID 1 is re-parented to the host's init, which may take
+ * seconds to reap it, and a zombie holds nothing but its PID. */
 static bool cg_empty(struct local *l, const char *name)
 {
-	char path[PATH_MAX], buf[64];
+	char path[PATH_MAX];
+	FILE *f;
+	long pid;
+	bool empty = true;
 
 	cg_file(l, name, "cgroup.procs", path, sizeof(path));
-	return read_small(path, buf, sizeof(buf)) <= 0;
+	f = fopen(path, "re");
+	if (!f)
+		return true;
+	while (empty && fscanf(f, "%ld", &pid) == 1)
+		if (proc_starttime((pid_t)pid) != 0)
+			empty = false;
+	fclose(f);
+	return empty;
 }
 
 static enum api_state sb_state(struct local *l, const struct sb_meta *m)
@@ -1431,6 +1444,36 @@ fail:
 	return err;
 }
 
+static void trash_work(struct local *l, void *arg)
+{
+	(void)l;
+	if (rm_rf(arg))
+		fprintf(stderr, "sbxfs: could not fully remove %s\n",
+			(char *)arg);
+	free(arg);
+}
+
+void local_sweep_trash(struct local *l)
+{
+	char dir[PATH_MAX], *t;
+	struct dirent *d;
+	DIR *dp;
+
+	snprintf(dir, sizeof(dir), "%s/tmp", l->datadir);
+	dp = opendir(dir);
+	if (!dp)
+		return;
+	while ((d = readdir(dp))) {
+		if (strncmp(d->d_name, "destroy-", 8) != 0)
+			continue;
+		if (asprintf(&t, "%s/%s", dir, d->d_name) < 0)
+			break;
+		if (local_submit(l, trash_work, t))
+			free(t);
+	}
+	closedir(dp);
+}
+
 static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 			size_t msglen)
 {
@@ -1456,13 +1499,17 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 			 m->name, strerror(errno));
 		return err;
 	}
-	err = rm_rf(trash);
+	/* The sandbox is gone for every observer now; removing its files
+	 * can take seconds for a big layer, so it happens after the reply
+	 * (trash left by a crash is swept at the next start-up). */
+	char *t = strdup(trash);
+	if (!t || local_submit(l, trash_work, t)) {
+		free(t);
+		rm_rf(trash);
+	}
 	cg_dir(l, m->name, cg, sizeof(cg));
 	for (int i = 0; i < 50 && rmdir(cg) && errno == EBUSY; i++)
 		sb_sleep_ms(20);
-	if (err)
-		snprintf(msg, msglen, "sandbox '%s' is gone but %.256s "
-			 "could not be fully removed", m->name, trash);
 	return 0;
 }
 
