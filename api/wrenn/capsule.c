@@ -324,7 +324,18 @@ static int capsule_rec(struct wrenn *w, const cJSON *c, struct api_sandbox *sb,
 	if (sb->state == API_ST_DESTROYED)
 		wrenn_gone_add(w, id);
 	sb->created = rfc3339(jstr(c, "created_at"));
-	*info = cJSON_PrintUnformatted(c);
+	if (sb->name[0]) {
+		/* the record plus the client-side alias, so that `info`
+		 * says which NAME points here */
+		cJSON *d = cJSON_Duplicate(c, true);
+
+		if (d && !cJSON_HasObjectItem(d, "name"))
+			cJSON_AddStringToObject(d, "name", sb->name);
+		*info = d ? cJSON_PrintUnformatted(d) : NULL;
+		cJSON_Delete(d);
+	} else {
+		*info = cJSON_PrintUnformatted(c);
+	}
 	sb->info_json = *info;
 	return 0;
 }
