@@ -970,15 +970,14 @@ static int split_base(const char *base, char *host, size_t hlen, int *port,
 	return *port > 0 && *port < 65536 ? 0 : -EINVAL;
 }
 
+static void start_synced(void *ud);
+static void start_connect(struct wrenn *w, struct api_exec *x);
+
 static void start_run(struct wrenn *w, struct wrenn_work *wk)
 {
 	struct api_exec *x = (struct api_exec *)((char *)wk -
 			     offsetof(struct api_exec, wk));
-	struct lws_client_connect_info ci;
-	char host[256], path[512], id[API_ID_MAX];
-	const char *prefix;
-	bool tls;
-	int port;
+	char id[API_ID_MAX];
 
 	x->next = XS(w);
 	XS(w) = x;
@@ -992,6 +991,34 @@ static void start_run(struct wrenn *w, struct wrenn_work *wk)
 		return;
 	}
 	snprintf(x->id, sizeof(x->id), "%s", id);
+	x->hold++;
+	if (wrenn_files_sync(w, x->id, start_synced, x))
+		return; /* start_synced goes on */
+	x->hold--;
+	start_connect(w, x);
+}
+
+/* Dirty staged files of the capsule are uploaded: connect now. */
+static void start_synced(void *ud)
+{
+	struct api_exec *x = ud;
+
+	x->hold--;
+	if (x->detached) {
+		x_maybe_release(x);
+		return;
+	}
+	start_connect(x->w, x);
+}
+
+static void start_connect(struct wrenn *w, struct api_exec *x)
+{
+	struct lws_client_connect_info ci;
+	char host[256], path[512];
+	const char *prefix;
+	bool tls;
+	int port;
+
 	if (split_base(w->base, host, sizeof(host), &port, &prefix, &tls)) {
 		x_end(x, -1, -EINVAL, "wrenn: cannot parse the base URL");
 		x_maybe_release(x);

@@ -713,6 +713,8 @@ struct api_file {
 	bool chmod_after;
 	bool flush_failed;
 	/* loop only */
+	struct api_file *fnext, *fprev; /* w->files */
+	bool listed;
 	struct wrenn_http *load_h; /* the download in flight */
 	bool closing;
 	char id[API_ID_MAX];
@@ -734,8 +736,22 @@ static void fop_free(struct fop *op)
 	free(op);
 }
 
+static void file_unlist(struct api_file *f)
+{
+	if (!f->listed)
+		return;
+	if (f->fprev)
+		f->fprev->fnext = f->fnext;
+	else
+		f->w->files = f->fnext;
+	if (f->fnext)
+		f->fnext->fprev = f->fprev;
+	f->listed = false;
+}
+
 static void file_free(struct api_file *f)
 {
+	file_unlist(f);
 	api_stage_free(f->st);
 	pthread_mutex_destroy(&f->lock);
 	free(f->path);
@@ -1134,10 +1150,12 @@ static void upload_finish(struct api_file *f, int err, const char *msg)
 	}
 	/* open's initial empty upload */
 	if (op && op->kind == FOP_OPEN) {
-		if (err)
+		if (err) {
 			open_fail(f, err, msg);
-		else
+		} else {
 			fop_complete(f, op, 0, NULL, NULL, 0);
+			pump(f); /* a sync flush may wait behind the open */
+		}
 		return;
 	}
 	pump(f);
@@ -1334,6 +1352,12 @@ static void open_run(struct wrenn *w, struct wrenn_work *wk)
 
 	op->next = NULL;
 	f->qhead = f->qtail = op;
+	f->fprev = NULL;
+	f->fnext = w->files;
+	if (f->fnext)
+		f->fnext->fprev = f;
+	w->files = f;
+	f->listed = true;
 	if (wrenn_resolve(w, f->id, id, sizeof(id))) {
 		open_fail(f, -ENOENT, "wrenn: no such capsule");
 		return;
@@ -1499,4 +1523,61 @@ void wrenn_file_close(struct api_backend *be, struct api_file *f,
 {
 	(void)be;
 	post_simple(f, FOP_CLOSE, cb, ud);
+}
+
+/* ---- sync before exec --------------------------------------------------- */
+
+struct sync_bar {
+	int left;
+	void (*done)(void *ud);
+	void *ud;
+};
+
+static void sync_one(void *ud, int err, const char *msg)
+{
+	struct sync_bar *b = ud;
+
+	/* a failed upload stays dirty and reports at close(2) */
+	(void)err;
+	(void)msg;
+	if (--b->left == 0) {
+		b->done(b->ud);
+		free(b);
+	}
+}
+
+int wrenn_files_sync(struct wrenn *w, const char *id,
+		     void (*done)(void *ud), void *ud)
+{
+	struct sync_bar *b = NULL;
+	struct api_file *f, *next;
+	struct fop *op;
+
+	for (f = w->files; f; f = next) {
+		next = f->fnext;
+		if (strcmp(f->id, id) || f->ld != LD_DONE ||
+		    !api_stage_dirty(f->st) || f->flush_failed)
+			continue;
+		if (!b) {
+			b = calloc(1, sizeof(*b));
+			if (!b)
+				return 0; /* best effort */
+			b->done = done;
+			b->ud = ud;
+			b->left = 1; /* held until the loop ends */
+		}
+		op = fop_new(f, FOP_FLUSH, (void *)sync_one, b);
+		if (!op)
+			continue;
+		b->left++;
+		fop_run(w, &op->wk);
+	}
+	if (!b)
+		return 0;
+	if (--b->left == 0) {
+		/* every flush completed inline */
+		free(b);
+		return 0;
+	}
+	return 1;
 }

@@ -91,6 +91,7 @@ struct wrenn {
 	size_t naliases;
 	struct wrenn_dcache *dcache;
 	struct api_exec *execs;   /* live WebSocket execs (exec.c) */
+	struct api_file *files;   /* open files (files.c) */
 	int nreq;		  /* requests in the multi handle */
 	struct wrenn_http *reqs;  /* live requests (http.c) */
 	char gone[WRENN_GONE_MAX][API_ID_MAX]; /* destroyed IDs (ring) */
@@ -222,6 +223,12 @@ void wrenn_file_unlink(struct api_backend *be, const char *id,
 		       const char *path, api_done_fn cb, void *ud);
 void wrenn_file_rmdir(struct api_backend *be, const char *id,
 		      const char *path, api_done_fn cb, void *ud);
+/* Loop: upload every dirty staged file of capsule id before a command
+ * runs there (so it sees what was written, and a following exec-emulated
+ * utimens/chmod is not undone by a later upload).  Returns 0 when there
+ * is nothing to wait for, else 1 and calls done(ud) once all finished. */
+int wrenn_files_sync(struct wrenn *w, const char *id,
+		     void (*done)(void *ud), void *ud);
 /* Forget cached listings of capsule id (all of them when id is NULL). */
 void wrenn_dcache_drop(struct wrenn *w, const char *id, const char *dir);
 
