@@ -1143,8 +1143,10 @@ static void upload_finish(struct api_file *f, int err, const char *msg)
 	f->busy = false;
 	f->flush_failed = err != 0;
 	if (op && (op->kind == FOP_FLUSH || op->kind == FOP_CLOSE)) {
-		fop_complete(f, op, err, msg, NULL, 0);
-		if (op->kind != FOP_CLOSE)
+		bool closing = op->kind == FOP_CLOSE;
+
+		fop_complete(f, op, err, msg, NULL, 0); /* frees op */
+		if (!closing)
 			pump(f);
 		return;
 	}
@@ -1224,9 +1226,11 @@ static void pump(struct api_file *f)
 				f->closing = true;
 				wrenn_http_cancel(h);
 			}
+			if (op->kind == FOP_CLOSE) {
+				fop_complete(f, op, 0, NULL, NULL, 0);
+				return; /* f is gone */
+			}
 			fop_complete(f, op, 0, NULL, NULL, 0);
-			if (op->kind == FOP_CLOSE)
-				return;
 			continue;
 		}
 		if (needs_load(f)) {
