@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -844,6 +845,19 @@ int mnt_start(struct mnt *m, const char *source, const char *extra_opts)
 			snprintf(m->datadir, sizeof(m->datadir), "%s",
 				 source + 6);
 	}
+	m->lockfd = -1;
+	if (!m->own_datadir) {
+		char lock[MNT_PATH_MAX];
+
+		snprintf(lock, sizeof(lock), "%.200s/sbxfs-mt-shared.lock",
+			 base);
+		m->lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		/* blocks until the previous test on this source is done;
+		 * bounded by the test's own timeout */
+		while (m->lockfd >= 0 && flock(m->lockfd, LOCK_EX) < 0 &&
+		       errno == EINTR)
+			;
+	}
 	snprintf(m->opts, sizeof(m->opts), "%s%s%s",
 		 extra_opts ? extra_opts : "",
 		 extra_opts && *extra_opts && env_opts && *env_opts ? "," : "",
@@ -933,6 +947,8 @@ int mnt_stop(struct mnt *m)
 		 * that appeared meanwhile. */
 		run_argv(rm, 120, NULL);
 	}
+	if (m->lockfd > 0)
+		close(m->lockfd);
 	memset(m, 0, sizeof(*m));
 	return st;
 }

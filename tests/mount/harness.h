@@ -11,6 +11,11 @@
  *                      tools/test.sh sets one per run and sweeps it
  *   SBXFS_TEST_KEEP    non-empty: keep the temp dir (logs) after the test
  *
+ * With a fresh local data dir per test, tests run in parallel.  With a
+ * shared SBXFS_TEST_SOURCE they would collide on sandbox names, so
+ * mnt_start takes an exclusive lock (TMP/sbxfs-mt-shared.lock) that
+ * mnt_stop, or the death of the test process, releases.
+ *
  * Usage with criterion fixtures (one mount per test, so a failing test
  * cannot leave state for the next one):
  *
@@ -55,6 +60,7 @@ struct mnt {
 	pid_t pid;		    /* the sbxfs -f child, 0 when none */
 	bool mounted;
 	bool own_datadir;	    /* datadir is ours: remove it at stop */
+	int lockfd;		    /* shared source: serialises tests */
 	int nbase;		    /* sandboxes present at first mount: */
 	char base[MNT_MAX_BASELINE][128]; /* never destroyed by mnt_stop */
 };

@@ -272,10 +272,17 @@ Test(walk, symlink_stays_in_sandbox)
 /* snapshot snap1; new box2 template=snap1; cat box2/fs/tmp/ho */
 Test(walk, snapshot_template)
 {
+	char snap[32] = "snap1";
+	struct sh_out o;
+
+	/* a shared source keeps templates: do not collide with a past run */
+	if (!m.own_datadir)
+		snprintf(snap, sizeof(snap), "snap%d", (int)getpid());
 	mkbox("box1");
 	ok("echo hello > box1/fs/tmp/ho && echo extra >> box1/fs/tmp/ho");
-	ok("echo 'snapshot snap1' > box1/ctl");
-	ok("echo 'new box2 template=snap1' > ctl");
+	o = sh_run("echo 'snapshot %s' > box1/ctl && "
+		   "echo 'new box2 template=%s' > ctl", snap, snap);
+	SH_OK(o);
 	expect_out("running\n", "head -1 box2/status");
 	expect_out("hello\nextra\n", "cat box2/fs/tmp/ho");
 	/* box2 is its own sandbox: its writes do not reach box1 */
@@ -284,8 +291,9 @@ Test(walk, snapshot_template)
 	if (!local())
 		return;
 	/* DATA/templates/SNAP/root is the template's tree */
-	expect_out("hello\nextra\n",
-		   "cat \"$DATA/templates/snap1/root/tmp/ho\"");
+	o = sh_run("cat \"$DATA/templates/%s/root/tmp/ho\"", snap);
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "hello\nextra\n", "template: '%s'", o.out);
 }
 
 /* echo x > box1/fs/usr/local/bin/probe  -> absent on the host */
