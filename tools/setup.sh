@@ -6,13 +6,15 @@
 #   tools/setup.sh               all of the above
 #   tools/setup.sh --deps-only   only install the Debian packages (CI)
 #
-# Environment: SBXFS_MNT (mount point, default /mnt/sbxfs), SBXFS_BUILD
-# (build dir, default build/ in the clone).
+# Environment: SBXFS_MNT (mount point, default /mnt/sbxfs), SBXFS_SOURCE
+# (default: local, data in /var/lib/sbxfs), SBXFS_BUILD (build dir, default
+# build/ in the clone).
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 mnt=${SBXFS_MNT:-/mnt/sbxfs}
 build=${SBXFS_BUILD:-$src/build}
+source=${SBXFS_SOURCE:-local}
 
 # Build: meson, ninja, pkg-config, gcc + the libraries sbxfs links.
 # Run: fuse3 (fusermount3, /dev/fuse).  Tests: criterion, and the tools
@@ -53,8 +55,8 @@ mkdir -p "$mnt"
 if awk -v m="$mnt" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; then
 	echo "sbxfs: $mnt is already mounted; left as it is"
 else
-	# daemonizes like sshfs; sandboxes live in /var/lib/sbxfs
-	/usr/local/bin/sbxfs "$mnt"
+	# daemonizes like sshfs; local sandboxes live in /var/lib/sbxfs
+	/usr/local/bin/sbxfs "$source" "$mnt"
 	for _ in $(seq 50); do
 		awk -v m="$mnt" '$2 == m { f = 1 } END { exit !f }' \
 			/proc/mounts && break
@@ -68,7 +70,7 @@ fi
 
 cat <<EOF
 
-sbxfs $(/usr/local/bin/sbxfs --version 2>/dev/null | head -1) is mounted at $mnt (local sandboxes, data in /var/lib/sbxfs).
+$(/usr/local/bin/sbxfs --version 2>/dev/null | head -1) is mounted at $mnt ($source).
 Try:
 
   cd $mnt
