@@ -12,7 +12,8 @@
  * only (bounded: A never joins the freezer cgroup, so a paused sandbox
  * cannot stop it).  B joins the sandbox's freezer cgroup (pause freezes
  * it, destroy kills it), calls setsid (so signals reach everything it
- * starts through its process group), gets a clean environment (never
+ * starts through its process group), keeps only the capabilities of the
+ * sandbox's PID 1 (caps.c), gets a clean environment (never
  * ours: credentials live there), closes every other descriptor and execs.
  * An exec failure (command not found, cwd missing...) is written by B into
  * the close-on-exec status pipe and reported as started(-errno, sentence);
@@ -50,6 +51,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -90,6 +92,7 @@ enum {
 	ST_FDS,
 	ST_CGROUP,
 	ST_TTY,
+	ST_CAPS,
 	ST_CWD,
 	ST_EXEC,
 };
@@ -310,6 +313,9 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	sigset_t all;
 	int i, hi[5], st = sp->stw;
 
+	/* Until execve our memory is sbxfs's: nothing in the sandbox may
+	 * read it through /proc or ptrace. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
 	for (i = 1; i < NSIG; i++)
@@ -345,6 +351,10 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	}
 	if (sp->tty && ioctl(0, TIOCSCTTY, 0) < 0)
 		child_fail(st, ST_TTY, errno);
+	/* the same capabilities as the sandbox's PID 1 (caps.c) */
+	i = local_caps_restrict();
+	if (i < 0)
+		child_fail(st, ST_CAPS, -i);
 	if (sp->cwd) {
 		if (chdir(sp->cwd) < 0)
 			child_fail(st, ST_CWD, errno);
@@ -388,6 +398,8 @@ static const char *stage_what(int stage)
 		return "cannot join the sandbox's cgroup";
 	case ST_TTY:
 		return "cannot set up the terminal";
+	case ST_CAPS:
+		return "cannot lower the command's capabilities";
 	default:
 		return "cannot start the command";
 	}
