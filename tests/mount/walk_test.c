@@ -342,11 +342,21 @@ Test(walk, rmdir_destroys)
 	pid_t pids[64];
 	int n = 0, i;
 
+	struct sh_out cg = { 0 }, o;
+
 	mkbox("box1");
 	mkbox("box2");
 	if (local()) {
 		n = mnt_sandbox_pids(&m, "box1", pids, 64);
 		cr_assert_gt(n, 0, "no process of box1 found on the host");
+		/* its freezer cgroup, to see it go too */
+		cg = sh_run("sed -n 's/^[0-9]*:freezer://p' /proc/%d/cgroup",
+			    (int)pids[0]);
+		SH_OK(cg);
+		cg.out[strcspn(cg.out, "\n")] = '\0';
+		cr_assert(strlen(cg.out) > 1, "box1 has no freezer cgroup");
+		o = sh_run("[ -d '/sys/fs/cgroup/freezer%s' ]", cg.out);
+		SH_OK(o);
 	}
 	ok(RMDIR1);
 	ok("! [ -e box1 ]");
@@ -362,6 +372,8 @@ Test(walk, rmdir_destroys)
 		cr_assert(!pid_alive(pids[i]), "pid %d of box1 still alive",
 			  (int)pids[i]);
 	ok("! grep -q \"$DATA/sandboxes/box1\" /proc/mounts");
+	o = sh_run("! [ -e '/sys/fs/cgroup/freezer%s' ]", cg.out);
+	SH_OK(o);
 }
 
 /* rmdir of a sandbox that is paused works too (frozen tasks die) */
