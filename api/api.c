@@ -861,6 +861,13 @@ int api_exec_signal(struct api_backend *be, struct api_exec *x, int sig)
 	return be->ops->exec_signal(be, x, sig);
 }
 
+int api_exec_pid(struct api_backend *be, struct api_exec *x)
+{
+	if (!x || !be->ops->exec_pid)
+		return -ENOSYS;
+	return be->ops->exec_pid(be, x);
+}
+
 void api_exec_free(struct api_backend *be, struct api_exec *x)
 {
 	if (x && be->ops->exec_free)

@@ -288,6 +288,9 @@ struct api_ops {
 	/* Kill if still running and free.  No callback runs after this
 	 * returns. */
 	void (*exec_free)(struct api_backend *be, struct api_exec *x);
+	/* PID of the command as seen inside the sandbox, or -errno (the
+	 * slot may be NULL: -ENOSYS).  Never blocks. */
+	int (*exec_pid)(struct api_backend *be, struct api_exec *x);
 };
 
 /* A backend instance.  `priv` is the backend's own state. */
@@ -369,6 +372,7 @@ void api_exec_close_stdin(struct api_backend *be, struct api_exec *x);
 void api_exec_resume(struct api_backend *be, struct api_exec *x);
 int api_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
 void api_exec_free(struct api_backend *be, struct api_exec *x);
+int api_exec_pid(struct api_backend *be, struct api_exec *x);
 
 /* Quote one argument for /bin/sh (single quotes; safe for any byte
  * string).  Returns a malloc'd string or NULL on ENOMEM. */

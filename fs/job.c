@@ -1141,11 +1141,15 @@ static char *job_text(struct fs_job *j, enum fs_kind kind, size_t *len)
 			snprintf(code, sizeof code, "%d", j->code);
 		else
 			snprintf(code, sizeof code, "-");
-		/* pid: the api/ exec interface does not report one. */
+		if (j->pid <= 0 && j->x && j->state != FS_JOB_CREATED)
+			j->pid = api_exec_pid(j->fs->be, j->x);
+		char pid[16] = "-";
+		if (j->pid > 0)
+			snprintf(pid, sizeof pid, "%d", j->pid);
 		n = asprintf(&s,
-			     "%s\npid: -\ncode: %s\nstarted: %s\nended: %s\n"
+			     "%s\npid: %s\ncode: %s\nstarted: %s\nended: %s\n"
 			     "cmd: %s\nstdout: %llu\nstderr: %llu\n%s%s%s%s",
-			     state_word(j->state), code, t0, t1,
+			     state_word(j->state), pid, code, t0, t1,
 			     j->cmd && j->state != FS_JOB_CREATED ? j->cmd : "",
 			     (unsigned long long)j->out[0].end,
 			     (unsigned long long)j->out[1].end,

@@ -127,6 +127,7 @@ struct fs_job {
 	char *env[FS_JOB_ENV_MAX + 1];
 	unsigned nenv;
 	struct api_exec *x;
+	int pid; /* inside the sandbox, 0 until known */
 	unsigned xbusy;		/* api_exec_* calls in flight without lock */
 	bool paused;		/* output() returned 1 */
 	int code;

@@ -1522,3 +1522,38 @@ void local_exec_free(struct api_backend *be, struct api_exec *x)
 		pthread_cond_wait(&lp->cond, &lp->mu);
 	pthread_mutex_unlock(&lp->mu);
 }
+
+/* The command's PID inside the sandbox: the last NSpid of its host PID
+ * (the zombie is kept until exec_free, so this holds after exit too). */
+int local_exec_pid(struct api_backend *be, struct api_exec *x)
+{
+	char path[64], buf[4096], *p, *e;
+	long v = -1;
+	int fd;
+	ssize_t n;
+
+	(void)be;
+	if (!x || x->pid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)x->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	p = strstr(buf, "\nNSpid:");
+	if (!p)
+		return -ENOSYS;
+	p += 8;
+	for (;;) {
+		long t = strtol(p, &e, 10);
+		if (e == p)
+			break;
+		v = t;
+		p = e;
+	}
+	return v > 0 ? (int)v : -EIO;
+}

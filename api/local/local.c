@@ -341,4 +341,5 @@ const struct api_ops api_local_ops = {
 	.exec_resume = local_exec_resume,
 	.exec_signal = local_exec_signal,
 	.exec_free = local_exec_free,
+	.exec_pid = local_exec_pid,
 };

@@ -56,5 +56,6 @@ void local_exec_close_stdin(struct api_backend *be, struct api_exec *x);
 void local_exec_resume(struct api_backend *be, struct api_exec *x);
 int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
 void local_exec_free(struct api_backend *be, struct api_exec *x);
+int local_exec_pid(struct api_backend *be, struct api_exec *x);
 
 #endif
