@@ -160,11 +160,14 @@ static const char wrap_head[] =
 
 /* stdout and stderr each through their own encoder; the command's
  * status comes back through fd 5 of a command substitution.  fd 8 is its
- * stdin (the feeder's FIFO, or /dev/null). */
+ * stdin (the feeder's FIFO, or /dev/null).  The command runs in the
+ * foreground (an `&` job would ignore SIGINT) of a shell that reports its
+ * pid and then execs it. */
 static const char wrap_b64[] =
 	"printf 'sbxfs:%s\\n' $M; exec 6>&1; "
-	"rc=$( { { { \"$@\" 0<&8 8<&- 5>&- 6>&- 7>&- & "
-	"echo \"sbxfs:pid:$!\" >&6; wait $! 2>/dev/null; echo $? >&5; } "
+	"rc=$( { { { /bin/sh -c 'echo \"sbxfs:pid:$$\" >&6; "
+	"exec \"$@\" 6>&-' sbxfs \"$@\" 0<&8 8<&- 5>&- 7>&-; "
+	"echo $? >&5; } "
 	"2>&1 1>&7 | E 5>&- 6>&- 7>&- 8<&- >&2; } 7>&1 | "
 	"E 5>&- 6>&- 7>&- 8<&-; } 5>&1 1>&6 ); ";
 
