@@ -258,11 +258,15 @@ enum api_state wrenn_state_parse(const char *s)
 		const char *word;
 		enum api_state st;
 	} map[] = {
-		{ "pending", API_ST_CREATING },	 { "starting", API_ST_CREATING },
-		{ "running", API_ST_RUNNING },	 { "paused", API_ST_PAUSED },
+		{ "pending", API_ST_CREATING },
+		{ "starting", API_ST_CREATING },
+		{ "running", API_ST_RUNNING },
+		{ "paused", API_ST_PAUSED },
+		{ "hibernated", API_ST_PAUSED },
 		/* a stopped capsule can never run again: it is gone */
-		{ "hibernated", API_ST_PAUSED }, { "stopped", API_ST_DESTROYED },
-		{ "error", API_ST_FAILED },	 { "missing", API_ST_UNKNOWN },
+		{ "stopped", API_ST_DESTROYED },
+		{ "error", API_ST_FAILED },
+		{ "missing", API_ST_UNKNOWN },
 	};
 	size_t i;
 

@@ -59,9 +59,9 @@ struct api_exec {
 	struct pend *phead, *ptail;
 	long pid;		/* the wrapper shell */
 	long cmd_pid;		/* the command (b64 mode) */
-	int mode;		/* 0: first line pending, 1: b64, 2: raw,
+	int mode;		/* 0: no mode line yet, 1: b64, 2: raw,
 				   3: hex */
-	char *lbuf[3];		/* partial lines of stdout (1), stderr (2) */
+	char *lbuf[3];		/* partial lines: stdout 1, stderr 2 */
 	size_t llen[3];
 	int exit_code;
 	int sent_sig;
@@ -72,7 +72,7 @@ struct api_exec {
 	bool ended;		/* exited() ran (or started() with error) */
 	bool got_exit;
 	bool paused;
-	bool detached;		/* exec_free ran: no callbacks, free asap */
+	bool detached;		/* exec_free ran: no callbacks; free */
 	bool resume_req;
 	bool in_cb;
 	int hold;		/* >0: a caller up the stack still uses x */
