@@ -70,8 +70,9 @@ static void mkbox(const char *name)
 	struct sh_out o = sh_run("mkdir %s && head -1 %s/status", name, name);
 
 	SH_OK(o);
-	cr_assert_str_eq(o.out, "running\n", "%s: status after mkdir",
-			 name);
+	cr_assert_str_eq(o.out, "running\n",
+			 "%s: status after mkdir: '%s'\n%s", name, o.out,
+			 o.err);
 	sh_free(&o);
 }
 
