@@ -1,0 +1,337 @@
+#!/bin/bash
+# faults_test.sh - sbxfs on the wrenn backend facing a failing server.
+#
+# Runs under tools/with-server.sh (SBXFS_SERVER_* and WRENN_API_KEY in the
+# environment).  sbxfs mounts wrenn:http://127.0.0.1:PROXY with -o timeout=3
+# through tools/faultproxy, which is told per case to delay, fail, cut or
+# throttle; for "killed" cases the real sbxfs-server is SIGKILLed and later
+# started again on the same port and data dir.  Each fault must end the
+# operation with an errno within the bound (never a hang), sbxfs must stay
+# up (never a crash), and a later operation must work once the server is
+# back.  Prints "N passed, N failed".
+#
+#   faults_test.sh [FAULTPROXY]    (SBXFS_BIN: the sbxfs binary)
+set -u
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+proxy_bin=${1:-$src/tools/faultproxy}
+sbxfs=${SBXFS_BIN:?SBXFS_BIN not set}
+: "${SBXFS_SERVER_PORT:?run me under tools/with-server.sh}"
+TIMEOUT=3	# -o timeout= of the mount: the request bound
+BOUND=15	# seconds a failing operation may take at most, all retries in
+HANG=60		# `timeout` of every command: beyond this it hung
+
+T=$(mktemp -d "${SBXFS_TEST_TMP:-/tmp}/sbxfs-ft-XXXXXX") || exit 2
+M=$T/mnt
+mkdir "$M"
+: >"$T/ctl"
+pass=0
+fail=0
+ppid_=
+fpid=
+spid=$SBXFS_SERVER_PID	# the server we talk to now (restarted by us)
+own_server=
+
+cleanup() {
+	trap - EXIT INT TERM
+	if mountpoint -q "$M"; then
+		# destroy what we made while the server is reachable
+		: >"$T/ctl"
+		for d in "$M"/cl-*; do
+			[ -d "$d" ] && timeout 60 rmdir "$d" 2>/dev/null
+		done
+		fusermount3 -u "$M" 2>/dev/null || fusermount3 -uz "$M"
+	fi
+	[ -n "$fpid" ] && kill "$fpid" 2>/dev/null
+	[ -n "$ppid_" ] && kill "$ppid_" 2>/dev/null
+	# a server we started ourselves is ours to end (with-server.sh
+	# sweeps the data dir afterwards)
+	[ -n "$own_server" ] && kill "$spid" 2>/dev/null
+	wait 2>/dev/null
+	rm -rf --one-file-system "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ok() { pass=$((pass + 1)); echo "ok   - $*"; }
+nok() { fail=$((fail + 1)); echo "FAIL - $*"; }
+check() { # NAME CMD...: CMD must succeed
+	local n=$1
+	shift
+	if timeout "$HANG" "$@" >"$T/out" 2>"$T/err"; then
+		ok "$n"
+	else
+		nok "$n (status $?: $(head -c 300 "$T/err"))"
+	fi
+}
+now() { date +%s.%N; }
+since() { echo "$(now) $1" | awk '{ printf "%.1f", $1 - $2 }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+
+# NAME BOUND CMD...: CMD must fail (not by our timeout) within BOUND s.
+fails_within() {
+	local n=$1 b=$2 t0 rc el
+	shift 2
+	t0=$(now)
+	timeout "$HANG" "$@" >"$T/out" 2>"$T/err"
+	rc=$?
+	el=$(since "$t0")
+	if [ $rc = 124 ]; then
+		nok "$n: hung (> ${HANG}s)"
+	elif [ $rc = 0 ]; then
+		nok "$n: succeeded, expected an error ($(head -c 200 "$T/out"))"
+	elif ! lt "$el" "$b"; then
+		nok "$n: failed after ${el}s, bound ${b}s"
+	else
+		ok "$n: failed in ${el}s: $(tr '\n' ' ' <"$T/err" | head -c 120)"
+	fi
+}
+
+sbxfs_alive() {
+	if kill -0 "$fpid" 2>/dev/null && mountpoint -q "$M"; then
+		ok "$1: sbxfs still up"
+	else
+		nok "$1: sbxfs died or the mount is gone"
+		tail -20 "$T/sbxfs.log"
+		exit 1
+	fi
+}
+
+kill_server() {
+	kill -KILL "$spid" 2>/dev/null
+	wait "$spid" 2>/dev/null
+	for _ in $(seq 50); do
+		kill -0 "$spid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+}
+
+start_server() {
+	local line
+	rm -f "$T/s.out"
+	mkfifo "$T/s.out"
+	"$SBXFS_SERVER_BIN" --listen "127.0.0.1:$SBXFS_SERVER_PORT" \
+		--data "$SBXFS_SERVER_DATA" >"$T/s.out" 2>>"$T/server.log" &
+	spid=$!
+	own_server=1
+	exec 4<"$T/s.out"
+	if read -r -t 20 line <&4 && [ "${line#listening on}" != "$line" ]
+	then
+		cat <&4 >>"$T/server.log" &
+		exec 4<&-
+		ok "server started again on port $SBXFS_SERVER_PORT"
+	else
+		exec 4<&-
+		nok "server did not start again: '$line'"
+		cat "$T/server.log"
+		exit 1
+	fi
+}
+
+# ---- setup: proxy, mount, one capsule with a small and a big file -------
+
+"$proxy_bin" --upstream "$SBXFS_SERVER_PORT" --control "$T/ctl" \
+	--log "$T/proxy.log" >"$T/proxy.out" 2>&1 &
+ppid_=$!
+for _ in $(seq 100); do
+	pport=$(sed -n 's/^listening on .*://p' "$T/proxy.out")
+	[ -n "$pport" ] && break
+	sleep 0.1
+done
+[ -n "$pport" ] || { echo "faultproxy did not start"; exit 2; }
+
+"$sbxfs" -f -o "timeout=$TIMEOUT" "wrenn:http://127.0.0.1:$pport" "$M" \
+	>"$T/sbxfs.log" 2>&1 &
+fpid=$!
+for _ in $(seq 100); do
+	mountpoint -q "$M" && break
+	sleep 0.1
+done
+mountpoint -q "$M" || { echo "mount failed"; cat "$T/sbxfs.log"; exit 2; }
+# never cd into the mount: a background child would pin it
+
+check "mkdir box" mkdir "$M/box"
+B=$M/box
+check "write small" sh -c "echo small > $B/fs/tmp/small"
+# 64 MiB made inside the capsule (not through the proxy's throttle)
+check "make big" sh -c "exec 3<>$B/exec; echo 'head -c 67108864 \
+/dev/urandom > /tmp/big; sha256sum /tmp/big' >&3; cat <&3 > $T/big.sum"
+bigsum=$(cut -d' ' -f1 "$T/big.sum")
+# directories the client has never listed (made by a command, which also
+# drops cached listings): a fault on their listing cannot be hidden by a
+# cache
+check "make fresh dirs" sh -c "exec 3<>$B/exec; echo 'for i in 1 2 3 4 \
+5 6 7 8 9; do mkdir -p /tmp/ft\$i/sub; done' >&3; cat <&3"
+
+# ---- 1. server killed mid-transfer (cat of a big file) -------------------
+
+echo "throttle 4000000 stream/read" >"$T/ctl"	# ~16 s for 64 MiB
+( timeout "$HANG" cat "$B/fs/tmp/big" >"$T/big.part" 2>"$T/cat.err"
+  echo $? >"$T/cat.rc" ) &
+cpid=$!
+for _ in $(seq 100); do
+	[ "$(stat -c %s "$T/big.part" 2>/dev/null || echo 0)" -gt 1000000 ] &&
+		break
+	sleep 0.1
+done
+kill_server
+t0=$(now)
+wait $cpid
+el=$(since "$t0")
+rc=$(cat "$T/cat.rc")
+got=$(stat -c %s "$T/big.part")
+if [ "$rc" = 124 ]; then
+	nok "kill mid-transfer: cat hung"
+elif [ "$rc" = 0 ]; then
+	nok "kill mid-transfer: cat succeeded with $got of 67108864 bytes"
+elif ! lt "$el" "$BOUND"; then
+	nok "kill mid-transfer: cat failed only after ${el}s"
+else
+	ok "kill mid-transfer: cat failed after ${el}s with $got bytes:" \
+		"$(head -c 100 "$T/cat.err")"
+fi
+sbxfs_alive "kill mid-transfer"
+: >"$T/ctl"
+fails_within "server down: stat fails" "$BOUND" stat "$B/fs/tmp/nope1"
+start_server
+check "server back: read small" sh -c "[ \"\$(cat $B/fs/tmp/small)\" = small ]"
+check "server back: write+read" sh -c "echo again > $B/fs/tmp/again && \
+[ \"\$(cat $B/fs/tmp/again)\" = again ]"
+check "server back: big file whole" sh -c "[ \"\$(sha256sum < \
+$B/fs/tmp/big | cut -d' ' -f1)\" = $bigsum ]"
+
+# ---- 2. server killed mid-stream (exec output, and a proc/ job) ----------
+
+( exec 3<>"$B/exec"
+  echo 'i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done' >&3
+  timeout "$HANG" cat <&3 >"$T/stream.out" 2>"$T/stream.err"
+  echo $? >"$T/stream.rc" ) &
+cpid=$!
+check "job: start" sh -c "mkdir $B/proc/j && echo 'sleep 1000' > \
+$B/proc/j/cmd"
+( timeout "$HANG" cat "$B/proc/j/wait" >"$T/wait.out" 2>"$T/wait.err"
+  echo $? >"$T/wait.rc" ) &
+wpid=$!
+for _ in $(seq 100); do
+	[ "$(wc -l <"$T/stream.out" 2>/dev/null || echo 0)" -gt 10 ] && break
+	sleep 0.1
+done
+sleep 0.5
+kill_server
+t0=$(now)
+wait $cpid
+el=$(since "$t0")
+rc=$(cat "$T/stream.rc")
+n=$(wc -l <"$T/stream.out")
+if [ "$rc" = 124 ]; then
+	nok "kill mid-stream: exec read hung"
+elif [ "$rc" = 0 ]; then
+	nok "kill mid-stream: exec output ended as if the command exited"
+elif ! lt "$el" "$BOUND"; then
+	nok "kill mid-stream: exec read ended only after ${el}s"
+else
+	ok "kill mid-stream: exec read failed after ${el}s, $n lines:" \
+		"$(head -c 100 "$T/stream.err")"
+fi
+wait $wpid
+rc=$(cat "$T/wait.rc")
+if [ "$rc" = 124 ]; then
+	nok "kill mid-stream: proc/j/wait hung"
+elif [ "$rc" = 0 ] && ! grep -q . "$T/wait.out"; then
+	nok "kill mid-stream: proc/j/wait ended with nothing"
+else
+	ok "kill mid-stream: proc/j/wait ended (status $rc," \
+		"'$(head -c 60 "$T/wait.out")' $(head -c 80 "$T/wait.err"))"
+fi
+sbxfs_alive "kill mid-stream"
+start_server
+check "server back: exec" sh -c "exec 3<>$B/exec; echo 'echo back' >&3; \
+[ \"\$(cat <&3)\" = back ]"
+check "server back: new job" sh -c "mkdir $B/proc/k && echo 'echo kk' > \
+$B/proc/k/cmd && [ \"\$(cat $B/proc/k/stdout)\" = kk ]"
+
+# ---- 3. a slow server (every answer later than the request bound) --------
+
+echo "delay 8" >"$T/ctl"
+fails_within "slow: stat" "$BOUND" stat "$B/fs/tmp/slow1"
+grep -q 'timed out' "$T/err" && ok "slow: ETIMEDOUT" ||
+	nok "slow: not ETIMEDOUT: $(cat "$T/err")"
+fails_within "slow: write" "$BOUND" sh -c "echo x > $B/fs/tmp/slow2"
+fails_within "slow: exec" "$BOUND" sh -c "exec 3<>$B/exec; echo 'echo hi' \
+>&3; cat <&3"
+echo "hang" >"$T/ctl"
+fails_within "no answer at all: stat" "$BOUND" stat "$B/fs/tmp/slow3"
+sbxfs_alive "slow"
+: >"$T/ctl"
+check "fast again: stat" stat "$B/fs/tmp/small"
+check "fast again: write+read" sh -c "echo s > $B/fs/tmp/slow4 && \
+[ \"\$(cat $B/fs/tmp/slow4)\" = s ]"
+
+# ---- 4. 5xx replies (JSON envelope and plain text) -----------------------
+
+echo "status 503" >"$T/ctl"
+fails_within "503: stat" "$BOUND" stat "$B/fs/tmp/ft1/sub/e1"
+grep -q 'No such file' "$T/err" && nok "503: stat said ENOENT"
+fails_within "503: write" "$BOUND" sh -c "echo x > $B/fs/tmp/e2"
+fails_within "503: mkdir capsule" "$BOUND" mkdir "$M/e3"
+echo "rawstatus 500" >"$T/ctl"
+fails_within "500 plain text: stat" "$BOUND" stat "$B/fs/tmp/ft2/sub/e4"
+grep -q 'No such file' "$T/err" && nok "500: stat said ENOENT"
+fails_within "500 plain text: exec" "$BOUND" sh -c "exec 3<>$B/exec; \
+echo 'echo hi' >&3; cat <&3"
+echo "status 502" >"$T/ctl"
+fails_within "502: cat" "$BOUND" cat "$B/fs/tmp/e5"
+sbxfs_alive "5xx"
+: >"$T/ctl"
+grep -q 'injected' "$B/err" 2>/dev/null &&
+	ok "5xx: the server's message is in err" ||
+	nok "5xx: err lacks the server's message: $(cat "$B/err" 2>&1)"
+check "after 5xx: write+read" sh -c "echo f > $B/fs/tmp/e6 && \
+[ \"\$(cat $B/fs/tmp/e6)\" = f ]"
+
+# ---- 5. truncated bodies -------------------------------------------------
+
+echo "truncate 1000000 stream/read" >"$T/ctl"
+fails_within "truncated download: cat" "$BOUND" sh -c "cat $B/fs/tmp/big \
+> $T/trunc"
+echo "truncate 100 files/list" >"$T/ctl"
+fails_within "truncated listing: stat" "$BOUND" stat "$B/fs/tmp/ft3/sub/t1"
+grep -q 'No such file' "$T/err" && nok "truncated listing: stat said ENOENT"
+fails_within "truncated listing: ls" "$BOUND" ls "$B/fs/usr/share"
+echo "truncate 300 exec/stream" >"$T/ctl"
+fails_within "WebSocket cut mid-message" "$BOUND" sh -c "exec 3<>$B/exec; \
+echo 'echo hi' >&3; cat <&3"
+echo "drop" >"$T/ctl"
+fails_within "connection dropped: stat" "$BOUND" stat "$B/fs/tmp/ft4/sub/t2"
+sbxfs_alive "truncated"
+: >"$T/ctl"
+check "whole again: big file" sh -c "[ \"\$(sha256sum < $B/fs/tmp/big | \
+cut -d' ' -f1)\" = $bigsum ]"
+check "whole again: ls" ls "$B/fs/usr/share"
+
+# ---- end: clean unmount, sbxfs exits 0 -----------------------------------
+
+for d in "$M"/cl-*; do
+	[ -d "$d" ] && timeout 60 rmdir "$d"
+done
+if fusermount3 -u "$M"; then
+	for _ in $(seq 100); do
+		kill -0 "$fpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$fpid" 2>/dev/null; then
+		nok "sbxfs still running 10 s after the unmount"
+	else
+		wait "$fpid"
+		rc=$?
+		[ $rc = 0 ] && ok "sbxfs exited 0" ||
+			nok "sbxfs exit status $rc"
+		fpid=
+	fi
+else
+	nok "unmount failed"
+fi
+echo "requests through the proxy: $(wc -l <"$T/proxy.log")"
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
