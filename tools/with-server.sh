@@ -164,6 +164,12 @@ export XDG_STATE_HOME=$tmp/state
 export WRENN_API_KEY=$key
 export SBXFS_SERVER_PID=$spid SBXFS_SERVER_PORT=$port
 export SBXFS_SERVER_DATA=$data SBXFS_SERVER_URL=http://127.0.0.1:$port
-"$@"
+# In the background, so that a TERM (meson's timeout) runs the cleanup at
+# once instead of after the command; it is passed on to the command.
+"$@" <&0 &
+cpid=$!
+trap 'kill -TERM $cpid 2>/dev/null; wait $cpid; exit 143' TERM HUP
+trap 'kill -TERM $cpid 2>/dev/null; wait $cpid; exit 130' INT
+wait $cpid
 rc=$?
 exit $rc

@@ -227,7 +227,8 @@ n=$(wc -l <"$T/stream.out")
 if [ "$rc" = 124 ]; then
 	nok "kill mid-stream: exec read hung"
 elif [ "$rc" = 0 ]; then
-	nok "kill mid-stream: exec output ended as if the command exited"
+	nok "kill mid-stream: exec output ended in EOF as if the command" \
+		"exited (err: $(tail -1 "$B/err" 2>&1 | head -c 120))"
 elif ! lt "$el" "$BOUND"; then
 	nok "kill mid-stream: exec read ended only after ${el}s"
 else
