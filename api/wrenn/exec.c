@@ -162,11 +162,12 @@ static const char wrap_head[] =
  * status comes back through fd 5 of a command substitution.  fd 8 is its
  * stdin (the feeder's FIFO, or /dev/null).  The command runs in the
  * foreground (an `&` job would ignore SIGINT) of a shell that reports its
- * pid and then execs it. */
+ * pid, applies cwd and env ($P, so that a failing cd is reported through
+ * the encoders) and then execs it. */
 static const char wrap_b64[] =
 	"printf 'sbxfs:%s\\n' $M; exec 6>&1; "
-	"rc=$( { { { /bin/sh -c 'echo \"sbxfs:pid:$$\" >&6; "
-	"exec \"$@\" 6>&-' sbxfs \"$@\" 0<&8 8<&- 5>&- 7>&-; "
+	"rc=$( { { { /bin/sh -c 'echo \"sbxfs:pid:$$\" >&6; eval \"$1\"; "
+	"shift; exec \"$@\" 6>&-' sbxfs \"$P\" \"$@\" 0<&8 8<&- 5>&- 7>&-; "
 	"echo $? >&5; } "
 	"2>&1 1>&7 | E 5>&- 6>&- 7>&- 8<&- >&2; } 7>&1 | "
 	"E 5>&- 6>&- 7>&- 8<&-; } 5>&1 1>&6 ); ";
@@ -187,18 +188,18 @@ static const char wrap_in[] =
 static int script_build(const struct api_exec_req *req, const char *indir,
 			char **out)
 {
-	char *pre = NULL, *buf = NULL, *q;
-	size_t len = 0, cap = 0, plen = 0, pcap = 0, i;
+	char *envp = NULL, *inp = NULL, *buf = NULL, *q;
+	size_t len = 0, cap = 0, elen = 0, ecap = 0, ilen = 0, icap = 0, i;
 	const char *clean;
-	int e = 0;
+	int e = sbuf_add(&envp, &elen, &ecap, "");
 
-	if (req->cwd && req->cwd[0]) {
+	if (!e && req->cwd && req->cwd[0]) {
 		q = api_shell_quote(req->cwd);
-		e = q ? sbuf_add(&pre, &plen, &pcap, "cd -- ") : -ENOMEM;
+		e = q ? sbuf_add(&envp, &elen, &ecap, "cd -- ") : -ENOMEM;
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, q);
+			e = sbuf_add(&envp, &elen, &ecap, q);
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, " || exit 126; ");
+			e = sbuf_add(&envp, &elen, &ecap, " || exit 126; ");
 		free(q);
 	}
 	for (i = 0; !e && req->env && req->env[i]; i++) {
@@ -210,33 +211,45 @@ static int script_build(const struct api_exec_req *req, const char *indir,
 			break;
 		}
 		q = api_shell_quote(req->env[i]);
-		e = q ? sbuf_add(&pre, &plen, &pcap, "export ") : -ENOMEM;
+		e = q ? sbuf_add(&envp, &elen, &ecap, "export ") : -ENOMEM;
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, q);
+			e = sbuf_add(&envp, &elen, &ecap, q);
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, "; ");
+			e = sbuf_add(&envp, &elen, &ecap, "; ");
 		free(q);
 	}
 	if (!e && indir) {
 		q = api_shell_quote(indir);
-		e = q ? sbuf_add(&pre, &plen, &pcap, "D=") : -ENOMEM;
+		e = q ? sbuf_add(&inp, &ilen, &icap, "D=") : -ENOMEM;
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, q);
+			e = sbuf_add(&inp, &ilen, &icap, q);
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, "; ");
+			e = sbuf_add(&inp, &ilen, &icap, "; ");
 		if (!e)
-			e = sbuf_add(&pre, &plen, &pcap, wrap_in);
+			e = sbuf_add(&inp, &ilen, &icap, wrap_in);
 		free(q);
 	} else if (!e) {
-		e = sbuf_add(&pre, &plen, &pcap, "exec 8</dev/null; ");
+		e = sbuf_add(&inp, &ilen, &icap, "exec 8</dev/null; ");
 	}
 	clean = indir ? "kill $F 2>/dev/null; rm -rf \"$D\"; " : "";
+	q = e ? NULL : api_shell_quote(envp);
+	if (!e && !q)
+		e = -ENOMEM;
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "P=");
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, q);
+	free(q);
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, "; ");
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, wrap_head);
 	/* raw fallback: the shell stays the parent so that a signal death
 	 * is reported as 128+N (Wrenn itself says -1) */
 	if (!e)
-		e = sbuf_add(&buf, &len, &cap, pre);
+		e = sbuf_add(&buf, &len, &cap, "eval \"$P\"; ");
+	if (!e)
+		e = sbuf_add(&buf, &len, &cap, inp);
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, "\"$@\" 0<&8 8<&-; rc=$?; ");
 	if (!e)
@@ -244,14 +257,15 @@ static int script_build(const struct api_exec_req *req, const char *indir,
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, "exit $rc; fi; ");
 	if (!e)
-		e = sbuf_add(&buf, &len, &cap, pre);
+		e = sbuf_add(&buf, &len, &cap, inp);
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, wrap_b64);
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, clean);
 	if (!e)
 		e = sbuf_add(&buf, &len, &cap, "exit \"$rc\"");
-	free(pre);
+	free(envp);
+	free(inp);
 	if (e) {
 		free(buf);
 		return e;

@@ -328,6 +328,25 @@ Test(wrenn, wrapper_binary_and_signal)
 		cr_expect_eq(dec[i], i, "byte %zu", i);
 }
 
+/* a cwd that does not exist: 126, and the shell's reason on stderr */
+Test(wrenn, wrapper_missing_cwd)
+{
+	const char *argv[] = { "true", NULL };
+	struct api_exec_req req = { .argv = argv,
+				    .cwd = "/nonexistent/sbxfs-ut" };
+	char out[4096], errb[4096];
+	unsigned char dec[2048];
+	size_t n;
+
+	if (access("/usr/bin/perl", X_OK))
+		cr_skip_test("no perl on this host");
+	cr_assert_eq(run_wrapper(&req, out, sizeof(out), errb, sizeof(errb)),
+		     126);
+	n = decode(errb, dec);
+	dec[n] = '\0';
+	cr_expect(strstr((char *)dec, "sbxfs-ut"), "stderr: %s", dec);
+}
+
 Test(wrenn, wrapper_refuses_bad_env)
 {
 	const char *argv[] = { "true", NULL };
