@@ -18,6 +18,16 @@
 # single-request uploads are possible; the mount still splits uploads at
 # its own wrenn_upload_max (default about 2 MiB, like Wrenn's envd), and a
 # second cp row uses -o wrenn_upload_max=64M.  Needs root, curl, python3.
+#
+# One run on the 2-core dev VM (loopback, plain build, other tests busy):
+#   read:  mount cat cold 0.78 s (328 MiB/s), warm 0.46 s; raw curl
+#          stream/read 0.36 s (711 MiB/s), files/read 0.42 s
+#   write: mount cp 2.43 s (105 MiB/s; 129 parts of ~2 MiB + join), with
+#          wrenn_upload_max=64M 0.95 s; raw stream/write 0.35 s, raw
+#          files/write x129 curl processes + join 6.12 s
+#   exec first byte: mount 0.043 s, raw WebSocket 0.018 s (medians)
+#   ls -l of 10,000 entries: cold 0.66 s with 3 files/list (+1 status
+#          poll), warm 0.12 s with 0 calls; raw files/list 0.37 s
 set -u
 
 src=$(cd "$(dirname "$0")/.." && pwd)
