@@ -33,7 +33,8 @@ set -u
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$src/build}
 export SBXFS_BIN=${SBXFS_BIN:-$build/src/sbxfs}
-export SBXFS_SERVER_BIN=${SBXFS_SERVER_BIN:-$build/tools/sbxfs-server/sbxfs-server}
+srvbin=$build/tools/sbxfs-server/sbxfs-server
+export SBXFS_SERVER_BIN=${SBXFS_SERVER_BIN:-$srvbin}
 SIZE=$((256 << 20))
 
 if [ -z "${SBXFS_SERVER_PORT:-}" ]; then
@@ -231,7 +232,8 @@ for _ in range(7):
     ts.append(time.monotonic() - t0)
     s.close()
 ts.sort()
-print("%-44s %9.3f s  (min %.3f)" % ("raw:   WebSocket exec/stream, first stdout",
+print("%-44s %9.3f s  (min %.3f)" % (
+    "raw:   WebSocket exec/stream, first stdout",
                                      ts[3], ts[0]))
 EOF
 echo
