@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "api/api.h"
 
@@ -220,6 +221,18 @@ struct fs_sb *fs_sb_get_ino(struct fs *fs, fuse_ino_t ino, int *err);
 /* By directory name (ID or alias), or NULL. */
 struct fs_sb *fs_sb_get_name(struct fs *fs, const char *name);
 void fs_sb_put(struct fs *fs, struct fs_sb *sb);
+/* Where a platform assigns IDs (API_CAP_ALIAS), the sandbox directory is
+ * the NAME the user chose and the ID is a symlink to it, so `mkdir NAME`,
+ * `rmdir NAME` and scripts all use one name (DESIGN.md had it the other
+ * way round; rmdir of a symlink is ENOTDIR in the kernel). */
+static inline bool fs_sb_has_alias(const struct fs_sb *sb)
+{
+	return sb->name[0] && strcmp(sb->name, sb->id) != 0;
+}
+static inline const char *fs_sb_dirname(const struct fs_sb *sb)
+{
+	return fs_sb_has_alias(sb) ? sb->name : sb->id;
+}
 /* Record the last error of a sandbox (also logged). */
 void fs_sb_set_err(struct fs *fs, struct fs_sb *sb, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

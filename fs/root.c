@@ -42,11 +42,11 @@ static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	bool alias = strcmp(sb->id, name) != 0;
+	bool alias = strcmp(fs_sb_dirname(sb), name) != 0;
 	entry_of(fs, fs_ino_make(alias ? FS_K_SB_ALIAS : FS_K_SB_DIR,
 				 sb->slot, sb->gen, 0, 0), &e);
 	if (alias)
-		e.attr.st_size = (off_t)strlen(sb->id);
+		e.attr.st_size = (off_t)strlen(sb->name);
 	fs_sb_put(fs, sb);
 	fuse_reply_entry(req, &e);
 }
@@ -80,13 +80,13 @@ static void root_opendir(fuse_req_t req, fuse_ino_t ino,
 		fs_stat_synthetic(fs, fs_ino_make(FS_K_SB_DIR, sb->slot,
 						  sb->gen, 0, 0),
 				  S_IFDIR | 0755, &st);
-		err = fs_dir_add(d, sb->id, &st);
-		if (err || !sb->name[0] || strcmp(sb->name, sb->id) == 0)
+		err = fs_dir_add(d, fs_sb_dirname(sb), &st);
+		if (err || !fs_sb_has_alias(sb))
 			continue;
 		fs_stat_synthetic(fs, fs_ino_make(FS_K_SB_ALIAS, sb->slot,
 						  sb->gen, 0, 0),
 				  S_IFLNK | 0777, &st);
-		err = fs_dir_add(d, sb->name, &st);
+		err = fs_dir_add(d, sb->id, &st);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (err) {
@@ -172,13 +172,10 @@ static void create_cb(void *ud, int err, const char *msg,
 	if (j->mkdir) {
 		struct fuse_entry_param e;
 
-		/* With platform IDs the new directory is the ID; the entry
-		 * under NAME must still be a directory for mkdir(2), so it
-		 * is not cached: the next lookup finds the alias. */
+		/* The directory is NAME even where the platform assigns
+		 * IDs (the ID is a symlink to it). */
 		entry_of(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0, 0),
 			 &e);
-		if (strcmp(sb->id, name) != 0)
-			e.entry_timeout = 0;
 		fs_sb_put(fs, sb);
 		fuse_reply_entry(j->req, &e);
 		rjob_free(j);
@@ -314,9 +311,9 @@ static void root_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, strcmp(name, "ctl") ? ENOENT : ENOTDIR);
 		return;
 	}
-	if (strcmp(sb->id, name) != 0) {
+	if (strcmp(fs_sb_dirname(sb), name) != 0) {
 		fs_sb_put(fs, sb);
-		fuse_reply_err(req, ENOTDIR); /* the alias symlink */
+		fuse_reply_err(req, ENOTDIR); /* the ID symlink */
 		return;
 	}
 	j = calloc(1, sizeof *j);

@@ -469,7 +469,7 @@ static void alias_getattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fs_stat_synthetic(fs, ino, S_IFLNK | 0777, &st);
-	st.st_size = (off_t)strlen(sb->id);
+	st.st_size = (off_t)strlen(sb->name);
 	fs_sb_put(fs, sb);
 	fuse_reply_attr(req, &st, 1.0);
 }
@@ -485,7 +485,7 @@ static void alias_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	snprintf(id, sizeof id, "%s", sb->id);
+	snprintf(id, sizeof id, "%s", sb->name); /* ID -> NAME */
 	fs_sb_put(fs, sb);
 	fuse_reply_readlink(req, id);
 }
