@@ -803,7 +803,8 @@ void api_file_readlink(struct api_backend *be, const char *id,
 		return;
 	}
 	if (emu_possible(be)) {
-		const char *argv[] = {"readlink", "--", path, NULL};
+		/* -v: a non-link says "Invalid argument" (EINVAL) */
+		const char *argv[] = {"readlink", "-v", "--", path, NULL};
 		emu_run(be, id, argv, "readlink", EMU_STR, NULL, cb, ud);
 		return;
 	}
