@@ -143,7 +143,7 @@ count_log() {
 		/^=+ [0-9]+\/[0-9]+ =+$/ {
 			flush(); syn = plain = 0; result = ""
 		}
-		/^test: / { name = $2 }
+		/^test: / { name = $0; sub(/^test: +/, "", name) }
 		/^result: / { sub(/^result: +/, ""); result = $0 }
 		# a non-criterion test program may print the plain summary
 		/^[0-9]+ passed, [0-9]+ failed/ && !syn {
