@@ -1,6 +1,8 @@
 /* exec.c - NAME/exec, the one-shot pipe: every open is a private session,
  * the first write is a command line run by /bin/sh -c, reads return stdout
- * and stderr as they arrive and EOF at exit, close kills.
+ * and stderr as they arrive and EOF at exit (EIO instead, once the bytes
+ * that arrived are read, when the platform lost track of the command),
+ * close kills.
  *
  * A session is an anonymous job (job.c) with one merged output stream and
  * exactly one reader, so its spool drops bytes as soon as they are read.

@@ -462,6 +462,8 @@ static void serve_reads(struct fs_job *j, struct done *d)
 
 			h->off += got;
 			fuse_reply_iov(p->req, iov, n);
+		} else if (j->lost_err) {
+			fuse_reply_err(p->req, j->lost_err);
 		} else {
 			fuse_reply_buf(p->req, NULL, 0);
 		}
@@ -596,6 +598,12 @@ static void job_started(void *ud, int err, const char *msg)
 	struct done d = { 0 };
 	bool pump = false;
 
+	/* The sentence before the writer's reply: it may read `err` as soon
+	 * as its write failed. */
+	if (err)
+		job_err(j, "%s: cannot start: %s",
+			j->exec_session ? "exec" : j->name,
+			msg ? msg : api_strerror(err));
 	pthread_mutex_lock(&j->lock);
 	if (err) {
 		/* Back to created so the script can fix things (resume
@@ -621,10 +629,6 @@ static void job_started(void *ud, int err, const char *msg)
 	fs_pollers_wake(&j->pollers);
 	pthread_mutex_unlock(&j->lock);
 	done_flush(&d);
-	if (err)
-		job_err(j, "%s: cannot start: %s",
-			j->exec_session ? "exec" : j->name,
-			msg ? msg : api_strerror(err));
 	if (pump)
 		stdin_pump(j);
 }
@@ -664,9 +668,21 @@ static void job_exited(void *ud, int code, int err, const char *msg)
 	struct fs_job *j = ud;
 	struct done d = { 0 };
 
+	/* The sentence first: a reader that gets EIO below may look at
+	 * `err` at once. */
+	if (err)
+		job_err(j, "%s: lost track of the command: %s",
+			j->exec_session ? "exec" : j->name,
+			msg ? msg : api_strerror(err));
 	pthread_mutex_lock(&j->lock);
 	j->state = FS_JOB_EXITED;
 	j->code = err ? -1 : code;
+	/* The output may be cut short (a stream lost mid-way): once what
+	 * did arrive is read, readers get EIO, never the EOF of a real
+	 * exit.  EIO whatever err was, like `wait`: the detail is in
+	 * `err`, and errnos such as ECHILD or ECANCELED would mislead a
+	 * reader of a pipe. */
+	j->lost_err = err ? EIO : 0;
 	clock_gettime(CLOCK_REALTIME, &j->t_end);
 	j->in_closed = true;
 	serve_reads(j, &d);
@@ -675,10 +691,6 @@ static void job_exited(void *ud, int code, int err, const char *msg)
 	fs_pollers_wake(&j->pollers);
 	pthread_mutex_unlock(&j->lock);
 	done_flush(&d);
-	if (err)
-		job_err(j, "%s: lost track of the command: %s",
-			j->exec_session ? "exec" : j->name,
-			msg ? msg : api_strerror(err));
 }
 
 static const struct api_exec_cbs job_cbs = {
@@ -930,8 +942,13 @@ void fs_jh_read_stream(fuse_req_t req, struct fs_jh *h, size_t size)
 		return;
 	}
 	if (j->state == FS_JOB_EXITED || j->removed) {
+		int lost = j->lost_err;
+
 		pthread_mutex_unlock(&j->lock);
-		fuse_reply_buf(req, NULL, 0);
+		if (lost)
+			fuse_reply_err(req, lost);
+		else
+			fuse_reply_buf(req, NULL, 0);
 		return;
 	}
 	fs_job_get(j);

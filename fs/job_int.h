@@ -131,6 +131,9 @@ struct fs_job {
 	unsigned xbusy;		/* api_exec_* calls in flight without lock */
 	bool paused;		/* output() returned 1 */
 	int code;
+	int lost_err;		/* errno for readers once the spool is drained
+				   when the backend lost track of the command
+				   (0: a real exit, readers get EOF) */
 	char killed_by[16];	/* "rmdir" etc., for status */
 	struct timespec t_start, t_end;
 

@@ -37,8 +37,10 @@ cleanup() {
 	if mountpoint -q "$M"; then
 		# destroy what we made while the server is reachable
 		: >"$T/ctl"
-		for d in "$M"/cl-*; do
-			[ -d "$d" ] && timeout 60 rmdir "$d" 2>/dev/null
+		# NAME is the directory, the cl- ID a symlink to it
+		for d in "$M"/*; do
+			[ -d "$d" ] && [ ! -L "$d" ] &&
+				timeout 60 rmdir "$d" 2>/dev/null
 		done
 		fusermount3 -u "$M" 2>/dev/null || fusermount3 -uz "$M"
 	fi
@@ -84,7 +86,8 @@ fails_within() {
 	elif ! lt "$el" "$b"; then
 		nok "$n: failed after ${el}s, bound ${b}s"
 	else
-		ok "$n: failed in ${el}s: $(tr '\n' ' ' <"$T/err" | head -c 120)"
+		ok "$n: failed in ${el}s:" \
+			"$(tr '\n' ' ' <"$T/err" | head -c 120)"
 	fi
 }
 
@@ -208,8 +211,11 @@ $B/fs/tmp/big | cut -d' ' -f1)\" = $bigsum ]"
   timeout "$HANG" cat <&3 >"$T/stream.out" 2>"$T/stream.err"
   echo $? >"$T/stream.rc" ) &
 cpid=$!
-check "job: start" sh -c "mkdir $B/proc/j && echo 'sleep 1000' > \
-$B/proc/j/cmd"
+check "job: start" sh -c "mkdir $B/proc/j && echo 'i=0; while :; do \
+echo j\$i; i=\$((i+1)); sleep 0.05; done' > $B/proc/j/cmd"
+( timeout "$HANG" cat "$B/proc/j/stdout" >"$T/jout.out" 2>"$T/jout.err"
+  echo $? >"$T/jout.rc" ) &
+jpid=$!
 ( timeout "$HANG" cat "$B/proc/j/wait" >"$T/wait.out" 2>"$T/wait.err"
   echo $? >"$T/wait.rc" ) &
 wpid=$!
@@ -231,20 +237,46 @@ elif [ "$rc" = 0 ]; then
 		"exited (err: $(tail -1 "$B/err" 2>&1 | head -c 120))"
 elif ! lt "$el" "$BOUND"; then
 	nok "kill mid-stream: exec read ended only after ${el}s"
+elif ! grep -q 'Input/output error' "$T/stream.err"; then
+	nok "kill mid-stream: exec read failed, but not with EIO:" \
+		"$(head -c 100 "$T/stream.err")"
+elif [ "$n" -le 10 ]; then
+	nok "kill mid-stream: exec read lost the output before the cut" \
+		"($n lines)"
 else
 	ok "kill mid-stream: exec read failed after ${el}s, $n lines:" \
 		"$(head -c 100 "$T/stream.err")"
+fi
+# a reader of proc/j/stdout: what arrived, then EIO (not EOF)
+wait $jpid
+rc=$(cat "$T/jout.rc")
+n=$(grep -c '^j[0-9]' "$T/jout.out")
+if [ "$rc" = 124 ]; then
+	nok "kill mid-stream: proc/j/stdout hung"
+elif [ "$rc" = 0 ]; then
+	nok "kill mid-stream: proc/j/stdout ended in EOF as if the job exited"
+elif ! grep -q 'Input/output error' "$T/jout.err"; then
+	nok "kill mid-stream: proc/j/stdout failed, but not with EIO:" \
+		"$(head -c 100 "$T/jout.err")"
+elif [ "$n" -le 10 ]; then
+	nok "kill mid-stream: proc/j/stdout lost the output ($n lines)"
+else
+	ok "kill mid-stream: proc/j/stdout gave $n lines, then" \
+		"$(head -c 100 "$T/jout.err")"
 fi
 wait $wpid
 rc=$(cat "$T/wait.rc")
 if [ "$rc" = 124 ]; then
 	nok "kill mid-stream: proc/j/wait hung"
-elif [ "$rc" = 0 ] && ! grep -q . "$T/wait.out"; then
-	nok "kill mid-stream: proc/j/wait ended with nothing"
-else
-	ok "kill mid-stream: proc/j/wait ended (status $rc," \
+elif [ "$rc" = 0 ] || ! grep -q 'Input/output error' "$T/wait.err"; then
+	nok "kill mid-stream: proc/j/wait not EIO (status $rc," \
 		"'$(head -c 60 "$T/wait.out")' $(head -c 80 "$T/wait.err"))"
+else
+	ok "kill mid-stream: proc/j/wait failed: $(head -c 80 "$T/wait.err")"
 fi
+grep -q 'lost track of the command' "$B/err" 2>/dev/null &&
+	ok "kill mid-stream: err says the command was lost" ||
+	nok "kill mid-stream: err lacks the sentence: $(cat "$B/err" 2>&1)"
 sbxfs_alive "kill mid-stream"
 start_server
 check "server back: exec" sh -c "exec 3<>$B/exec; echo 'echo back' >&3; \
@@ -300,9 +332,18 @@ echo "truncate 100 files/list" >"$T/ctl"
 fails_within "truncated listing: stat" "$BOUND" stat "$B/fs/tmp/ft3/sub/t1"
 grep -q 'No such file' "$T/err" && nok "truncated listing: stat said ENOENT"
 fails_within "truncated listing: ls" "$BOUND" ls "$B/fs/usr/share"
+# The exec wrapper re-encodes output as hex lines; with 20000 lines of
+# output the 300th byte after the 101 is inside the stream (past `start`,
+# long before the exit message), so the command is lost mid-way.
 echo "truncate 300 exec/stream" >"$T/ctl"
 fails_within "WebSocket cut mid-message" "$BOUND" sh -c "exec 3<>$B/exec; \
-echo 'echo hi' >&3; cat <&3"
+echo 'seq 20000' >&3; cat <&3"
+grep -q 'Input/output error' "$T/err" &&
+	ok "WebSocket cut mid-message: EIO" ||
+	nok "WebSocket cut mid-message: not EIO: $(head -c 200 "$T/err")"
+grep -q 'exec: lost track of the command' "$B/err" 2>/dev/null &&
+	ok "WebSocket cut mid-message: cut after the start, err says so" ||
+	nok "WebSocket cut mid-message: err: $(cat "$B/err" 2>&1)"
 echo "drop" >"$T/ctl"
 fails_within "connection dropped: stat" "$BOUND" stat "$B/fs/tmp/ft4/sub/t2"
 sbxfs_alive "truncated"
@@ -313,8 +354,8 @@ check "whole again: ls" ls "$B/fs/usr/share"
 
 # ---- end: clean unmount, sbxfs exits 0 -----------------------------------
 
-for d in "$M"/cl-*; do
-	[ -d "$d" ] && timeout 60 rmdir "$d"
+for d in "$M"/*; do
+	[ -d "$d" ] && [ ! -L "$d" ] && timeout 60 rmdir "$d"
 done
 if fusermount3 -u "$M"; then
 	for _ in $(seq 100); do
