@@ -47,6 +47,13 @@ req() {
 		-H "X-API-Key: $KEY" "$@" "$B$p")
 }
 jqb() { jq -r "$1" $T/body 2>/dev/null; }
+# PIDs of a capsule's sandbox-init that are not zombies
+live_init() {
+	for p in $(pgrep -f "^sandbox-init $1\$"); do
+		s=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' /proc/$p/status 2>/dev/null)
+		[ -n "$s" ] && [ "$s" != Z ] && echo $p
+	done
+}
 hdr() { tr -d '\r' <$T/hdr | grep -i "^$1:" | head -1 | cut -d' ' -f2-; }
 
 start_server
@@ -134,6 +141,37 @@ req POST $C/files/write -d 'x'
 check "write: not multipart -> 400" [ "$code" = 400 ]
 req POST $C/files/write -F file=@$T/h.txt -F path=/tmp/st/order
 check "write: order does not matter" [ "$code" = 204 ]
+# a symlinked directory in the path is followed inside the capsule
+X=srvtest-$$
+req POST $C/exec -d '{"cmd":"sh","args":["-c","ln -s / /tmp/up; ln -s /etc/hostname /tmp/lf; ln -s /nowhere /tmp/dl"]}'
+req POST $C/files/write -F path=/tmp/up/$X.2 -F file=@$T/h.txt
+check "write through a symlinked dir: 204" [ "$code" = 204 ]
+req POST $C/exec -d "{\"cmd\":\"cat\",\"args\":[\"/$X.2\"]}"
+check "write through a symlinked dir: file at the target" [ "$(jqb .stdout)" = hello ]
+check "write through a symlinked dir: host untouched" [ ! -e /$X.2 ]
+req POST $C/files/write -F path=/tmp/up/tmp/up/$X.d/f -F file=@$T/h.txt
+req POST $C/files/read -d "{\"path\":\"/$X.d/f\"}"
+check "write: missing parents created under a symlinked dir" [ "$code" = 200 -a "$(cat $T/body)" = hello ]
+check "write: ... still not on the host" [ ! -e /$X.d ]
+req POST $C/files/mkdir -d "{\"path\":\"/tmp/up/$X.m\"}"
+check "mkdir through a symlinked dir: 200" [ "$code" = 200 -a "$(jqb .entry.type)" = directory ]
+req POST $C/files/mkdir -d '{"path":"/tmp/up"}'
+check "mkdir on a symlink to a dir: 409" [ "$code" = 409 ]
+req POST $C/files/write -F path=/tmp/lf/x -F file=@$T/h.txt
+check "write under a symlink to a file: 502 not a directory" [ "$code" = 502 -a "$(jqb .error.message)" = "internal: write file: not a directory" ]
+req POST $C/files/write -F path=/tmp/dl/x -F file=@$T/h.txt
+check "write under a dangling symlink: 502" [ "$code" = 502 ]
+req POST $C/exec -d "{\"cmd\":\"rm\",\"args\":[\"-rf\",\"/$X.2\",\"/$X.d\",\"/$X.m\"]}"
+# Expect: 100-continue (curl asks for it above 1 MiB and waits 1 s)
+head -c 1500000 /dev/urandom >$T/1m5
+t=$(curl -sv -o $T/body -w '%{http_code} %{time_total}' -H "X-API-Key: $KEY" -F path=/tmp/st/1m5 -F file=@$T/1m5 $B$C/files/write 2>$T/verbose)
+check "Expect: 100-continue answered, no 1 s stall" sh -c "[ '${t% *}' = 204 ] && grep -q '^< HTTP/1.1 100 Continue' $T/verbose && ! grep -q 'Done waiting' $T/verbose && awk 'BEGIN{exit !(${t#* } < 0.9)}'"
+req POST $C/files/read -d '{"path":"/tmp/st/1m5"}'
+check "Expect: 100-continue: body byte-exact" cmp -s $T/1m5 $T/body
+req POST $C/files/write -H 'Expect: 100-continue' -F path=/tmp/st/small -F file=@$T/h.txt
+check "Expect on a small body: 100 then 204" [ "$code" = 204 -a "$(tr -d '\r' <$T/hdr | grep -c '^HTTP/1.1 100 Continue$')" = 1 ]
+req POST /v1/capsules/cl-0000000000000000000000000/files/write -H 'Expect: 100-continue' -F path=/x -F file=@$T/1m5
+check "Expect, answer before reading: no 100" [ "$code" = 404 ] && check "... and no interim line" sh -c "! grep -q '100 Continue' $T/hdr"
 head -c 1000000 /dev/urandom >$T/big
 req POST $C/files/stream/write -F path=rel/big -F file=@$T/big
 check "stream write: 204 (relative path under /root)" [ "$code" = 204 ]
@@ -246,6 +284,21 @@ req POST $C/ping
 check "ping: 204" [ "$code" = 204 -a ! -s $T/body ]
 req DELETE $C
 check "destroy: 204" [ "$code" = 204 ]
+# a paused (frozen) capsule leaves no process, mount or cgroup behind
+req POST /v1/capsules -d '{}'
+ID3=$(jqb .id)
+req POST /v1/capsules/$ID3/exec -d '{"cmd":"sleep","args":["600"],"background":true}'
+req POST /v1/capsules/$ID3/pause
+check "paused capsule for destroy" [ "$(jqb .status)" = paused ]
+check "... its init is alive" [ -n "$(live_init $ID3)" ]
+req DELETE /v1/capsules/$ID3
+check "destroy paused: 204" [ "$code" = 204 ]
+sleep 0.3
+check "destroy paused: no live sandbox-init left" [ -z "$(live_init $ID3)" ]
+check "destroy paused: no overlay mount left" sh -c "! grep -q '$DATA/sandboxes/$ID3' /proc/mounts"
+check "destroy paused: no freezer cgroup left" sh -c "! ls -d /sys/fs/cgroup/freezer/sbxfs/*-$ID3 2>/dev/null"
+req GET /v1/capsules/$ID3
+check "destroy paused: stopped" [ "$(jqb .status)" = stopped ]
 req GET $C
 check "get after destroy: stopped" [ "$code" = 200 -a "$(jqb .status)" = stopped ]
 req GET /v1/capsules

@@ -403,11 +403,35 @@ void srv_h_list_dir(struct srv_req *r)
 
 /* ---- mkdir, remove ------------------------------------------------------ */
 
+/* 0 when path is a directory or a symlink to one, else -ENOTDIR/-errno.
+ * envd follows symlinks in parents (os.MkdirAll); "path/." makes the
+ * backend follow the link itself, resolved inside the sandbox root. */
+static int is_dir(const char *id, const char *path, char *msg, size_t ml)
+{
+	char dot[PATH_CAP];
+	struct stat st;
+	int rc;
+
+	rc = srv_stat(id, path, &st, msg, ml);
+	if (!rc && S_ISLNK(st.st_mode)) {
+		if (snprintf(dot, sizeof(dot), "%s/.", path) >=
+		    (int)sizeof(dot))
+			return -ENAMETOOLONG;
+		rc = srv_stat(id, dot, &st, msg, ml);
+		if (rc == -ENOENT || rc == -ELOOP)
+			rc = -ENOTDIR;	/* dangling or looping link */
+	}
+	if (!rc && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	if (rc == -ENOTDIR)
+		snprintf(msg, ml, "not a directory");
+	return rc;
+}
+
 /* mkdir -p; 0/-errno. */
 static int mkdir_p(const char *id, const char *path, char *msg, size_t ml)
 {
 	char p[PATH_CAP];
-	struct stat st;
 	size_t i;
 	int rc;
 
@@ -420,11 +444,8 @@ static int mkdir_p(const char *id, const char *path, char *msg, size_t ml)
 
 			p[i] = '\0';
 			rc = srv_mkdir(id, p, 0755, msg, ml);
-			if (rc == -EEXIST) {
-				rc = srv_stat(id, p, &st, msg, ml);
-				if (!rc && !S_ISDIR(st.st_mode))
-					rc = -ENOTDIR;
-			}
+			if (rc == -EEXIST)
+				rc = is_dir(id, p, msg, ml);
 			p[i] = c;
 			if (rc)
 				return rc;
@@ -451,6 +472,9 @@ void srv_h_mkdir(struct srv_req *r)
 	cJSON_Delete(o);
 	normalize(path);
 	rc = srv_stat(r->id, path, &st, msg, sizeof(msg));
+	if (!rc && S_ISLNK(st.st_mode) && !is_dir(r->id, path, msg,
+						     sizeof(msg)))
+		st.st_mode = S_IFDIR;	/* a link to a directory counts */
 	if (!rc && S_ISDIR(st.st_mode)) {
 		srv_errorf(r, 409, "conflict", "already_exists: directory "
 			   "already exists: %s", path);

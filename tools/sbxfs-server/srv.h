@@ -86,6 +86,7 @@ struct srv_req {
 	char sel[128];		/* second path parameter (pid/tag/name) */
 	char ctype[256];	/* Content-Type */
 	long long clen;		/* Content-Length, -1 if absent */
+	bool expect100;		/* Expect: 100-continue */
 	srv_handler_fn fn;
 
 	/* below: guarded by srv_g.lock */
@@ -99,6 +100,9 @@ struct srv_req {
 	bool in_eof;
 	long long in_total;
 	bool rx_paused, rx_resume;
+	/* interim "100 Continue": asked by the first read of the body (as
+	 * Go does), written by the lws thread unless an answer came first */
+	bool cont_want, cont_sent;
 
 	int status;		/* 0 until the worker answered */
 	char rtype[64];
