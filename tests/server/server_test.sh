@@ -161,6 +161,16 @@ req POST $C/files/write -F path=/tmp/lf/x -F file=@$T/h.txt
 check "write under a symlink to a file: 502 not a directory" [ "$code" = 502 -a "$(jqb .error.message)" = "internal: write file: not a directory" ]
 req POST $C/files/write -F path=/tmp/dl/x -F file=@$T/h.txt
 check "write under a dangling symlink: 502" [ "$code" = 502 ]
+req POST $C/files/write -F path=/tmp/st/lt -F file=@$T/h.txt
+req POST $C/exec -d '{"cmd":"ln","args":["-s","lt","/tmp/st/rl"]}'
+req POST $C/files/read -d '{"path":"/tmp/st/rl"}'
+check "read through a symlink to a file" [ "$code" = 200 -a "$(cat $T/body)" = hello ]
+req POST $C/files/stream/read -d '{"path":"/tmp/st/rl"}'
+check "stream read through a symlink to a file" [ "$code" = 200 -a "$(cat $T/body)" = hello ]
+req POST $C/files/read -d '{"path":"/tmp/dl"}'
+check "read a dangling symlink: 502 does not exist" [ "$code" = 502 ] && check "... envd's 404 text" sh -c "jq -r .error.message $T/body | grep -q 'does not exist'"
+req POST $C/files/read -d '{"path":"/tmp/up"}'
+check "read a symlink to a dir: 502" [ "$code" = 502 ]
 req POST $C/exec -d "{\"cmd\":\"rm\",\"args\":[\"-rf\",\"/$X.2\",\"/$X.d\",\"/$X.m\"]}"
 # Expect: 100-continue (curl asks for it above 1 MiB and waits 1 s)
 head -c 1500000 /dev/urandom >$T/1m5

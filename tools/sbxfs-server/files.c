@@ -125,6 +125,9 @@ static void envd_error(struct srv_req *r, const char *op, const char *path,
 
 /* ---- read --------------------------------------------------------------- */
 
+static void link_target(const char *id, const char *path, char *tgt,
+			size_t tl, const char **type);
+
 static void do_read(struct srv_req *r, bool stream)
 {
 	char path[PATH_CAP], msg[512];
@@ -144,6 +147,16 @@ static void do_read(struct srv_req *r, bool stream)
 		return;
 	cJSON_Delete(o);
 	rc = srv_stat(r->id, path, &st, msg, sizeof(msg));
+	if (!rc && S_ISLNK(st.st_mode)) {
+		/* envd opens through links; the backend's open follows them
+		 * inside the sandbox, the target's type decides here */
+		char tgt[PATH_CAP] = "";
+		const char *t;
+
+		link_target(r->id, path, tgt, sizeof(tgt), &t);
+		rc = tgt[0] ? srv_stat(r->id, tgt, &st, msg, sizeof(msg)) :
+			-ENOENT;
+	}
 	if (!rc && !S_ISREG(st.st_mode)) {
 		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		snprintf(msg, sizeof(msg), "envd returned status 400: "
