@@ -43,7 +43,18 @@ void fs_reply_text(fuse_req_t req, const char *text, size_t len, size_t size,
 		return;
 	}
 	size_t n = len - (size_t)off;
-	fuse_reply_buf(req, text + off, n < size ? n : size);
+	n = n < size ? n : size;
+	/* Reply from a private copy: once the reply is written the reader
+	 * may close at once, and its release (on another thread) may free
+	 * `text` while fuse_reply_buf is still returning. */
+	char *copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, text + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 /* ---- synthetic directory listings --------------------------------------- */
