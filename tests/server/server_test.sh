@@ -242,7 +242,7 @@ check "ws: malformed ID -> HTTP 400 before upgrade" grep -q ' 400 ' $T/ws
 $WS 127.0.0.1 $PORT /v1/capsules/cl-0000000000000000000000000/exec/stream $KEY '{"type":"start","cmd":"ls"}' >$T/ws
 check "ws: unknown capsule -> error after 101" sh -c "grep -q ' 101 ' $T/ws && grep -Fq '\"data\":\"sandbox not found\"' $T/ws"
 
-req POST $C/exec -d '{"cmd":"sh","args":["-c","sleep 1; echo late; exit 5"],"background":true,"tag":"att"}'
+req POST $C/exec -d '{"cmd":"sh","args":["-c","sleep 3; echo late; exit 5"],"background":true,"tag":"att"}'
 $WS 127.0.0.1 $PORT $C/processes/att/stream $KEY >$T/ws
 cp $T/ws $T/body; check "process stream: attach by tag, output after attach, exit" sh -c "grep -Eq '^msg: \{\"type\":\"start\",\"pid\":[1-9]' $T/ws && grep -Fxq 'msg: {\"type\":\"stdout\",\"data\":\"late\\n\"}' $T/ws && grep -Fxq 'msg: {\"type\":\"exit\",\"exit_code\":5}' $T/ws"
 $WS 127.0.0.1 $PORT $C/processes/nosuch/stream $KEY >$T/ws
