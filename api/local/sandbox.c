@@ -1018,6 +1018,15 @@ static void __attribute__((noreturn)) init_main(const struct launch *ln,
 	char t[32];
 	int rootfd, fd;
 
+	/* PID 1 dies of any signal whose default action it keeps and an
+	 * ancestor namespace sends (a stray SIGHUP, SIGPIPE...): ignore
+	 * them; init_loop takes SIGTERM/SIGINT/SIGCHLD itself. */
+	for (int sig = 1; sig < 32; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP && sig != SIGTERM &&
+		    sig != SIGINT && sig != SIGCHLD && sig != SIGSEGV &&
+		    sig != SIGBUS && sig != SIGILL && sig != SIGFPE &&
+		    sig != SIGABRT)
+			signal(sig, SIG_IGN);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
 		child_fail(wfd, -errno, STEP_PRIVATE);
 	if (mount(ln->root, ln->root, NULL, MS_BIND | MS_REC, NULL))
@@ -1219,8 +1228,17 @@ static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
 		return err;
 	}
 	m->pid = r1.pid;
-	m->starttime = proc_starttime(r1.pid);
-	return 0;
+	/* Never report a sandbox as made when its PID 1 is not there: a
+	 * start time of 0 means it is gone (or a zombie) already. */
+	for (int i = 0; i < 50; i++) {
+		m->starttime = proc_starttime(r1.pid);
+		if (m->starttime)
+			return 0;
+		sb_sleep_ms(10);
+	}
+	snprintf(msg, msglen, "cannot start sandbox '%s': its init process "
+		 "(pid %d) exited during start-up", m->name, (int)r1.pid);
+	return -ECHILD;
 }
 
 /* ---- stop / kill -------------------------------------------------------- */
