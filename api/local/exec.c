@@ -1443,36 +1443,34 @@ void local_exec_write(struct api_backend *be, struct api_exec *x,
 	enqueue(x->lp, &w->cmd);
 }
 
-void local_exec_close_stdin(struct api_backend *be, struct api_exec *x)
+/* Queue one of the exec's own commands unless it is queued already (close
+ * and resume coalesce: the loop acts on the latest state anyway). */
+static void enqueue_once(struct api_exec *x, bool *queued, struct excmd *c,
+			 int op)
 {
 	bool q;
 
-	(void)be;
 	pthread_mutex_lock(&x->lp->mu);
-	q = !x->close_queued;
-	x->close_queued = true;
+	q = !*queued;
+	*queued = true;
 	pthread_mutex_unlock(&x->lp->mu);
 	if (!q)
 		return;
-	x->c_close.op = C_CLOSE;
-	x->c_close.x = x;
-	enqueue(x->lp, &x->c_close);
+	c->op = op;
+	c->x = x;
+	enqueue(x->lp, c);
+}
+
+void local_exec_close_stdin(struct api_backend *be, struct api_exec *x)
+{
+	(void)be;
+	enqueue_once(x, &x->close_queued, &x->c_close, C_CLOSE);
 }
 
 void local_exec_resume(struct api_backend *be, struct api_exec *x)
 {
-	bool q;
-
 	(void)be;
-	pthread_mutex_lock(&x->lp->mu);
-	q = !x->resume_queued;
-	x->resume_queued = true;
-	pthread_mutex_unlock(&x->lp->mu);
-	if (!q)
-		return;
-	x->c_resume.op = C_RESUME;
-	x->c_resume.x = x;
-	enqueue(x->lp, &x->c_resume);
+	enqueue_once(x, &x->resume_queued, &x->c_resume, C_RESUME);
 }
 
 int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig)
