@@ -1227,6 +1227,10 @@ static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
 		cg_kill(l, m->name, SIGKILL);
 		return err;
 	}
+	/* The launcher (PID) and PID 1 ("ready") write to one pipe, in
+	 * either order: the PID is whichever message carries one. */
+	if (!r1.pid)
+		r1.pid = r2.pid;
 	m->pid = r1.pid;
 	/* Never report a sandbox as made when its PID 1 is not there: a
 	 * start time of 0 means it is gone (or a zombie) already. */

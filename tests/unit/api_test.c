@@ -270,6 +270,7 @@ Test(api_open, local_with_timeout)
 struct fake_exec {
 	const struct api_exec_cbs *cbs;
 	void *ud;
+	pthread_t t;
 };
 
 static char fake_argv[16][256];
@@ -296,7 +297,6 @@ static void fake_exec_start(struct api_backend *be, const char *id,
 			    struct api_exec **out)
 {
 	struct fake_exec *x = calloc(1, sizeof(*x));
-	pthread_t t;
 
 	(void)be;
 	(void)id;
@@ -306,14 +306,18 @@ static void fake_exec_start(struct api_backend *be, const char *id,
 	x->cbs = cbs;
 	x->ud = ud;
 	*out = (struct api_exec *)x;
-	pthread_create(&t, NULL, fake_thread, x);
-	pthread_detach(t);
+	pthread_create(&x->t, NULL, fake_thread, x);
 }
 
+/* As api.h asks: no callback runs after exec_free returns (the emulation
+ * frees its state right after), so wait for the callback thread. */
 static void fake_exec_free(struct api_backend *be, struct api_exec *x)
 {
+	struct fake_exec *f = (struct fake_exec *)x;
+
 	(void)be;
-	free(x);
+	pthread_join(f->t, NULL);
+	free(f);
 }
 
 static const struct api_ops fake_ops = {
