@@ -455,8 +455,11 @@ static void emu_run(struct api_backend *be, const char *id,
 	pthread_mutex_lock(&e->mu);
 	be->ops->exec_start(be, id, &req, &emu_cbs, e, &e->x);
 	e->starting = false;
+	/* Read before unlocking: once e->mu is released the exec may
+	 * finish on another thread and free e. */
+	bool inline_fail = e->inline_fail;
 	pthread_mutex_unlock(&e->mu);
-	if (e->inline_fail) {
+	if (inline_fail) {
 		emu_finish(e, e->fail_err, e->fail_msg);
 		api_exec_free(be, e->x);
 		emu_free(e);
