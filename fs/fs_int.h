@@ -294,6 +294,18 @@ void fs_pollers_free(struct fs_pollers **set);
 /* ---- small helpers (util.c) --------------------------------------------- */
 
 /* Log to stderr / syslog when daemonized. */
+/* A directory listed once at open: fi->fh owns a malloc'd fs_dir.  open
+ * replies with fs_dir_open_reply (frees d on error); the table slots are
+ * fs_dir_readdir / fs_dir_readdirplus / fs_dir_releasedir. */
+struct fs_dir;
+void fs_dir_open_reply(fuse_req_t req, struct fuse_file_info *fi,
+		       struct fs_dir *d, int err);
+void fs_dir_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi);
+void fs_dir_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi);
+void fs_dir_releasedir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi);
 void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fs_log_syslog(bool on);
 /* Synthetic directory listing: names with attributes, replied in slices

@@ -89,42 +89,9 @@ static void root_opendir(fuse_req_t req, fuse_ino_t ino,
 		err = fs_dir_add(d, sb->id, &st);
 	}
 	pthread_mutex_unlock(&fs->lock);
-	if (err) {
-		fs_dir_free(d);
-		free(d);
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fi->fh = (uintptr_t)d;
-	fuse_reply_open(req, fi);
+	fs_dir_open_reply(req, fi, d, err);
 }
 
-static void root_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-			 off_t off, struct fuse_file_info *fi)
-{
-	(void)ino;
-	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
-		     false);
-}
-
-static void root_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-			     off_t off, struct fuse_file_info *fi)
-{
-	(void)ino;
-	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
-		     true);
-}
-
-static void root_releasedir(fuse_req_t req, fuse_ino_t ino,
-			    struct fuse_file_info *fi)
-{
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	fs_dir_free(d);
-	free(d);
-	fuse_reply_err(req, 0);
-}
 
 /* ---- creating: shared by mkdir and ctl "new" ---------------------------- */
 
@@ -341,9 +308,9 @@ static void root_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 const struct fuse_lowlevel_ops fs_root_ops = {
 	.lookup = root_lookup,
 	.opendir = root_opendir,
-	.readdir = root_readdir,
-	.readdirplus = root_readdirplus,
-	.releasedir = root_releasedir,
+	.readdir = fs_dir_readdir,
+	.readdirplus = fs_dir_readdirplus,
+	.releasedir = fs_dir_releasedir,
 	.mkdir = root_mkdir,
 	.rmdir = root_rmdir,
 	.unlink = root_unlink,

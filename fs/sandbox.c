@@ -407,50 +407,17 @@ static void sb_opendir(fuse_req_t req, fuse_ino_t ino,
 		err = fs_dir_add(d, en->name, &st);
 	}
 	fs_sb_put(fs, sb);
-	if (err) {
-		fs_dir_free(d);
-		free(d);
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fi->fh = (uintptr_t)d;
-	fuse_reply_open(req, fi);
+	fs_dir_open_reply(req, fi, d, err);
 }
 
-static void sb_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
-{
-	(void)ino;
-	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
-		     false);
-}
-
-static void sb_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *fi)
-{
-	(void)ino;
-	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
-		     true);
-}
-
-static void sb_releasedir(fuse_req_t req, fuse_ino_t ino,
-			  struct fuse_file_info *fi)
-{
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	fs_dir_free(d);
-	free(d);
-	fuse_reply_err(req, 0);
-}
 
 const struct fuse_lowlevel_ops fs_sb_dir_ops = {
 	.lookup = sb_lookup,
 	.getattr = sb_getattr,
 	.opendir = sb_opendir,
-	.readdir = sb_readdir,
-	.readdirplus = sb_readdirplus,
-	.releasedir = sb_releasedir,
+	.readdir = fs_dir_readdir,
+	.readdirplus = fs_dir_readdirplus,
+	.releasedir = fs_dir_releasedir,
 };
 
 /* ---- NAME -> ID --------------------------------------------------------- */

@@ -291,3 +291,45 @@ bool fs_name_valid(const char *name)
 	}
 	return true;
 }
+
+/* ---- directories listed at open (fi->fh owns a malloc'd fs_dir) -------- */
+
+void fs_dir_open_reply(fuse_req_t req, struct fuse_file_info *fi,
+		       struct fs_dir *d, int err)
+{
+	if (err) {
+		fs_dir_free(d);
+		free(d);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+void fs_dir_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)ino;
+	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
+		     false);
+}
+
+void fs_dir_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fs_dir_reply(req, (struct fs_dir *)(uintptr_t)fi->fh, size, off,
+		     true);
+}
+
+void fs_dir_releasedir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fs_dir_free(d);
+	free(d);
+	fuse_reply_err(req, 0);
+}
