@@ -301,27 +301,15 @@ static void pd_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, 0);
 }
 
+/* The listing is taken once, at open (fs_dir_open_reply keeps it in
+ * fi->fh), so readdir calls page through one consistent snapshot. */
 static void pd_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
-{
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs_of(req), ino, &err);
-
-	if (!sb) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_sb_put(fs_of(req), sb);
-	fuse_reply_open(req, fi);
-}
-
-static void pd_list(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    bool plus)
 {
 	struct fs *fs = fs_of(req);
 	int err;
 	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-	struct fs_dir d = { 0 };
+	struct fs_dir *d;
 	struct stat st;
 	struct fs_jobs *t;
 
@@ -329,11 +317,17 @@ static void pd_list(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, -err);
 		return;
 	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fs_stat_node(fs, ino, &st);
-	err = fs_dir_add(&d, ".", &st);
+	err = fs_dir_add(d, ".", &st);
 	fs_stat_node(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0, 0),
 		     &st);
-	err = err ? err : fs_dir_add(&d, "..", &st);
+	err = err ? err : fs_dir_add(d, "..", &st);
 	t = jobs_get(sb, false);
 	fs_sb_put(fs, sb);
 	if (t) {
@@ -343,38 +337,12 @@ static void pd_list(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				continue;
 			fs_stat_node(fs, job_ino(t->slots[i], FS_K_JOB_DIR),
 				     &st);
-			err = fs_dir_add(&d, t->slots[i]->name, &st);
+			err = fs_dir_add(d, t->slots[i]->name, &st);
 		}
 		pthread_mutex_unlock(&t->lock);
 		jobs_put(t);
 	}
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fs_dir_reply(req, &d, size, off, plus);
-	fs_dir_free(&d);
-}
-
-static void pd_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
-{
-	(void)fi;
-	pd_list(req, ino, size, off, false);
-}
-
-static void pd_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *fi)
-{
-	(void)fi;
-	pd_list(req, ino, size, off, true);
-}
-
-static void any_releasedir(fuse_req_t req, fuse_ino_t ino,
-			   struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	fuse_reply_err(req, 0);
+	fs_dir_open_reply(req, fi, d, err);
 }
 
 const struct fuse_lowlevel_ops fs_proc_dir_ops = {
@@ -383,9 +351,9 @@ const struct fuse_lowlevel_ops fs_proc_dir_ops = {
 	.mkdir = pd_mkdir,
 	.rmdir = pd_rmdir,
 	.opendir = pd_opendir,
-	.readdir = pd_readdir,
-	.readdirplus = pd_readdirplus,
-	.releasedir = any_releasedir,
+	.readdir = fs_dir_readdir,
+	.readdirplus = fs_dir_readdirplus,
+	.releasedir = fs_dir_releasedir,
 };
 
 /* ---- NAME/proc/JOB/ ------------------------------------------------------ */
@@ -444,70 +412,46 @@ static void jd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, ino, 60.0);
 }
 
+/* The listing is taken once, at open (fs_dir_open_reply keeps it in
+ * fi->fh), so readdir calls page through one consistent snapshot. */
 static void jd_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
-{
-	int err;
-	struct fs_job *j = fs_job_get_ino(fs_of(req), ino, &err);
-
-	if (!j) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_job_put(j);
-	fuse_reply_open(req, fi);
-}
-
-static void jd_list(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    bool plus)
 {
 	struct fs *fs = fs_of(req);
 	int err;
 	struct fs_job *j = fs_job_get_ino(fs, ino, &err);
-	struct fs_dir d = { 0 };
+	struct fs_dir *d;
 	struct stat st;
 
 	if (!j) {
 		fuse_reply_err(req, -err);
 		return;
 	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fs_job_put(j);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fs_stat_node(fs, ino, &st);
-	err = fs_dir_add(&d, ".", &st);
+	err = fs_dir_add(d, ".", &st);
 	fs_stat_node(fs,
 		     fs_ino_make(FS_K_PROC_DIR, j->sb_slot, j->sb_gen, 0, 0),
 		     &st);
-	err = err ? err : fs_dir_add(&d, "..", &st);
+	err = err ? err : fs_dir_add(d, "..", &st);
 	for (size_t i = 0; i < NJOB_FILES && !err; i++) {
 		fs_stat_node(fs, job_ino(j, job_files[i].kind), &st);
-		err = fs_dir_add(&d, job_files[i].name, &st);
+		err = fs_dir_add(d, job_files[i].name, &st);
 	}
 	fs_job_put(j);
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fs_dir_reply(req, &d, size, off, plus);
-	fs_dir_free(&d);
-}
-
-static void jd_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
-{
-	(void)fi;
-	jd_list(req, ino, size, off, false);
-}
-
-static void jd_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *fi)
-{
-	(void)fi;
-	jd_list(req, ino, size, off, true);
+	fs_dir_open_reply(req, fi, d, err);
 }
 
 const struct fuse_lowlevel_ops fs_job_dir_ops = {
 	.getattr = jd_getattr,
 	.lookup = jd_lookup,
 	.opendir = jd_opendir,
-	.readdir = jd_readdir,
-	.readdirplus = jd_readdirplus,
-	.releasedir = any_releasedir,
+	.readdir = fs_dir_readdir,
+	.readdirplus = fs_dir_readdirplus,
+	.releasedir = fs_dir_releasedir,
 };
