@@ -19,19 +19,24 @@ source=${SBXFS_SOURCE:-local}
 # Build: meson, ninja, pkg-config, gcc + the libraries sbxfs links.
 # Run: fuse3 (fusermount3, /dev/fuse).  Tests: criterion, and the tools
 # the tests drive (diff, tar, mount/umount; curl, jq and python3 for the
-# sbxfs-server wire tests).
+# sbxfs-server wire tests; libnghttp2 + protobuf-c for its gRPC side and
+# the cwsandbox backend; node + npm for the gRPC wire tests' client).
 deps=(
 	meson ninja-build pkg-config gcc libc6-dev
 	libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev libwebsockets-dev
 	libcriterion-dev
 	coreutils diffutils tar mount util-linux procps curl ca-certificates
 	jq python3
+	libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nodejs
 )
 
 install_deps() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
 	apt-get install -y -o Dpkg::Options::=--force-confold "${deps[@]}"
+	# Debian's nodejs comes without npm (a NodeSource nodejs has it)
+	command -v npm >/dev/null ||
+		apt-get install -y -o Dpkg::Options::=--force-confold npm
 }
 
 if [ "$(id -u)" != 0 ]; then
