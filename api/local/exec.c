@@ -38,6 +38,7 @@
  */
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -95,6 +96,8 @@ enum {
 	ST_CAPS,
 	ST_CWD,
 	ST_EXEC,
+	ST_SETUID,
+	ST_SECCOMP,
 };
 
 struct st_rec {
@@ -214,7 +217,9 @@ struct spawn {
 	int pidfd;	/* sandbox init */
 	int nsflags;
 	int rootfd;	/* /proc/PID/root of the init */
-	int cgfd;	/* cgroup.procs of the sandbox, or -1 */
+	int cgfd[LOCAL_CG_FDS]; /* cgroup.procs of the sandbox's cgroups */
+	int ncg;
+	bool userns;	/* the init has a user namespace of its own */
 	int stdio[3];	/* child ends */
 	int stw;	/* status pipe, write end */
 	bool tty;
@@ -311,7 +316,7 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 {
 	struct sigaction sa;
 	sigset_t all;
-	int i, hi[5], st = sp->stw;
+	int i, hi[4], st = sp->stw;
 
 	/* Until execve our memory is sbxfs's: nothing in the sandbox may
 	 * read it through /proc or ptrace. */
@@ -331,30 +336,39 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	hi[1] = fd_high(sp->stdio[1]);
 	hi[2] = fd_high(sp->stdio[2]);
 	hi[3] = fd_high(st);
-	hi[4] = fd_high(sp->cgfd);
-	if (hi[0] < 0 || hi[1] < 0 || hi[2] < 0 || hi[3] < 0 ||
-	    (sp->cgfd >= 0 && hi[4] < 0))
+	if (hi[0] < 0 || hi[1] < 0 || hi[2] < 0 || hi[3] < 0)
 		child_fail(st, ST_FDS, errno);
 	st = hi[3];
-	for (i = 0; i < 5; i++) {
-		if (hi[i] >= 0 && dup2(hi[i], i) < 0)
+	/* join the sandbox's cgroups (pause, destroy and the limits reach
+	 * us); the descriptors were opened on the host, so the kernel checks
+	 * the move against the host's cgroup namespace */
+	for (i = 0; i < sp->ncg; i++)
+		if (write(sp->cgfd[i], "0", 1) != 1)
+			child_fail(st, ST_CGROUP, errno);
+	for (i = 0; i < 4; i++) {
+		if (dup2(hi[i], i) < 0)
 			child_fail(st, ST_FDS, errno);
 	}
 	st = 3;
 	if (fcntl(st, F_SETFD, FD_CLOEXEC) < 0)
 		child_fail(st, ST_FDS, errno);
-	syscall(SYS_close_range, sp->cgfd >= 0 ? 5 : 4, ~0U, 0);
-	if (sp->cgfd >= 0) {
-		if (write(4, "0", 1) != 1)
-			child_fail(st, ST_CGROUP, errno);
-		close(4);
-	}
+	syscall(SYS_close_range, 4, ~0U, 0);
+	/* root of the sandbox's user namespace (host ID: its base); setns
+	 * gave us its capabilities but kept our host IDs */
+	if (sp->userns && (setresgid(0, 0, 0) || setgroups(0, NULL) ||
+			   setresuid(0, 0, 0)))
+		child_fail(st, ST_SETUID, errno);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (sp->tty && ioctl(0, TIOCSCTTY, 0) < 0)
 		child_fail(st, ST_TTY, errno);
-	/* the same capabilities as the sandbox's PID 1 (caps.c) */
+	/* the same capabilities and system-call filter as the sandbox's
+	 * PID 1 (caps.c, seccomp.c) */
 	i = local_caps_restrict();
 	if (i < 0)
 		child_fail(st, ST_CAPS, -i);
+	i = local_seccomp_apply();
+	if (i < 0)
+		child_fail(st, ST_SECCOMP, -i);
 	if (sp->cwd) {
 		if (chdir(sp->cwd) < 0)
 			child_fail(st, ST_CWD, errno);
@@ -563,9 +577,9 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 		 pid_t ipid, const struct api_exec_req *req, char *msg,
 		 size_t mlen)
 {
-	struct spawn sp = { .pidfd = -1, .rootfd = -1, .cgfd = -1,
+	struct spawn sp = { .pidfd = -1, .rootfd = -1,
 			    .stdio = { -1, -1, -1 }, .stw = -1 };
-	char path[PATH_MAX], cg[PATH_MAX];
+	char path[PATH_MAX];
 	char **env = NULL;
 	const char **shargv = NULL;
 	struct st_rec rec;
@@ -610,24 +624,20 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	}
 	sp.nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
 		     CLONE_NEWUTS | CLONE_NEWNET;
-	if (!same_ns(ipid, "user"))
+	if (!same_ns(ipid, "user")) {
 		sp.nsflags |= CLONE_NEWUSER;
+		sp.userns = true;
+	}
 	if (!same_ns(ipid, "cgroup"))
 		sp.nsflags |= CLONE_NEWCGROUP;
 
-	r = local_sb_cgroup(l, id, cg, sizeof(cg));
-	if (r == 0) {
-		if (snprintf(path, sizeof(path), "%s/cgroup.procs", cg) >=
-		    (int)sizeof(path)) {
-			r = -ENAMETOOLONG;
-		} else {
-			sp.cgfd = open(path, O_WRONLY | O_CLOEXEC);
-			if (sp.cgfd < 0)
-				r = -errno;
-		}
+	r = local_sb_cgroup_fds(l, id, sp.cgfd, LOCAL_CG_FDS);
+	if (r >= 0) {
+		sp.ncg = r;
+		r = 0;
 	}
 	if (r) {
-		snprintf(msg, mlen, "cannot open the sandbox's cgroup: %s",
+		snprintf(msg, mlen, "cannot open the sandbox's cgroups: %s",
 			 strerror(-r));
 		goto out;
 	}
@@ -688,7 +698,8 @@ out:
 	stdio_close(&sp);
 	closefd(&sp.pidfd);
 	closefd(&sp.rootfd);
-	closefd(&sp.cgfd);
+	for (i = 0; i < (size_t)sp.ncg; i++)
+		closefd(&sp.cgfd[i]);
 	free(env);
 	free(shargv);
 	return r;

@@ -34,8 +34,31 @@ struct api_file {
 
 struct fop {
 	int rootfd;
+	unsigned base; /* host ID of root inside (owner of "/"), 0: none */
 	char msg[512];
 };
+
+/* Owners as the sandbox sees them: host IDs base..base+65535 are 0..65535
+ * inside; anything else (never made by the sandbox) shows as nobody. */
+static void f_unmap(const struct fop *op, struct stat *st)
+{
+	if (!op->base)
+		return;
+	st->st_uid = st->st_uid - op->base < LOCAL_ID_RANGE
+			     ? st->st_uid - op->base
+			     : 65534;
+	st->st_gid = st->st_gid - op->base < LOCAL_ID_RANGE
+			     ? st->st_gid - op->base
+			     : 65534;
+}
+
+/* An object we just made from the host belongs to root inside. */
+static void f_own(const struct fop *op, int dirfd, const char *name)
+{
+	if (op->base)
+		fchownat(dirfd, name, op->base, op->base,
+			 AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH));
+}
 
 /* Root descriptor of sandbox `id`; mounts the overlay if it is missing
  * (after a reboot) so a write never lands in the bare mount point. */
@@ -61,7 +84,13 @@ static int f_root(struct api_backend *be, const char *id, struct fop *op)
 			return err;
 		}
 		if (fstatfs(fd, &sf) == 0 && sf.f_type == F_OVERLAY_MAGIC) {
+			struct stat st;
 			op->rootfd = fd;
+			/* "/" belongs to the sandbox's root (sandbox.c) */
+			op->base = fstat(fd, &st) == 0 && st.st_uid >=
+						   LOCAL_ID_FIRST
+					   ? st.st_uid
+					   : 0;
 			return 0;
 		}
 		close(fd);
@@ -174,6 +203,8 @@ void local_file_stat(struct api_backend *be, const char *id,
 		} else {
 			if (fstat(fd, &st))
 				err = -errno;
+			else
+				f_unmap(&op, &st);
 			close(fd);
 		}
 	}
@@ -235,6 +266,7 @@ void local_file_readdir(struct api_backend *be, const char *id,
 		if (fstatat(dirfd(d), de->d_name, &e->st,
 			    AT_SYMLINK_NOFOLLOW))
 			continue; /* vanished meanwhile */
+		f_unmap(&op, &e->st);
 		e->name = strdup(de->d_name);
 		if (!e->name) {
 			err = -ENOMEM;
@@ -281,6 +313,9 @@ void local_file_open(struct api_backend *be, const char *id,
 		err = -errno;
 		goto out;
 	}
+	/* made just now by us (the sandbox never owns host uid 0) */
+	if ((flags & O_CREAT) && op.base && st.st_uid == 0)
+		f_own(&op, fd, "");
 	if (S_ISDIR(st.st_mode)) {
 		err = -EISDIR;
 		goto out;
@@ -436,6 +471,8 @@ static void f_nsop(struct api_backend *be, const char *id, const char *path,
 	}
 	if (r)
 		err = -errno;
+	else if (kind == F_MKDIR || kind == F_SYMLINK)
+		f_own(&op, pfd, name);
 	close(pfd);
 out:
 	f_done(&op);
@@ -594,6 +631,19 @@ void local_file_setattr(struct api_backend *be, const char *id,
 	if (sa->mask & (API_SET_UID | API_SET_GID)) {
 		uid_t u = (sa->mask & API_SET_UID) ? sa->uid : (uid_t)-1;
 		gid_t g = (sa->mask & API_SET_GID) ? sa->gid : (gid_t)-1;
+		/* owners as the sandbox knows them: into its ID range */
+		if (op.base && ((u != (uid_t)-1 && u >= LOCAL_ID_RANGE) ||
+				(g != (gid_t)-1 && g >= LOCAL_ID_RANGE))) {
+			err = -EINVAL;
+			snprintf(op.msg, sizeof(op.msg), "chown %.300s: IDs "
+				 "inside a sandbox are below %u", path,
+				 LOCAL_ID_RANGE);
+			goto out;
+		}
+		if (op.base && u != (uid_t)-1)
+			u += op.base;
+		if (op.base && g != (gid_t)-1)
+			g += op.base;
 		if (fchownat(fd, "", u, g, AT_EMPTY_PATH)) {
 			err = -errno;
 			goto out;

@@ -1,5 +1,6 @@
 /* local.c - the local runtime backend: ops table, init/free, worker pool. */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,7 +15,15 @@
 #include "api/local/local_core.h"
 
 #define LOCAL_DEFAULT_DATADIR "/var/lib/sbxfs"
-#define LOCAL_FREEZER "/sys/fs/cgroup/freezer"
+
+struct local_conf {
+	char *image;
+};
+
+static const struct fuse_opt local_opts[] = {
+	{"image=%s", offsetof(struct local_conf, image), 0},
+	FUSE_OPT_END,
+};
 
 struct local_work {
 	struct local_work *next;
@@ -188,11 +197,21 @@ static int local_init(struct api_backend *be, const char *arg,
 		      struct fuse_args *args)
 {
 	struct local *l;
-	char sub[PATH_MAX + 32];
+	struct local_conf conf = {NULL};
+	char sub[PATH_MAX + 32], msg[512];
 	const char *dir = arg ? arg : LOCAL_DEFAULT_DATADIR;
 	int err;
 
-	(void)args; /* the local runtime has no -o options of its own */
+	if (args && fuse_opt_parse(args, &conf, local_opts, NULL) == -1)
+		return -EINVAL;
+	if (conf.image && (conf.image[0] != '/' ||
+			   strlen(conf.image) >= sizeof(l->image) - 8 ||
+			   strpbrk(conf.image, ",:\\\n"))) {
+		fprintf(stderr, "sbxfs: image=%s: want an absolute path "
+			"without ',', ':', '\\' or newlines\n", conf.image);
+		free(conf.image);
+		return -EINVAL;
+	}
 	if (dir[0] != '/') {
 		fprintf(stderr, "sbxfs: local data dir '%s' must be an "
 			"absolute path\n", dir);
@@ -205,9 +224,14 @@ static int local_init(struct api_backend *be, const char *arg,
 		return -EINVAL;
 	}
 	l = calloc(1, sizeof(*l));
-	if (!l)
+	if (!l) {
+		free(conf.image);
 		return -ENOMEM;
+	}
 	l->be = be;
+	if (conf.image)
+		snprintf(l->image, sizeof(l->image), "%s", conf.image);
+	free(conf.image);
 	err = local_mkdir_p(dir, 0700);
 	if (err) {
 		fprintf(stderr, "sbxfs: cannot create data dir %s: %s\n", dir,
@@ -235,17 +259,16 @@ static int local_init(struct api_backend *be, const char *arg,
 	}
 	snprintf(l->hash, sizeof(l->hash), "%016llx",
 		 (unsigned long long)local_hash(l->datadir));
-	snprintf(l->cgroup_base, sizeof(l->cgroup_base), "%s/sbxfs",
-		 LOCAL_FREEZER);
-	if (mkdir(l->cgroup_base, 0755) && errno != EEXIST) {
-		err = -errno;
-		fprintf(stderr, "sbxfs: the local runtime needs the cgroup v1 "
-			"freezer (%s): %s\n", l->cgroup_base,
-			strerror(errno));
+	err = local_cg_init(l, msg, sizeof(msg));
+	if (!err)
+		err = local_seccomp_init(msg, sizeof(msg));
+	if (err) {
+		fprintf(stderr, "sbxfs: %s\n", msg);
 		free(l);
 		return err;
 	}
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->id_lock, NULL);
 	pthread_mutex_init(&l->mount_lock, NULL);
 	pthread_cond_init(&l->cond, NULL);
 	be->priv = l;
@@ -276,6 +299,7 @@ fail:
 		pthread_join(l->workers[i], NULL);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->mount_lock);
+	pthread_mutex_destroy(&l->id_lock);
 	pthread_cond_destroy(&l->cond);
 	free(l);
 	be->priv = NULL;
@@ -299,6 +323,7 @@ static void local_free(struct api_backend *be)
 		pthread_join(l->workers[i], NULL);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->mount_lock);
+	pthread_mutex_destroy(&l->id_lock);
 	pthread_cond_destroy(&l->cond);
 	free(l);
 	be->priv = NULL;
@@ -314,7 +339,12 @@ const struct api_ops api_local_ops = {
 		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE,
 	.help = "    SOURCE local:DIR       data directory "
 		"(default " LOCAL_DEFAULT_DATADIR ")\n"
-		"    create settings        template=SNAP  network=host|none\n",
+		"    -o image=DIR           root image of new sandboxes (default "
+		"DATADIR/images/debian-12, else\n"
+		"                           " LOCAL_DEFAULT_DATADIR
+		"/images/debian-12; build it with sbxfs-mkimage)\n"
+		"    create settings        template=SNAP  network=none|host  "
+		"cpus=N  memory=SIZE  pids=N\n",
 	.init = local_init,
 	.free = local_free,
 	.sb_list = local_sb_list,

@@ -12,12 +12,33 @@
 #define LOCAL_NWORKERS 3
 #define LOCAL_MAX_BUSY 64
 
+/* Host IDs of a sandbox's user namespace: 0..LOCAL_ID_RANGE-1 inside are
+ * base..base+LOCAL_ID_RANGE-1 outside; bases are LOCAL_ID_FIRST plus a
+ * multiple of the range (idmap.c). */
+#define LOCAL_ID_RANGE 65536u
+#define LOCAL_ID_FIRST 0x10000000u
+#define LOCAL_ID_SLOTS 60000u
+
+/* cgroup v1 controllers, in this order (cgroup.c); v2 has one tree. */
+enum { LOCAL_CG_FREEZER, LOCAL_CG_MEMORY, LOCAL_CG_PIDS, LOCAL_CG_CPU,
+       LOCAL_CG_MAX };
+
+/* Resource limits of one sandbox (new NAME cpus= memory= pids=). */
+struct local_limits {
+	double cpus;	  /* CPU time in CPUs; 0: no limit */
+	long long memory; /* bytes */
+	long pids;	  /* processes and threads */
+};
+
 struct local_work;
 
 struct local {
 	struct api_backend *be;
 	char datadir[1024];	   /* absolute, no trailing slash */
-	char cgroup_base[256]; /* freezer dir holding our sandboxes */
+	bool cg_v2;			/* unified cgroup tree */
+	bool cg_ctrl[LOCAL_CG_MAX];	/* v1: controller hierarchy usable */
+	char image[1024]; /* -o image=DIR, or "" for the default search */
+	pthread_mutex_t id_lock; /* allocation of user-namespace ranges */
 	char hash[17]; /* of datadir: cgroup names per datadir */
 
 	pthread_mutex_t lock; /* (L): queue, busy set */
@@ -45,6 +66,31 @@ void local_busy_release(struct local *l, const char *name);
 bool local_busy(struct local *l, const char *name);
 /* True while `name` is being created. */
 bool local_busy_creating(struct local *l, const char *name);
+
+/* cgroup.c */
+int local_cg_init(struct local *l, char *msg, size_t msglen);
+long long local_cg_host_memory(void);
+int local_cg_create(struct local *l, const char *name,
+		    const struct local_limits *lim, char *msg, size_t msglen);
+/* Open cgroup.procs of every controller of the sandbox (write "0" to
+ * join); returns how many (<= max) or -errno. */
+int local_cg_procs_open(struct local *l, const char *name, int *fds,
+			int max);
+int local_cg_freeze(struct local *l, const char *name, bool frozen);
+/* "THAWED", "FREEZING" or "FROZEN" */
+int local_cg_state(struct local *l, const char *name, char *st, size_t len);
+/* PIDs (host) of the sandbox's processes; how many. */
+int local_cg_pids(struct local *l, const char *name, pid_t *pids, int max);
+void local_cg_remove(struct local *l, const char *name);
+void local_cg_usage(struct local *l, const char *name, long long *mem,
+		    long *pids);
+
+/* idmap.c */
+int local_userns_map(pid_t pid, unsigned base);
+int local_userns_fd(unsigned base);
+int local_idmap_mount(const char *src, const char *dst, unsigned base,
+		      char *msg, size_t msglen);
+int local_id_shift(const char *dir, unsigned from, unsigned to);
 
 /* sandbox.c */
 /* [A-Za-z0-9._-]{1,63}, not "." / "..", not "ctl".  0 or -EINVAL. */

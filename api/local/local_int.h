@@ -31,9 +31,18 @@ int local_sb_root(struct local *l, const char *id, char *buf, size_t len);
 int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
 		      char *msg, size_t msglen);
 
-/* Freezer cgroup directory of the sandbox (exec'd processes join it so
- * pause freezes them too and destroy kills them). */
-int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len);
+/* Open cgroup.procs of every cgroup of the sandbox (exec'd processes
+ * join them: pause freezes them too, destroy kills them, limits hold);
+ * returns how many descriptors (<= max) or -errno. */
+int local_sb_cgroup_fds(struct local *l, const char *id, int *fds, int max);
+#define LOCAL_CG_FDS 4
+
+/* seccomp.c: the filter of every sandbox process, built once at init;
+ * apply (raw syscalls only) in a forked child right before sandbox code
+ * runs.  0/-errno. */
+int local_seccomp_init(char *msg, size_t msglen);
+void local_seccomp_fini(void);
+int local_seccomp_apply(void);
 
 /* caps.c: lower the capabilities of the calling process to the set a
  * sandboxed process keeps (call in a forked child, right before it runs

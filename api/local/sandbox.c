@@ -13,6 +13,8 @@
  * freezer, never trusted from the file.
  */
 #include <dirent.h>
+#include <grp.h>
+#include <linux/mount.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -45,6 +47,9 @@
 #define SB_META_MAX 65536
 #define SB_OVERLAY_MAGIC 0x794c7630
 #define SB_DEFAULT_GRACE 5.0
+#define LOCAL_DEFAULT_DATADIR "/var/lib/sbxfs"
+#define LOCAL_IMAGE_NAME "debian-12"
+#define LOCAL_DEFAULT_PIDS 4096
 
 extern char **environ;
 
@@ -59,6 +64,10 @@ struct sb_meta {
 	bool net_host;		      /* share the host's network */
 	char state[16];		      /* last requested: running/stopped/
 					 creating/failed */
+	unsigned uid_base; /* host ID of root inside; 0: made before user
+			      namespaces (legacy, never started again) */
+	char image[1024];  /* root image (lower layer) */
+	struct local_limits lim;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -109,11 +118,6 @@ static void tpl_dir(struct local *l, const char *name, const char *sub,
 		 sub ? "/" : "", sub ? sub : "");
 }
 
-static void cg_dir(struct local *l, const char *name, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/%.16s-%s", l->cgroup_base, l->hash, name);
-}
-
 static int read_small(const char *path, char *buf, size_t cap)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -139,18 +143,6 @@ static int read_small(const char *path, char *buf, size_t cap)
 	return (int)n;
 }
 
-static int write_str(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	int err = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, s, strlen(s)) < 0)
-		err = -errno;
-	close(fd);
-	return err;
-}
 
 /* ---- meta.json ---------------------------------------------------------- */
 
@@ -216,6 +208,14 @@ static int meta_read(struct local *l, const char *name, struct sb_meta *m)
 	m->pid = (pid_t)json_num(o, "pid");
 	m->starttime = (unsigned long long)json_num(o, "starttime");
 	m->net_host = cJSON_IsTrue(cJSON_GetObjectItem(o, "net_host"));
+	m->uid_base = (unsigned)json_num(o, "uid_base");
+	json_str(o, "image", m->image, sizeof(m->image));
+	{
+		const cJSON *lim = cJSON_GetObjectItemCaseSensitive(o, "limits");
+		m->lim.cpus = json_num(lim, "cpus");
+		m->lim.memory = (long long)json_num(lim, "memory");
+		m->lim.pids = (long)json_num(lim, "pids");
+	}
 	err = json_layers(o, m->layers, &m->nlayers);
 	cJSON_Delete(o);
 	return err;
@@ -236,6 +236,12 @@ static cJSON *meta_json(struct local *l, const struct sb_meta *m)
 	cJSON_AddNumberToObject(o, "starttime", (double)m->starttime);
 	cJSON_AddBoolToObject(o, "net_host", m->net_host);
 	cJSON_AddStringToObject(o, "state", m->state);
+	cJSON_AddNumberToObject(o, "uid_base", m->uid_base);
+	cJSON_AddStringToObject(o, "image", m->image);
+	cJSON *lim = cJSON_AddObjectToObject(o, "limits");
+	cJSON_AddNumberToObject(lim, "cpus", m->lim.cpus);
+	cJSON_AddNumberToObject(lim, "memory", (double)m->lim.memory);
+	cJSON_AddNumberToObject(lim, "pids", (double)m->lim.pids);
 	sb_dir(l, m->name, "root", root, sizeof(root));
 	cJSON_AddStringToObject(o, "root", root);
 	return o;
@@ -324,57 +330,33 @@ static bool init_alive(const struct sb_meta *m)
 	return st && st == m->starttime;
 }
 
-static int cg_file(struct local *l, const char *name, const char *file,
-		   char *buf, size_t len)
-{
-	char dir[512];
-
-	cg_dir(l, name, dir, sizeof(dir));
-	if ((size_t)snprintf(buf, len, "%s/%s", dir, file) >= len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int cg_freezer_state(struct local *l, const char *name, char *st,
 			    size_t len)
 {
-	char path[PATH_MAX];
-	int n;
-
-	cg_file(l, name, "freezer.state", path, sizeof(path));
-	n = read_small(path, st, len);
-	if (n < 0)
-		return n;
-	st[strcspn(st, "\n")] = '\0';
-	return 0;
+	return local_cg_state(l, name, st, len);
 }
 
 static int cg_set(struct local *l, const char *name, const char *state)
 {
-	char path[PATH_MAX];
-
-	cg_file(l, name, "freezer.state", path, sizeof(path));
-	return write_str(path, state);
+	return local_cg_freeze(l, name, !strcmp(state, "FROZEN"));
 }
+
+#define CG_PIDS_MAX 65536
 
 /* Send sig to every process in the sandbox's cgroup; returns how many. */
 static int cg_kill(struct local *l, const char *name, int sig)
 {
-	char path[PATH_MAX];
-	FILE *f;
-	int n = 0;
-	long pid;
+	pid_t *pids = malloc(CG_PIDS_MAX * sizeof(pid_t));
+	int n, k = 0;
 
-	cg_file(l, name, "cgroup.procs", path, sizeof(path));
-	f = fopen(path, "re");
-	if (!f)
+	if (!pids)
 		return 0;
-	while (fscanf(f, "%ld", &pid) == 1) {
-		if (pid > 1 && kill((pid_t)pid, sig) == 0)
-			n++;
-	}
-	fclose(f);
-	return n;
+	n = local_cg_pids(l, name, pids, CG_PIDS_MAX);
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 1 && kill(pids[i], sig) == 0)
+			k++;
+	free(pids);
+	return k;
 }
 
 /* No live process left in the sandbox's cgroup.  Zombies count as gone:
@@ -382,19 +364,17 @@ static int cg_kill(struct local *l, const char *name, int sig)
  * seconds to reap it, and a zombie holds nothing but its PID. */
 static bool cg_empty(struct local *l, const char *name)
 {
-	char path[PATH_MAX];
-	FILE *f;
-	long pid;
+	pid_t *pids = malloc(CG_PIDS_MAX * sizeof(pid_t));
 	bool empty = true;
+	int n;
 
-	cg_file(l, name, "cgroup.procs", path, sizeof(path));
-	f = fopen(path, "re");
-	if (!f)
-		return true;
-	while (empty && fscanf(f, "%ld", &pid) == 1)
-		if (proc_starttime((pid_t)pid) != 0)
+	if (!pids)
+		return false;
+	n = local_cg_pids(l, name, pids, CG_PIDS_MAX);
+	for (int i = 0; empty && i < n; i++)
+		if (proc_starttime(pids[i]) != 0)
 			empty = false;
-	fclose(f);
+	free(pids);
 	return empty;
 }
 
@@ -560,7 +540,7 @@ int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
 	}
 }
 
-int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len)
+int local_sb_cgroup_fds(struct local *l, const char *id, int *fds, int max)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -570,8 +550,7 @@ int local_sb_cgroup(struct local *l, const char *id, char *buf, size_t len)
 	sb_dir(l, id, "meta.json", path, sizeof(path));
 	if (stat(path, &st))
 		return -ENOENT;
-	cg_dir(l, id, buf, len);
-	return 0;
+	return local_cg_procs_open(l, id, fds, max);
 }
 
 /* ---- running tools ------------------------------------------------------ */
@@ -676,6 +655,7 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 			   char *msg, size_t msglen)
 {
 	char root[PATH_MAX], upper[PATH_MAX], work[PATH_MAX];
+	char lower[PATH_MAX], img[PATH_MAX + 8];
 	char *opts;
 	size_t cap = 8192, n = 0;
 	int err = 0;
@@ -685,21 +665,43 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 		return 0;
 	sb_dir(l, m->name, "upper", upper, sizeof(upper));
 	sb_dir(l, m->name, "work", work, sizeof(work));
+	sb_dir(l, m->name, "lower", lower, sizeof(lower));
+	if (m->uid_base) {
+		/* The image, read-only and idmapped so that its uid 0 is the
+		 * sandbox's root (idmap.c).  The overlay keeps its own
+		 * reference to the layer: the mount on `lower` is detached
+		 * again right after, so the host's mount table shows one
+		 * mount per sandbox. */
+		snprintf(img, sizeof(img), "%s/root", m->image);
+		if (mkdir(lower, 0700) && errno != EEXIST) {
+			err = -errno;
+			snprintf(msg, msglen, "cannot create %.256s: %s", lower,
+				 strerror(errno));
+			return err;
+		}
+		umount2(lower, MNT_DETACH); /* a leftover of a crash */
+		err = local_idmap_mount(img, lower, m->uid_base, msg, msglen);
+		if (err)
+			return err;
+	} else {
+		/* made by an sbxfs before user namespaces: its lower layer
+		 * was the host's /; mounted for file access only (such a
+		 * sandbox is never started again) */
+		snprintf(lower, sizeof(lower), "/");
+	}
 	opts = malloc(cap);
 	if (!opts)
 		return -ENOMEM;
-	/* Only the host's / below: overlayfs refuses a lower layer nested
-	 * inside another lower layer (ELOOP), and DATADIR/templates lies
-	 * inside /.  So a template is copied into the upper layer at create
-	 * time instead of being stacked (see create_work). */
-	n += snprintf(opts + n, cap - n, "lowerdir=/,upperdir=%s,workdir=%s",
-		      upper, work);
+	/* One lower layer: a template is copied into the upper layer at
+	 * create time instead of being stacked (see create_work). */
+	n += snprintf(opts + n, cap - n, "lowerdir=%s,upperdir=%s,workdir=%s",
+		      lower, upper, work);
 	if (n >= cap) {
 		snprintf(msg, msglen, "sandbox paths too long");
 		free(opts);
 		return -E2BIG;
 	}
-	if (mount("overlay", root, "overlay", MS_NOATIME, opts)) {
+	if (mount("overlay", root, "overlay", MS_NOATIME | MS_NODEV, opts)) {
 		err = -errno;
 		if (err == -EPERM)
 			snprintf(msg, msglen, "cannot mount the sandbox root: "
@@ -708,6 +710,8 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 			snprintf(msg, msglen, "cannot mount the overlay root "
 				 "of '%s': %s", m->name, strerror(-err));
 	}
+	if (m->uid_base)
+		umount2(lower, MNT_DETACH);
 	free(opts);
 	return err;
 }
@@ -753,8 +757,9 @@ static void sb_umount(struct local *l, const char *name)
 
 struct launch {
 	char root[PATH_MAX];
-	char cgprocs[PATH_MAX];
-	const char *hide; /* data dir, relative to the sandbox root */
+	int cgfds[LOCAL_CG_FDS]; /* cgroup.procs of each controller */
+	int ncg;
+	int gofd;		 /* read end: the parent mapped our IDs */
 	char hostname[64];
 	int nsflags;
 };
@@ -773,15 +778,21 @@ enum {
 	STEP_BIND,
 	STEP_PROC,
 	STEP_DEV,
-	STEP_HIDE,
+	STEP_MASK,
 	STEP_PIVOT,
 	STEP_HOSTNAME,
+	STEP_USERNS,	/* not an error: "map my IDs now" */
+	STEP_SETUID,
+	STEP_CAPS,
+	STEP_SECCOMP,
+	STEP_LAST = STEP_SECCOMP,
 };
 
 static const char *const step_names[] = {
 	"?", "join cgroup", "unshare", "fork", "make mounts private",
-	"bind root", "mount /proc", "set up /dev", "hide data dir",
-	"pivot_root", "sethostname",
+	"bind root", "mount /proc", "set up /dev", "mask /proc and /sys",
+	"pivot_root", "sethostname", "user namespace", "become root inside",
+	"lower capabilities", "load the seccomp filter",
 };
 
 /* Everything below runs in a forked child of a threaded process: only
@@ -1011,6 +1022,69 @@ static void __attribute__((noreturn)) init_loop(void)
 	}
 }
 
+/* Read-only bind of rel onto itself (a /proc directory or file). */
+static int ro_bind(int rootfd, const char *rel)
+{
+	char t[32];
+	int fd = at_root(rootfd, rel, t);
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (mount(t, t, NULL, MS_BIND | MS_REC, NULL)) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	fd = at_root(rootfd, rel, t); /* now the new mount on top */
+	if (fd < 0)
+		return -1;
+	if (mount(NULL, t, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY |
+		  MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Hide rel: /dev/null over a file, an empty read-only tmpfs over a
+ * directory (what runc calls maskedPaths). */
+static int mask(int rootfd, const char *rel)
+{
+	char t[32], n[32];
+	struct stat st;
+	int fd = at_root(rootfd, rel, t), nfd, r;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (fstat(fd, &st)) {
+		close(fd);
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		r = mount("tmpfs", t, "tmpfs", MS_RDONLY | MS_NOSUID |
+			  MS_NODEV | MS_NOEXEC, "size=4k,mode=555");
+	} else {
+		nfd = at_root(rootfd, "dev/null", n);
+		r = nfd < 0 ? -1 : mount(n, t, NULL, MS_BIND, NULL);
+		if (nfd >= 0)
+			close(nfd);
+	}
+	close(fd);
+	return r ? -1 : 0;
+}
+
+static const char *const ro_paths[] = {
+	"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs",
+	"proc/asound",
+};
+static const char *const masked_paths[] = {
+	"proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
+	"proc/latency_stats", "proc/timer_stats", "proc/acpi", "proc/scsi",
+	"proc/kallsyms", "sys/firmware", "sys/devices/virtual/powercap",
+	"sys/kernel/security", "sys/kernel/debug",
+};
+
 static void __attribute__((noreturn)) init_main(const struct launch *ln,
 						int wfd)
 {
@@ -1029,10 +1103,19 @@ static void __attribute__((noreturn)) init_main(const struct launch *ln,
 			signal(sig, SIG_IGN);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
 		child_fail(wfd, -errno, STEP_PRIVATE);
-	if (mount(ln->root, ln->root, NULL, MS_BIND | MS_REC, NULL))
-		child_fail(wfd, -errno, STEP_BIND);
-	rootfd = open(ln->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	/* Our cwd is the overlay root (entered before the namespaces were
+	 * made; its path is not reachable by the sandbox's root).  In a
+	 * mount namespace of a new user namespace the copied mounts are
+	 * locked, and pivot_root refuses a locked root: put an unlocked
+	 * clone of it on top and step into that. */
+	rootfd = (int)syscall(SYS_open_tree, AT_FDCWD, ".",
+			      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+				      AT_RECURSIVE);
 	if (rootfd < 0)
+		child_fail(wfd, -errno, STEP_BIND);
+	if (syscall(SYS_move_mount, rootfd, "", AT_FDCWD, ".",
+		    MOVE_MOUNT_F_EMPTY_PATH) ||
+	    fchdir(rootfd))
 		child_fail(wfd, -errno, STEP_BIND);
 	fd = at_root(rootfd, "proc", t);
 	if (fd < 0 || mount("proc", t, "proc", MS_NOSUID | MS_NODEV |
@@ -1041,24 +1124,23 @@ static void __attribute__((noreturn)) init_main(const struct launch *ln,
 	close(fd);
 	fd = at_root(rootfd, "sys", t);
 	if (fd >= 0) {
-		/* best effort: tools peek at /sys, nothing depends on it */
+		/* best effort: tools peek at /sys, nothing depends on it
+		 * (a sandbox sharing the host's network may not mount it) */
 		mount("sysfs", t, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV |
 		      MS_NOEXEC, NULL);
 		close(fd);
 	}
 	if (dev_setup(rootfd))
 		child_fail(wfd, -errno, STEP_DEV);
-	fd = at_root(rootfd, ln->hide, t);
-	if (fd >= 0) {
-		if (mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV |
-			  MS_NOEXEC | MS_RDONLY, "mode=755,size=4k"))
-			child_fail(wfd, -errno, STEP_HIDE);
-		close(fd);
-	} else if (errno != ENOENT) {
-		child_fail(wfd, -errno, STEP_HIDE);
-	}
-	if (fchdir(rootfd) || syscall(SYS_pivot_root, ".", ".") ||
-	    umount2(".", MNT_DETACH) || chdir("/"))
+	for (size_t i = 0; i < sizeof(ro_paths) / sizeof(*ro_paths); i++)
+		if (ro_bind(rootfd, ro_paths[i]))
+			child_fail(wfd, -errno, STEP_MASK);
+	for (size_t i = 0; i < sizeof(masked_paths) / sizeof(*masked_paths);
+	     i++)
+		if (mask(rootfd, masked_paths[i]))
+			child_fail(wfd, -errno, STEP_MASK);
+	if (syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) ||
+	    chdir("/"))
 		child_fail(wfd, -errno, STEP_PIVOT);
 	close(rootfd);
 	if (sethostname(ln->hostname, strlen(ln->hostname)))
@@ -1070,39 +1152,55 @@ static void __attribute__((noreturn)) init_main(const struct launch *ln,
 	 * and without CAP_SYS_PTRACE, nothing in the sandbox can read it. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (local_caps_restrict())
-		child_fail(wfd, -EPERM, STEP_PIVOT);
+		child_fail(wfd, -EPERM, STEP_CAPS);
+	fd = local_seccomp_apply();
+	if (fd < 0)
+		child_fail(wfd, fd, STEP_SECCOMP);
 	if (write(wfd, &ok, sizeof(ok)) < 0)
 		_exit(3);
 	close(wfd);
 	init_loop();
 }
 
-/* First child: leave sbxfs's session, join the cgroup, enter the new
- * namespaces and fork the sandbox's PID 1; report its PID and exit, so
- * PID 1 is re-parented away from sbxfs. */
+/* First child: leave sbxfs's session, join the cgroups, enter a new user
+ * namespace (the parent maps its IDs), become root there, make the other
+ * namespaces (owned by that user namespace) and fork the sandbox's PID 1;
+ * report its PID and exit, so PID 1 is re-parented away from sbxfs. */
 static void __attribute__((noreturn)) launch_child(const struct launch *ln,
 						   int wfd)
 {
 	struct launch_msg m = {0, 0, 0};
 	sigset_t none;
+	char c;
 	int fd;
 
-	fd = fcntl(wfd, F_DUPFD, 3);
+	/* join the cgroups first: a task may only move into a cgroup from
+	 * outside the cgroup namespace it is about to make */
+	for (int i = 0; i < ln->ncg; i++)
+		if (write(ln->cgfds[i], "0", 1) != 1)
+			child_fail(wfd, -errno, STEP_CGROUP);
+	/* the root, while its path is still reachable: unshare(CLONE_NEWNS)
+	 * carries the cwd over into the new mount namespace */
+	if (chdir(ln->root))
+		child_fail(wfd, -errno, STEP_BIND);
+	fd = fcntl(wfd, F_DUPFD, 10);
 	if (fd < 0)
 		_exit(4);
 	wfd = fd;
+	int gofd = fcntl(ln->gofd, F_DUPFD, 10);
+	if (gofd < 0)
+		_exit(4);
 	fd = open("/dev/null", O_RDWR);
 	if (fd >= 0) {
 		dup2(fd, 0);
 		dup2(fd, 1);
 		dup2(fd, 2);
 	}
-	if (wfd != 3) {
-		if (dup2(wfd, 3) < 0)
-			_exit(4);
-		wfd = 3;
-	}
-	syscall(SYS_close_range, 4U, ~0U, 0U);
+	if (dup2(wfd, 3) < 0 || dup2(gofd, 4) < 0)
+		_exit(4);
+	wfd = 3;
+	gofd = 4;
+	syscall(SYS_close_range, 5U, ~0U, 0U);
 	setsid();
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -1110,10 +1208,18 @@ static void __attribute__((noreturn)) launch_child(const struct launch *ln,
 		if (s != SIGKILL && s != SIGSTOP)
 			signal(s, SIG_DFL);
 	umask(022);
-	fd = open(ln->cgprocs, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, "0", 1) != 1)
-		child_fail(wfd, -errno, STEP_CGROUP);
-	close(fd);
+	if (unshare(CLONE_NEWUSER))
+		child_fail(wfd, -errno, STEP_USERNS);
+	m.step = STEP_USERNS;
+	if (write(wfd, &m, sizeof(m)) < 0)
+		_exit(3);
+	m.step = 0;
+	/* one byte: mapped; EOF: the parent gave up */
+	if (read(gofd, &c, 1) != 1)
+		_exit(5);
+	close(gofd);
+	if (setresgid(0, 0, 0) || setgroups(0, NULL) || setresuid(0, 0, 0))
+		child_fail(wfd, -errno, STEP_SETUID);
 	if (unshare(ln->nsflags))
 		child_fail(wfd, -errno, STEP_UNSHARE);
 	/* raw clone, not fork(): no pthread_atfork handler may run here,
@@ -1158,47 +1264,90 @@ static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
 		     size_t msglen)
 {
 	struct launch *ln = calloc(1, sizeof(*ln));
-	struct launch_msg r1 = {0, 0, 0}, r2 = {0, 0, 0};
-	char cg[512];
+	struct launch_msg r0 = {0, 0, 0}, r1 = {0, 0, 0}, r2 = {0, 0, 0};
 	int step = 0;
 	double end = sb_now() + l->be->timeout;
-	int p[2], err;
+	int p[2], go[2], err;
 	pid_t a;
 
 	if (!ln)
 		return -ENOMEM;
+	if (!m->uid_base) {
+		snprintf(msg, msglen, "sandbox '%s' was made by an older sbxfs "
+			 "without a user namespace (root inside would be root "
+			 "on the host); copy out what you need and destroy it",
+			 m->name);
+		free(ln);
+		return -EPERM;
+	}
 	sb_dir(l, m->name, "root", ln->root, sizeof(ln->root));
-	cg_dir(l, m->name, cg, sizeof(cg));
-	if (mkdir(cg, 0755) && errno != EEXIST) {
-		err = -errno;
-		snprintf(msg, msglen, "cannot create cgroup %.256s: %s", cg,
-			 strerror(errno));
+	err = local_cg_create(l, m->name, &m->lim, msg, msglen);
+	if (err) {
 		free(ln);
 		return err;
 	}
 	cg_set(l, m->name, "THAWED");
-	snprintf(ln->cgprocs, sizeof(ln->cgprocs), "%s/cgroup.procs", cg);
-	ln->hide = l->datadir + 1;
-	snprintf(ln->hostname, sizeof(ln->hostname), "%s", m->name);
-	ln->nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
-		      CLONE_NEWUTS | (m->net_host ? 0 : CLONE_NEWNET);
-	if (pipe2(p, O_CLOEXEC)) {
-		err = -errno;
+	ln->ncg = local_cg_procs_open(l, m->name, ln->cgfds, LOCAL_CG_FDS);
+	if (ln->ncg < 0) {
+		err = ln->ncg;
+		snprintf(msg, msglen, "cannot open the cgroups of '%s': %s",
+			 m->name, strerror(-err));
 		free(ln);
 		return err;
 	}
+	snprintf(ln->hostname, sizeof(ln->hostname), "%s", m->name);
+	ln->nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
+		      CLONE_NEWUTS | CLONE_NEWCGROUP |
+		      (m->net_host ? 0 : CLONE_NEWNET);
+	if (pipe2(p, O_CLOEXEC)) {
+		err = -errno;
+		goto fail_early;
+	}
+	if (pipe2(go, O_CLOEXEC)) {
+		err = -errno;
+		close(p[0]);
+		close(p[1]);
+		goto fail_early;
+	}
+	ln->gofd = go[0];
 	a = fork();
 	if (a == 0) {
 		close(p[0]);
+		close(go[1]);
 		launch_child(ln, p[1]);
 	}
 	close(p[1]);
+	close(go[0]);
+	for (int i = 0; i < ln->ncg; i++)
+		close(ln->cgfds[i]);
 	free(ln);
 	if (a < 0) {
 		err = -errno;
 		close(p[0]);
+		close(go[1]);
 		snprintf(msg, msglen, "cannot fork: %s", strerror(-err));
 		return err;
+	}
+	/* the launcher's new user namespace gets the sandbox's range */
+	err = read_msg(p[0], &r0, end);
+	if (!err && r0.err) {
+		err = r0.err;
+		step = r0.step;
+	} else if (!err && r0.step != STEP_USERNS) {
+		err = -EIO;
+	}
+	if (!err) {
+		err = local_userns_map(a, m->uid_base);
+		if (err)
+			step = STEP_USERNS;
+	}
+	if (!err && write(go[1], "g", 1) != 1)
+		err = -EIO;
+	close(go[1]);
+	if (err) {
+		kill(a, SIGKILL);
+		waitpid(a, NULL, 0);
+		goto done;
 	}
 	err = read_msg(p[0], &r1, end);
 	if (err) {
@@ -1217,9 +1366,10 @@ static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
 			step = r2.step;
 		}
 	}
+done:
 	close(p[0]);
 	if (err) {
-		if (step < 0 || step > STEP_HOSTNAME)
+		if (step < 0 || step > STEP_LAST)
 			step = 0;
 		snprintf(msg, msglen, "cannot start sandbox '%s' (%s): %s",
 			 m->name, step ? step_names[step] : "launch",
@@ -1243,6 +1393,12 @@ static int sb_launch(struct local *l, struct sb_meta *m, char *msg,
 	snprintf(msg, msglen, "cannot start sandbox '%s': its init process "
 		 "(pid %d) exited during start-up", m->name, (int)r1.pid);
 	return -ECHILD;
+
+fail_early:
+	for (int i = 0; i < ln->ncg; i++)
+		close(ln->cgfds[i]);
+	free(ln);
+	return err;
 }
 
 /* ---- stop / kill -------------------------------------------------------- */
@@ -1436,6 +1592,13 @@ static int verb_snapshot(struct local *l, struct sb_meta *m,
 		cg_set(l, m->name, "THAWED");
 	if (err)
 		goto fail;
+	/* templates are stored with 0-based owners (idmap.c) */
+	err = local_id_shift(troot, m->uid_base, 0);
+	if (err) {
+		snprintf(msg, msglen, "cannot store the owners of the "
+			 "snapshot: %s", strerror(-err));
+		goto fail;
+	}
 
 	cJSON *o = cJSON_CreateObject();
 	cJSON *a = cJSON_AddArrayToObject(o, "lineage");
@@ -1499,7 +1662,7 @@ void local_sweep_trash(struct local *l)
 static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 			size_t msglen)
 {
-	char dir[PATH_MAX], trash[PATH_MAX], cg[PATH_MAX];
+	char dir[PATH_MAX], trash[PATH_MAX];
 	static unsigned seq;
 	double end = sb_now() + l->be->timeout;
 	int err;
@@ -1529,9 +1692,7 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 		free(t);
 		rm_rf(trash);
 	}
-	cg_dir(l, m->name, cg, sizeof(cg));
-	for (int i = 0; i < 50 && rmdir(cg) && errno == EBUSY; i++)
-		sb_sleep_ms(20);
+	local_cg_remove(l, m->name);
 	return 0;
 }
 
@@ -1664,6 +1825,116 @@ static int tpl_layers(struct local *l, const char *tpl, struct sb_meta *m,
 	return 0;
 }
 
+/* The root image of a new sandbox: -o image=DIR, else
+ * DATADIR/images/debian-12, else the system one.  An image is complete
+ * when its meta.json exists (tools/mkimage.sh writes it last). */
+static int sb_image(struct local *l, char *buf, size_t len, char *msg,
+		    size_t msglen)
+{
+	char cand[3][1000], path[PATH_MAX + 16];
+	struct stat st;
+	int n = 0;
+
+	if (l->image[0]) {
+		snprintf(cand[n++], sizeof(cand[0]), "%.990s", l->image);
+	} else {
+		snprintf(cand[n++], sizeof(cand[0]), "%.960s/images/%s",
+			 l->datadir, LOCAL_IMAGE_NAME);
+		snprintf(cand[n++], sizeof(cand[0]), "%s/images/%s",
+			 LOCAL_DEFAULT_DATADIR, LOCAL_IMAGE_NAME);
+	}
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/root", cand[i]);
+		if (stat(path, &st) || !S_ISDIR(st.st_mode))
+			continue;
+		snprintf(path, sizeof(path), "%s/meta.json", cand[i]);
+		if (!l->image[0] && stat(path, &st))
+			continue; /* unfinished build */
+		snprintf(buf, len, "%.1000s", cand[i]);
+		return 0;
+	}
+	snprintf(msg, msglen, "no root image for new sandboxes at %.200s: "
+		 "build it with 'sbxfs-mkimage %.200s' (tools/mkimage.sh)",
+		 cand[0], cand[0]);
+	return -ENOENT;
+}
+
+static uint64_t sb_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* A host ID range of its own for a new sandbox: the first slot, from a
+ * point that depends on the data dir (so two data dirs rarely meet), that
+ * no sandbox of this data dir holds.  Recorded in NAME/idbase at once (and
+ * in meta.json), under id_lock, so concurrent creates never share one. */
+static int sb_alloc_ids(struct local *l, const char *name, unsigned *base,
+			char *msg, size_t msglen)
+{
+	char path[PATH_MAX], buf[32];
+	unsigned char *used = calloc(LOCAL_ID_SLOTS / 8 + 1, 1);
+	unsigned start, slot = LOCAL_ID_SLOTS;
+	struct dirent *de;
+	DIR *d;
+	int err = 0;
+
+	if (!used)
+		return -ENOMEM;
+	pthread_mutex_lock(&l->id_lock);
+	snprintf(path, sizeof(path), "%s/sandboxes", l->datadir);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		if (local_name_check(de->d_name) || !strcmp(de->d_name, name))
+			continue;
+		sb_dir(l, de->d_name, "idbase", path, sizeof(path));
+		if (read_small(path, buf, sizeof(buf)) <= 0)
+			continue;
+		unsigned long v = strtoul(buf, NULL, 10);
+		if (v >= LOCAL_ID_FIRST &&
+		    (v - LOCAL_ID_FIRST) / LOCAL_ID_RANGE < LOCAL_ID_SLOTS) {
+			unsigned k = (unsigned)((v - LOCAL_ID_FIRST) /
+						LOCAL_ID_RANGE);
+			used[k / 8] |= (unsigned char)(1u << (k % 8));
+		}
+	}
+	if (d)
+		closedir(d);
+	start = (unsigned)(sb_hash(l->datadir) % LOCAL_ID_SLOTS);
+	for (unsigned i = 0; i < LOCAL_ID_SLOTS; i++) {
+		unsigned k = (start + i) % LOCAL_ID_SLOTS;
+		if (!(used[k / 8] & (1u << (k % 8)))) {
+			slot = k;
+			break;
+		}
+	}
+	free(used);
+	if (slot == LOCAL_ID_SLOTS) {
+		snprintf(msg, msglen, "no free user-namespace ID range left");
+		err = -ENOSPC;
+		goto out;
+	}
+	*base = LOCAL_ID_FIRST + slot * LOCAL_ID_RANGE;
+	snprintf(buf, sizeof(buf), "%u\n", *base);
+	sb_dir(l, name, "idbase", path, sizeof(path));
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf)) {
+		err = errno ? -errno : -EIO;
+		snprintf(msg, msglen, "cannot record the ID range: %s",
+			 strerror(-err));
+	}
+	if (fd >= 0)
+		close(fd);
+out:
+	pthread_mutex_unlock(&l->id_lock);
+	return err;
+}
+
 static void create_work(struct local *l, void *arg)
 {
 	struct create_job *j = arg;
@@ -1695,6 +1966,11 @@ static void create_work(struct local *l, void *arg)
 		if (err)
 			goto release;
 	}
+	err = sb_image(l, m->image, sizeof(m->image), msg, sizeof(msg));
+	if (!err)
+		err = sb_alloc_ids(l, m->name, &m->uid_base, msg, sizeof(msg));
+	if (err)
+		goto release;
 	for (size_t i = 0; i < 3; i++) {
 		sb_dir(l, m->name, subs[i], sub, sizeof(sub));
 		if (mkdir(sub, 0755)) {
@@ -1715,6 +1991,22 @@ static void create_work(struct local *l, void *arg)
 		err = run_tool(argv, l->be->timeout, msg, sizeof(msg));
 		if (err)
 			goto release;
+		/* templates hold 0-based owners: into this sandbox's range */
+		err = local_id_shift(sub, 0, m->uid_base);
+		if (err) {
+			snprintf(msg, sizeof(msg), "cannot give the template's "
+				 "files to the sandbox's user namespace: %s",
+				 strerror(-err));
+			goto release;
+		}
+	}
+	/* "/" inside belongs to the sandbox's root */
+	sb_dir(l, m->name, "upper", sub, sizeof(sub));
+	if (chown(sub, m->uid_base, m->uid_base)) {
+		err = -errno;
+		snprintf(msg, sizeof(msg), "cannot chown %.256s: %s", sub,
+			 strerror(errno));
+		goto release;
 	}
 	m->created = time(NULL);
 	snprintf(m->state, sizeof(m->state), "creating");
@@ -1739,13 +2031,12 @@ static void create_work(struct local *l, void *arg)
 			 strerror(-err));
 release:
 	if (err && made) {
-		char cg[PATH_MAX], ignore[128];
+		char ignore[128];
 		sb_kill_all(l, m->name, 0, sb_now() + l->be->timeout, ignore,
 			    sizeof(ignore));
 		sb_umount(l, m->name);
 		rm_rf(dir);
-		cg_dir(l, m->name, cg, sizeof(cg));
-		rmdir(cg);
+		local_cg_remove(l, m->name);
 	}
 	local_busy_release(l, m->name);
 out:
@@ -1758,6 +2049,30 @@ out:
 		free(r.json);
 	}
 	free(j);
+}
+
+/* "512M", "2G", "1048576": bytes, or -1. */
+static long long sb_size(const char *v)
+{
+	char *e;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &e, 10);
+	if (errno || e == v || n < 0)
+		return -1;
+	switch (*e) {
+	case 'k': case 'K': n <<= 10; e++; break;
+	case 'm': case 'M': n <<= 20; e++; break;
+	case 'g': case 'G': n <<= 30; e++; break;
+	case 't': case 'T': n <<= 40; e++; break;
+	default: break;
+	}
+	if (*e == 'i' && e[-1] != '\0' && (e[1] == 'B' || e[1] == 'b'))
+		e += 2;
+	else if (*e == 'B' || *e == 'b')
+		e++;
+	return *e ? -1 : n;
 }
 
 void local_sb_create(struct api_backend *be, const char *name,
@@ -1800,13 +2115,54 @@ void local_sb_create(struct api_backend *be, const char *name,
 				goto bad;
 			}
 			j->m.net_host = !strcmp(v, "host");
+		} else if (!strcmp(k, "cpus")) {
+			char *e;
+			errno = 0;
+			double c = strtod(v, &e);
+			if (errno || e == v || *e || !(c > 0) || c > 4096) {
+				snprintf(msg, sizeof(msg), "cpus=%.63s: want a "
+					 "number of CPUs above 0, like 1 or "
+					 "0.5", v);
+				err = -EINVAL;
+				goto bad;
+			}
+			j->m.lim.cpus = c;
+		} else if (!strcmp(k, "memory")) {
+			long long b = sb_size(v);
+			if (b < (16ll << 20)) {
+				snprintf(msg, sizeof(msg), "memory=%.63s: want a "
+					 "size of at least 16M, like 512M or "
+					 "2G", v);
+				err = -EINVAL;
+				goto bad;
+			}
+			j->m.lim.memory = b;
+		} else if (!strcmp(k, "pids")) {
+			char *e;
+			errno = 0;
+			long n = strtol(v, &e, 10);
+			if (errno || e == v || *e || n < 8 || n > 4194304) {
+				snprintf(msg, sizeof(msg), "pids=%.63s: want a "
+					 "number of processes, at least 8", v);
+				err = -EINVAL;
+				goto bad;
+			}
+			j->m.lim.pids = n;
 		} else {
 			snprintf(msg, sizeof(msg), "local sandboxes have no "
-				 "setting '%.63s' (known: template, network)",
-				 k);
+				 "setting '%.63s' (known: template, network, "
+				 "cpus, memory, pids)", k);
 			err = -EINVAL;
 			goto bad;
 		}
+	}
+	if (!j->m.lim.pids)
+		j->m.lim.pids = LOCAL_DEFAULT_PIDS;
+	if (!j->m.lim.memory) {
+		/* half the host's memory: one sandbox can never starve it */
+		j->m.lim.memory = local_cg_host_memory() / 2;
+		if (j->m.lim.memory < (256ll << 20))
+			j->m.lim.memory = 256ll << 20;
 	}
 	j->cb = cb;
 	j->ud = ud;
