@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 #include "fs/fs_int.h"
 
 /* Per open: the text as it was at open (or at the last read from offset 0
@@ -59,6 +61,38 @@ static void snap_put(struct snap *s)
 	pthread_mutex_unlock(&snaps_mu);
 }
 
+/* "limits" of a platform record (local: cpus, memory, pids) as status
+ * lines: "cpus: 0.5" ("max" when unlimited), "memory: 512M", "pids: 64". */
+static void render_limits(FILE *f, const char *info)
+{
+	cJSON *o = info && strstr(info, "\"limits\"") ? cJSON_Parse(info)
+							: NULL;
+	const cJSON *lim = cJSON_GetObjectItemCaseSensitive(o, "limits");
+	const cJSON *v;
+
+	v = cJSON_GetObjectItemCaseSensitive(lim, "cpus");
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble > 0)
+			fprintf(f, "cpus: %g\n", v->valuedouble);
+		else
+			fprintf(f, "cpus: max\n");
+	}
+	v = cJSON_GetObjectItemCaseSensitive(lim, "memory");
+	if (cJSON_IsNumber(v) && v->valuedouble > 0) {
+		double b = v->valuedouble;
+		if (b >= 1073741824.0 && b == (double)((long long)b >> 30 << 30))
+			fprintf(f, "memory: %lldG\n", (long long)b >> 30);
+		else if (b >= 1048576.0)
+			fprintf(f, "memory: %lldM\n", (long long)b >> 20);
+		else
+			fprintf(f, "memory: %.0f\n", b);
+	}
+	v = cJSON_GetObjectItemCaseSensitive(lim, "pids");
+	if (cJSON_IsNumber(v) && v->valuedouble > 0)
+		fprintf(f, "pids: %.0f\n", v->valuedouble);
+	cJSON_Delete(o);
+}
+
 /* Build the text of a file of kind k; fs->lock held. */
 static char *render(struct fs_sb *sb, enum fs_kind k, size_t *len)
 {
@@ -84,6 +118,7 @@ static char *render(struct fs_sb *sb, enum fs_kind k, size_t *len)
 			fprintf(f, "template: %s\n", sb->template);
 		if (sb->created)
 			fprintf(f, "created: %s\n", when);
+		render_limits(f, sb->info_json);
 		if (sb->err[0])
 			fprintf(f, "error: %s\n", sb->err);
 		break;

@@ -651,9 +651,18 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	}
 	sp.stw = st[1];
 
+	/* The children start with every signal blocked: a signal sent to B
+	 * before it reset its handlers (kill right after cmd) would run
+	 * sbxfs's inherited handler (libfuse's SIGTERM/SIGINT/SIGHUP one)
+	 * and be lost; blocked, it stays pending until B has default
+	 * handlers and unblocks (child_b), so it always acts. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	a = fork();
 	if (a == 0)
 		child_a(&sp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (a < 0) {
 		r = -errno;
 		snprintf(msg, mlen, "fork: %s", strerror(errno));
