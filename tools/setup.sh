@@ -28,6 +28,7 @@ deps=(
 	coreutils diffutils tar mount util-linux procps curl ca-certificates
 	jq python3
 	libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nodejs
+	libseccomp-dev mmdebstrap
 )
 
 install_deps() {
@@ -55,6 +56,16 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja -C "$build"
 meson install -C "$build" --no-rebuild
+
+# The root image of local sandboxes (Debian 12 from Debian's packages),
+# built once; a rerun after a failure resumes with what was downloaded.
+if [ "$source" = local ] || [ "${source#local:}" != "$source" ]; then
+	if ! "$src/tools/mkimage.sh"; then
+		echo "setup.sh: the root image of local sandboxes could not be" \
+			"built (see above); run tools/setup.sh again to retry" >&2
+		exit 1
+	fi
+fi
 
 mkdir -p "$mnt"
 if awk -v m="$mnt" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; then

@@ -194,6 +194,13 @@ run_build() {
 	fi
 }
 
+# Local sandboxes need the root image (tools/mkimage.sh, built once into
+# the system data dir, which test data dirs fall back to).
+if [ "$(id -u)" = 0 ] && ! "$src/tools/mkimage.sh" >&2; then
+	echo "== the root image could not be built; local sandbox tests" \
+		"will fail" >&2
+fi
+
 run_build "$build" plain
 if [ -n "$do_asan" ]; then
 	# Sanitizer reports abort (so they fail the test); the program
