@@ -1,13 +1,14 @@
 /* caps.c - the capabilities a process keeps inside a local sandbox.
  *
- * Sandboxes run as root without a user namespace (overlayfs over the host's
- * / needs the host's uids).  Root with every capability could mount the
- * host's disk, load modules or ptrace its way out, so every process that
- * enters a sandbox (its PID 1 and each exec'd command) keeps only the set
- * container runtimes grant by default, minus CAP_MKNOD (there is no device
- * cgroup to stop a new block device node).  The bounding set is lowered
- * too, so no setuid binary or file capability inside can raise it again.
- * Runs in a freshly forked child: no allocation, raw syscalls only.
+ * Sandboxes run in a user namespace of their own (idmap.c), so any
+ * capability is a capability over the sandbox's own namespaces and files
+ * only.  Still, as container runtimes do, every process that enters a
+ * sandbox (its PID 1 and each exec'd command) keeps only the set they
+ * grant by default, minus CAP_MKNOD: no CAP_SYS_ADMIN (no mounts, even of
+ * the filesystems a user namespace may mount), CAP_SYS_PTRACE,
+ * CAP_NET_ADMIN, CAP_SYS_MODULE...  The bounding set is lowered too, so no
+ * setuid binary or file capability inside can raise it again.  Runs in a
+ * freshly forked child: no allocation, raw syscalls only.
  */
 #include <errno.h>
 #include <linux/capability.h>

@@ -1,16 +1,20 @@
-/* sandbox.c - local sandbox lifecycle: overlay root, namespaces, freezer
- * cgroup, snapshot, and the on-disk state that outlives sbxfs.
+/* sandbox.c - local sandbox lifecycle: overlay root, namespaces, cgroups,
+ * snapshot, and the on-disk state that outlives sbxfs.
  *
- * Layout: DATADIR/sandboxes/NAME/{upper,work,root,meta.json},
+ * Layout: DATADIR/sandboxes/NAME/{upper,work,lower,root,meta.json,idbase},
  * DATADIR/templates/SNAP/{root,meta.json}, DATADIR/tmp/ for work in
- * progress.  The overlay (lowerdir = the host's /; a template's tree is
- * copied into upper) is mounted on `root` in the host mount namespace so
- * files.c can reach it without entering the sandbox.  The sandbox's PID 1 is a tiny reaper in
- * fresh mount/PID/IPC/UTS/net namespaces, pivoted into that root, detached
- * from sbxfs (double fork, own session) and kept in a freezer cgroup with
- * everything started in the sandbox.  meta.json records its host PID and
- * start time; the true state is always recomputed from /proc and the
- * freezer, never trusted from the file.
+ * progress.  The overlay (lower layer: the root image through an idmapped
+ * read-only mount; a template's tree is copied into upper) is mounted on
+ * `root` in the host mount namespace so files.c can reach it without
+ * entering the sandbox.  The sandbox's PID 1 is a tiny reaper in a user
+ * namespace of its own (root inside = host ID uid_base, idmap.c) and fresh
+ * mount/PID/IPC/UTS/cgroup/net namespaces owned by it, pivoted into that
+ * root, with /proc and /sys paths masked or read-only, few capabilities
+ * (caps.c) and a seccomp filter (seccomp.c), detached from sbxfs (double
+ * fork, own session) and kept in the sandbox's cgroups (cgroup.c: freezer
+ * and limits) with everything started in the sandbox.  meta.json records
+ * its host PID and start time; the true state is always recomputed from
+ * /proc and the freezer, never trusted from the file.
  */
 #include <dirent.h>
 #include <grp.h>
