@@ -12,7 +12,12 @@
 #include <fuse_lowlevel.h>
 #include <fuse_opt.h>
 
+#include <stdarg.h>
+#include <syslog.h>
+#include <time.h>
+
 #include "api/api.h"
+#include "api/rfile.h"
 
 /* ---- names -------------------------------------------------------------- */
 
@@ -105,6 +110,113 @@ const char *api_strerror(int err)
 		if (api_err_table[i].err == err)
 			return api_err_table[i].msg;
 	return "operation failed";
+}
+
+/* ---- log ---------------------------------------------------------------- */
+
+static bool api_syslog;
+static pthread_mutex_t api_log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void api_log_syslog(bool on)
+{
+	if (on && !api_syslog)
+		openlog("sbxfs", LOG_PID, LOG_DAEMON);
+	api_syslog = on;
+}
+
+static void api_vlog(const char *fmt, va_list ap)
+{
+	char line[2048];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (api_syslog)
+		syslog(LOG_NOTICE, "%s", line);
+	else /* one write per line: threads do not interleave */
+		fprintf(stderr, "sbxfs: %s\n", line);
+}
+
+void api_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	api_vlog(fmt, ap);
+	va_end(ap);
+}
+
+/* Repeating conditions: a few keys, each with a back-off window that
+ * doubles (1 s .. 10 min) while the condition lasts. */
+#define API_LOG_KEYS 8
+
+static struct {
+	char key[32];
+	time_t until;	/* no message before this */
+	int window;	/* seconds */
+	unsigned quiet; /* repeats not written */
+} api_log_keys[API_LOG_KEYS];
+
+void api_log_once(const char *key, const char *fmt, ...)
+{
+	time_t now = time(NULL);
+	unsigned quiet = 0;
+	bool say = false;
+	int i, free_i = -1;
+	va_list ap;
+
+	pthread_mutex_lock(&api_log_mu);
+	for (i = 0; i < API_LOG_KEYS; i++) {
+		if (!strcmp(api_log_keys[i].key, key))
+			break;
+		if (!api_log_keys[i].key[0] && free_i < 0)
+			free_i = i;
+	}
+	if (i == API_LOG_KEYS) {
+		i = free_i >= 0 ? free_i : 0;
+		snprintf(api_log_keys[i].key, sizeof(api_log_keys[i].key),
+			 "%s", key);
+		api_log_keys[i].window = 0;
+		api_log_keys[i].until = 0;
+		api_log_keys[i].quiet = 0;
+	}
+	if (now >= api_log_keys[i].until) {
+		say = true;
+		quiet = api_log_keys[i].quiet;
+		api_log_keys[i].quiet = 0;
+		api_log_keys[i].window = api_log_keys[i].window ?
+			api_log_keys[i].window * 2 : 60;
+		if (api_log_keys[i].window > 600)
+			api_log_keys[i].window = 600;
+		api_log_keys[i].until = now + api_log_keys[i].window;
+	} else {
+		api_log_keys[i].quiet++;
+	}
+	pthread_mutex_unlock(&api_log_mu);
+	if (!say)
+		return;
+	va_start(ap, fmt);
+	api_vlog(fmt, ap);
+	va_end(ap);
+	if (quiet)
+		api_log("(%u more like it since the last message)", quiet);
+}
+
+void api_log_clear(const char *key, const char *fmt, ...)
+{
+	bool was = false;
+	va_list ap;
+
+	pthread_mutex_lock(&api_log_mu);
+	for (int i = 0; i < API_LOG_KEYS; i++)
+		if (!strcmp(api_log_keys[i].key, key)) {
+			was = true;
+			api_log_keys[i].key[0] = '\0';
+		}
+	pthread_mutex_unlock(&api_log_mu);
+	if (!was)
+		return;
+	va_start(ap, fmt);
+	api_vlog(fmt, ap);
+	va_end(ap);
 }
 
 /* ---- backend selection -------------------------------------------------- */
@@ -200,6 +312,7 @@ int api_open(const char *source, struct fuse_args *args,
 	if (ops->init) {
 		err = ops->init(be, arg, args);
 		if (err) {
+			api_rfile_free(be);
 			free(be);
 			return err < 0 ? err : -EIO;
 		}
@@ -214,6 +327,7 @@ void api_close(struct api_backend *be)
 		return;
 	if (be->ops->free)
 		be->ops->free(be);
+	api_rfile_free(be);
 	free(be);
 }
 
@@ -633,8 +747,8 @@ void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 	be->ops->sb_verb(be, id, verb, arg, cb, ud);
 }
 
-void api_file_stat(struct api_backend *be, const char *id, const char *path,
-		   api_stat_fn cb, void *ud)
+void api_raw_file_stat(struct api_backend *be, const char *id,
+		       const char *path, api_stat_fn cb, void *ud)
 {
 	char msg[160];
 
@@ -646,8 +760,17 @@ void api_file_stat(struct api_backend *be, const char *id, const char *path,
 	be->ops->file_stat(be, id, path, cb, ud);
 }
 
-void api_file_readdir(struct api_backend *be, const char *id,
-		      const char *path, api_readdir_fn cb, void *ud)
+void api_file_stat(struct api_backend *be, const char *id, const char *path,
+		   api_stat_fn cb, void *ud)
+{
+	if (be->rf)
+		api_rfile_stat(be, id, path, cb, ud);
+	else
+		api_raw_file_stat(be, id, path, cb, ud);
+}
+
+void api_raw_file_readdir(struct api_backend *be, const char *id,
+			  const char *path, api_readdir_fn cb, void *ud)
 {
 	char msg[160];
 
@@ -659,10 +782,24 @@ void api_file_readdir(struct api_backend *be, const char *id,
 	be->ops->file_readdir(be, id, path, cb, ud);
 }
 
+void api_file_readdir(struct api_backend *be, const char *id,
+		      const char *path, api_readdir_fn cb, void *ud)
+{
+	if (be->rf)
+		api_rfile_readdir(be, id, path, cb, ud);
+	else
+		api_raw_file_readdir(be, id, path, cb, ud);
+}
+
 void api_file_open(struct api_backend *be, const char *id, const char *path,
 		   int flags, mode_t mode, api_open_fn cb, void *ud)
 {
 	char msg[160];
+
+	if (be->rf) {
+		api_rfile_open(be, id, path, flags, mode, cb, ud);
+		return;
+	}
 
 	if (!be->ops->file_open) {
 		NOSUP_MSG(be, "opening files", msg);
@@ -677,6 +814,11 @@ void api_file_read(struct api_backend *be, struct api_file *f, off_t off,
 {
 	char msg[160];
 
+	if (be->rf) {
+		api_rfile_read(be, f, off, size, cb, ud);
+		return;
+	}
+
 	if (!be->ops->file_read) {
 		NOSUP_MSG(be, "reading files", msg);
 		cb(ud, -EOPNOTSUPP, msg, NULL, 0);
@@ -690,6 +832,11 @@ void api_file_write(struct api_backend *be, struct api_file *f, off_t off,
 {
 	char msg[160];
 
+	if (be->rf) {
+		api_rfile_write(be, f, off, buf, len, cb, ud);
+		return;
+	}
+
 	if (!be->ops->file_write) {
 		NOSUP_MSG(be, "writing files", msg);
 		cb(ud, -EOPNOTSUPP, msg, 0);
@@ -701,6 +848,11 @@ void api_file_write(struct api_backend *be, struct api_file *f, off_t off,
 void api_file_flush(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud)
 {
+
+	if (be->rf) {
+		api_rfile_flush(be, f, cb, ud);
+		return;
+	}
 	if (!be->ops->file_flush) {
 		cb(ud, 0, NULL); /* nothing staged: nothing to flush */
 		return;
@@ -711,11 +863,36 @@ void api_file_flush(struct api_backend *be, struct api_file *f,
 void api_file_close(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud)
 {
+
+	if (be->rf) {
+		api_rfile_close(be, f, cb, ud);
+		return;
+	}
 	if (!be->ops->file_close) {
 		nosup_done(be, cb, ud, "closing files");
 		return;
 	}
 	be->ops->file_close(be, f, cb, ud);
+}
+
+void api_file_fstat(struct api_backend *be, struct api_file *f,
+		    api_stat_fn cb, void *ud)
+{
+	if (be->rf) {
+		api_rfile_fstat(be, f, cb, ud);
+		return;
+	}
+	cb(ud, -EOPNOTSUPP, "no fstat on this backend", NULL);
+}
+
+void api_file_ftruncate(struct api_backend *be, struct api_file *f,
+			off_t size, api_done_fn cb, void *ud)
+{
+	if (be->rf) {
+		api_rfile_ftruncate(be, f, size, cb, ud);
+		return;
+	}
+	cb(ud, -EOPNOTSUPP, "no ftruncate on this backend");
 }
 
 void api_file_mkdir(struct api_backend *be, const char *id, const char *path,
@@ -728,14 +905,23 @@ void api_file_mkdir(struct api_backend *be, const char *id, const char *path,
 	be->ops->file_mkdir(be, id, path, mode, cb, ud);
 }
 
-void api_file_unlink(struct api_backend *be, const char *id,
-		     const char *path, api_done_fn cb, void *ud)
+void api_raw_file_unlink(struct api_backend *be, const char *id,
+			 const char *path, api_done_fn cb, void *ud)
 {
 	if (!be->ops->file_unlink) {
 		nosup_done(be, cb, ud, "removing files");
 		return;
 	}
 	be->ops->file_unlink(be, id, path, cb, ud);
+}
+
+void api_file_unlink(struct api_backend *be, const char *id,
+		     const char *path, api_done_fn cb, void *ud)
+{
+	if (be->rf)
+		api_rfile_unlink(be, id, path, cb, ud);
+	else
+		api_raw_file_unlink(be, id, path, cb, ud);
 }
 
 void api_file_rmdir(struct api_backend *be, const char *id, const char *path,
@@ -748,9 +934,9 @@ void api_file_rmdir(struct api_backend *be, const char *id, const char *path,
 	be->ops->file_rmdir(be, id, path, cb, ud);
 }
 
-void api_file_rename(struct api_backend *be, const char *id,
-		     const char *from, const char *to, unsigned flags,
-		     api_done_fn cb, void *ud)
+void api_raw_file_rename(struct api_backend *be, const char *id,
+			 const char *from, const char *to, unsigned flags,
+			 api_done_fn cb, void *ud)
 {
 	if (api_has(be, API_CAP_RENAME) && be->ops->file_rename) {
 		be->ops->file_rename(be, id, from, to, flags, cb, ud);
@@ -763,9 +949,19 @@ void api_file_rename(struct api_backend *be, const char *id,
 	nosup_done(be, cb, ud, "renaming files");
 }
 
-void api_file_setattr(struct api_backend *be, const char *id,
-		      const char *path, const struct api_setattr *sa,
-		      api_done_fn cb, void *ud)
+void api_file_rename(struct api_backend *be, const char *id,
+		     const char *from, const char *to, unsigned flags,
+		     api_done_fn cb, void *ud)
+{
+	if (be->rf)
+		api_rfile_rename(be, id, from, to, flags, cb, ud);
+	else
+		api_raw_file_rename(be, id, from, to, flags, cb, ud);
+}
+
+void api_raw_file_setattr(struct api_backend *be, const char *id,
+			  const char *path, const struct api_setattr *sa,
+			  api_done_fn cb, void *ud)
 {
 	if (api_has(be, API_CAP_SETATTR) && be->ops->file_setattr) {
 		be->ops->file_setattr(be, id, path, sa, cb, ud);
@@ -776,6 +972,16 @@ void api_file_setattr(struct api_backend *be, const char *id,
 		return;
 	}
 	nosup_done(be, cb, ud, "changing file attributes");
+}
+
+void api_file_setattr(struct api_backend *be, const char *id,
+		      const char *path, const struct api_setattr *sa,
+		      api_done_fn cb, void *ud)
+{
+	if (be->rf)
+		api_rfile_setattr(be, id, path, sa, cb, ud);
+	else
+		api_raw_file_setattr(be, id, path, sa, cb, ud);
 }
 
 void api_file_symlink(struct api_backend *be, const char *id,

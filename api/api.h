@@ -293,11 +293,17 @@ struct api_ops {
 	int (*exec_pid)(struct api_backend *be, struct api_exec *x);
 };
 
+struct api_rfile;
+
 /* A backend instance.  `priv` is the backend's own state. */
 struct api_backend {
 	const struct api_ops *ops;
 	void *priv;
-	double timeout; /* request bound, seconds (-o timeout=) */
+	double timeout; /* bound of one user operation, seconds
+			   (-o timeout=) */
+	struct api_rfile *rf; /* remote backends: the shared cached-file
+				 layer (api/rfile.h) that api.c routes file
+				 operations through; NULL for local */
 };
 
 /* ---- entry points ------------------------------------------------------- */
@@ -314,6 +320,19 @@ int api_open(const char *source, struct fuse_args *args,
 void api_close(struct api_backend *be);
 /* Backend options help text for all compiled-in backends. */
 void api_print_help(void);
+
+/* The log of api/ and its backends: stderr, or syslog once
+ * api_log_syslog(true) (daemon mode, where stderr goes nowhere). */
+void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void api_log_syslog(bool on);
+/* Rate-limited log for a repeating condition named by `key` (e.g.
+ * "unreachable"): the first message is written, repeats within the
+ * back-off window are counted and summarised once the window ends;
+ * api_log_clear(key) ends it ("reachable again" written once). */
+void api_log_once(const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void api_log_clear(const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* Map an errno to the one-line sentence used when a backend gave none. */
 const char *api_strerror(int err);
@@ -343,6 +362,13 @@ void api_file_flush(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud);
 void api_file_close(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud);
+/* Attributes / size change through an open file (fstat, ftruncate): an
+ * open file that was renamed or unlinked is still reached.  -EOPNOTSUPP
+ * when the backend has no such path (then use the path forms). */
+void api_file_fstat(struct api_backend *be, struct api_file *f,
+		    api_stat_fn cb, void *ud);
+void api_file_ftruncate(struct api_backend *be, struct api_file *f,
+			off_t size, api_done_fn cb, void *ud);
 void api_file_mkdir(struct api_backend *be, const char *id, const char *path,
 		    mode_t mode, api_done_fn cb, void *ud);
 void api_file_unlink(struct api_backend *be, const char *id,

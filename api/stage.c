@@ -208,3 +208,8 @@ void api_stage_set_dirty(struct api_stage *st, bool dirty)
 {
 	st->dirty = dirty;
 }
+
+int api_stage_fd(const struct api_stage *st)
+{
+	return st->fd;
+}

@@ -44,6 +44,9 @@ ssize_t api_stage_write(struct api_stage *st, const void *buf, size_t len,
 			uint64_t off);
 int api_stage_truncate(struct api_stage *st, uint64_t size);
 
+/* The backing descriptor (for copying a snapshot). */
+int api_stage_fd(const struct api_stage *st);
+
 bool api_stage_dirty(const struct api_stage *st);
 void api_stage_set_dirty(struct api_stage *st, bool dirty);
 

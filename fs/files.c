@@ -328,6 +328,7 @@ struct ofile {
 	struct fs *fs;
 	struct api_file *f;
 	unsigned slot, gen;
+	fuse_ino_t ino;		/* for fstat of an unlinked open file */
 	bool dirty;		/* written since the last flush */
 	struct ofile *next;	/* (of_mu) hash chain */
 };
@@ -614,6 +615,7 @@ static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
 			free(o->of);
 		} else {
+			o->of->ino = e.ino;
 			o->fi.fh = of_register(o->of);
 			if (fuse_reply_create(o->req, &e, &o->fi) != 0) {
 				unref_ino(o->fs, e.ino);
@@ -680,15 +682,94 @@ static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	do_stat(o, OP_ENTRY);
 }
 
-static void f_getattr(fuse_req_t req, fuse_ino_t ino,
-		      struct fuse_file_info *fi)
+/* fstat / ftruncate through the open file (a remote backend's cached
+ * copy answers even after the file was renamed or unlinked); a backend
+ * without that path (-EOPNOTSUPP) goes by path. */
+struct fop_ctx {
+	fuse_req_t req;
+	fuse_ino_t ino;
+	struct fs *fs;
+	struct ofile *of;
+	struct stat attr;
+	int to_set;
+};
+
+static void path_getattr(fuse_req_t req, fuse_ino_t ino)
 {
 	struct op *o = op_new(req, ino, NULL);
 
-	(void)fi;
-	if (!o)
+	if (o)
+		do_stat(o, OP_ATTR);
+}
+
+static void fstat_cb(void *ud, int err, const char *msg,
+		     const struct stat *st)
+{
+	struct fop_ctx *c = ud;
+
+	(void)msg;
+	if (err == -EOPNOTSUPP) {
+		path_getattr(c->req, c->ino);
+	} else if (err) {
+		fuse_reply_err(c->req, -err);
+	} else {
+		struct stat a = *st;
+
+		a.st_ino = c->ino;
+		fuse_reply_attr(c->req, &a, c->fs->opts.attr_timeout);
+	}
+	of_put(c->of);
+	free(c);
+}
+
+/* An open file of inode ino (a reference), or NULL. */
+static struct ofile *of_by_ino(fuse_ino_t ino)
+{
+	struct ofile *of = NULL;
+
+	pthread_mutex_lock(&of_mu);
+	for (unsigned b = 0; b < OF_BUCKETS && !of; b++)
+		for (of = of_tab[b]; of && of->ino != ino; of = of->next)
+			;
+	if (of)
+		of->refs++;
+	pthread_mutex_unlock(&of_mu);
+	return of;
+}
+
+static void f_getattr(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct ofile *of = fi ? of_get(fi->fh) : NULL;
+	struct fs_files *ff = fs_of(req)->files;
+	struct fop_ctx *c;
+
+	if (!of) {
+		/* fstat of an unlinked (or replaced) open file comes
+		 * without a handle: find one of its opens */
+		pthread_mutex_lock(&ff->mu);
+		struct node *n = node_by_id(ff, fs_ino_file_id(ino));
+		bool gone = n && !n->path;
+		pthread_mutex_unlock(&ff->mu);
+		if (gone)
+			of = of_by_ino(ino);
+	}
+
+	if (!of) {
+		path_getattr(req, ino);
 		return;
-	do_stat(o, OP_ATTR);
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		of_put(of);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	c->req = req;
+	c->ino = ino;
+	c->fs = fs_of(req);
+	c->of = of;
+	api_file_fstat(c->fs->be, of->f, fstat_cb, c);
 }
 
 static void setattr_cb(void *ud, int err, const char *msg)
@@ -712,13 +793,65 @@ static struct timespec ts_of(int to_set, int now_bit, struct timespec t)
 	return t;
 }
 
+static void path_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			 int to_set);
+
+static void ftrunc_cb(void *ud, int err, const char *msg)
+{
+	struct fop_ctx *c = ud;
+
+	if (err == -EOPNOTSUPP) {
+		path_setattr(c->req, c->ino, &c->attr, c->to_set);
+	} else if (err) {
+		fs_log("truncate: %s", msg ? msg : api_strerror(err));
+		fuse_reply_err(c->req, -err);
+	} else if (c->to_set & ~FUSE_SET_ATTR_SIZE) {
+		invalidate(c->fs, c->of->slot);
+		path_setattr(c->req, c->ino, &c->attr,
+			     c->to_set & ~FUSE_SET_ATTR_SIZE);
+	} else {
+		invalidate(c->fs, c->of->slot);
+		api_file_fstat(c->fs->be, c->of->f, fstat_cb, c);
+		return; /* fstat_cb frees c */
+	}
+	of_put(c->of);
+	free(c);
+}
+
 static void f_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		      int to_set, struct fuse_file_info *fi)
+{
+	struct ofile *of;
+	struct fop_ctx *c;
+
+	/* ftruncate: through the open file */
+	of = fi && (to_set & FUSE_SET_ATTR_SIZE) ? of_get(fi->fh) : NULL;
+	if (!of) {
+		path_setattr(req, ino, attr, to_set);
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		of_put(of);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	c->req = req;
+	c->ino = ino;
+	c->fs = fs_of(req);
+	c->of = of;
+	c->attr = *attr;
+	c->to_set = to_set;
+	of->dirty = true;
+	api_file_ftruncate(c->fs->be, of->f, attr->st_size, ftrunc_cb, c);
+}
+
+static void path_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			 int to_set)
 {
 	struct op *o = op_new(req, ino, NULL);
 	struct api_setattr sa = { 0 };
 
-	(void)fi; /* ftruncate goes by path too */
 	if (!o)
 		return;
 	if (to_set & FUSE_SET_ATTR_MODE) {
@@ -1021,6 +1154,7 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 	}
 	if (of->dirty)
 		invalidate(o->fs, o->slot);
+	of->ino = o->ino;
 	o->fi.fh = of_register(of);
 	/* Real files: page cache allowed, but dropped at each open since
 	 * sandbox processes change files behind our back. */
@@ -1175,13 +1309,11 @@ static void f_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)ino;
 	if (!io)
 		return;
-	if (!io->of->dirty) {
-		fuse_reply_err(req, 0);
-		io_free(io);
-		return;
-	}
+	/* Always asked: a remote backend writes back what any descriptor
+	 * of the file left dirty (free when nothing is). */
+	if (io->of->dirty)
+		invalidate(io->fs, io->of->slot);
 	io->of->dirty = false;
-	invalidate(io->fs, io->of->slot);
 	api_file_flush(io->fs->be, io->of->f, done_cb, io);
 }
 

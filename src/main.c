@@ -224,8 +224,10 @@ int main(int argc, char *argv[])
 		goto out_destroy;
 	if (fuse_daemonize(mo.foreground) != 0)
 		goto out_unmount;
-	if (!mo.foreground)
+	if (!mo.foreground) {
 		fs_log_syslog(true);
+		api_log_syslog(true); /* api/'s messages too */
+	}
 
 	err = api_open(source, &args2, &be);
 	if (err) {

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/stage.h"
+#include "api/rfile.h"
 #include "api/wrenn/wrenn_int.h"
 
 #define DCACHE_TTL_MS 1000
@@ -681,907 +681,425 @@ void wrenn_file_rmdir(struct api_backend *be, const char *id,
 	pop_post(be, POP_RMDIR, id, path, 0, (void *)cb, ud, remove_run);
 }
 
-/* ---- open files --------------------------------------------------------- */
+/* ---- remote-file primitives (api/rfile.h) ------------------------------ */
 
-enum fop_kind { FOP_OPEN, FOP_READ, FOP_WRITE, FOP_FLUSH, FOP_CLOSE };
+/* Files at most this big are read with files/read, whose errors are real
+ * statuses and whose truncation curl sees; bigger ones stream (a missing
+ * file or a cut there is a short 200, quirk 31: checked against the
+ * listed size). */
+#define READ_WHOLE_MAX (16u << 20)
 
-struct fop {
+struct xfer {
 	struct wrenn_work wk;
-	struct fop *next;
-	struct api_file *f;
-	enum fop_kind kind;
-	off_t off;
-	size_t len;
-	void *buf; /* write: our copy */
-	void *cb;
-	void *ud;
-};
-
-enum load_state { LD_NO, LD_RUNNING, LD_DONE, LD_FAILED };
-
-struct api_file {
 	struct wrenn *w;
-	pthread_mutex_t lock; /* st, ld, wgen: fast paths vs. the loop */
-	struct api_stage *st;
-	enum load_state ld;
-	int ld_err;
-	char ld_msg[256];
-	uint64_t remote_size;
-	uint64_t wgen, ugen;
-	int flags;
-	mode_t mode;
-	bool chmod_after;
-	bool flush_failed;
-	/* loop only */
-	struct api_file *fnext, *fprev; /* w->files */
-	bool listed;
-	struct wrenn_http *load_h; /* the download in flight */
-	bool closing;
 	char id[API_ID_MAX];
 	char *path, *parent, *base;
-	struct fop *qhead, *qtail;
-	bool busy; /* an upload (or open) is in progress */
-	/* upload state */
-	uint64_t up_size;
-	size_t parts, parts_next, parts_done, parts_live;
+	api_done_fn done;
+	void *ud;
+	/* fetch */
+	uint64_t expect, got;
+	bool stream;
+	api_rf_sink_fn sink;
+	void *sink_ud;
+	/* store */
+	int fd;
+	uint64_t len;
+	struct api_setattr sa;
+	char *tmp;	  /* temporary beside the target */
+	char *part_prefix; /* big files: numbered parts, joined by the script */
+	size_t parts, parts_next, parts_live;
 	int up_err;
 	char up_msg[256];
-	char *part_prefix;
-	struct fop *up_fop;
 };
 
-static void fop_free(struct fop *op)
+static void xfer_free(struct xfer *x)
 {
-	free(op->buf);
-	free(op);
+	free(x->path);
+	free(x->parent);
+	free(x->tmp);
+	free(x->part_prefix);
+	free(x);
 }
 
-static void file_unlist(struct api_file *f)
+static void xfer_end(struct xfer *x, int err, const char *msg)
 {
-	if (!f->listed)
-		return;
-	if (f->fprev)
-		f->fprev->fnext = f->fnext;
-	else
-		f->w->files = f->fnext;
-	if (f->fnext)
-		f->fnext->fprev = f->fprev;
-	f->listed = false;
+	x->done(x->ud, err, err ? (msg ? msg : api_strerror(err)) : NULL);
+	xfer_free(x);
 }
 
-static void file_free(struct api_file *f)
+static struct xfer *xfer_new(struct api_backend *be, const char *id,
+			     const char *path, api_done_fn done, void *ud)
 {
-	file_unlist(f);
-	api_stage_free(f->st);
-	pthread_mutex_destroy(&f->lock);
-	free(f->path);
-	free(f->parent);
-	free(f->part_prefix);
-	free(f);
-}
+	struct path_op tmp = { 0 };
+	struct xfer *x;
 
-static void pump(struct api_file *f);
-
-/* Complete the head op (it must be op) and go on with the queue. */
-static void fop_complete(struct api_file *f, struct fop *op, int err,
-			 const char *msg, const void *data, size_t n)
-{
-	bool closing = op->kind == FOP_CLOSE;
-
-	f->qhead = op->next;
-	if (!f->qhead)
-		f->qtail = NULL;
-	if (err && !msg)
-		msg = api_strerror(err);
-	switch (op->kind) {
-	case FOP_READ:
-		((api_data_fn)op->cb)(op->ud, err, err ? msg : NULL, data, n);
-		break;
-	case FOP_WRITE:
-		((api_size_fn)op->cb)(op->ud, err, err ? msg : NULL, n);
-		break;
-	case FOP_OPEN:
-		((api_open_fn)op->cb)(op->ud, err, err ? msg : NULL,
-				      err ? NULL : f);
-		break;
-	default:
-		((api_done_fn)op->cb)(op->ud, err, err ? msg : NULL);
+	if (strlen(id) >= API_ID_MAX || pop_path(&tmp, path) ||
+	    !tmp.parent) {
+		free(tmp.path);
+		free(tmp.parent);
+		done(ud, -EINVAL, "wrenn: bad path");
+		return NULL;
 	}
-	fop_free(op);
-	if (closing) {
-		/* close is last by contract; anything queued behind it is
-		 * a caller bug: fail it rather than touch freed memory */
-		while ((op = f->qhead)) {
-			f->qhead = op->next;
-			op->next = NULL;
-			f->qtail = NULL;
-			fop_complete(f, op, -EBADF, "wrenn: file closed",
-				     NULL, 0);
-		}
-		file_free(f);
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		free(tmp.path);
+		free(tmp.parent);
+		done(ud, -ENOMEM, "wrenn: out of memory");
+		return NULL;
 	}
+	x->w = wrenn_of(be);
+	snprintf(x->id, sizeof(x->id), "%s", id);
+	x->path = tmp.path;
+	x->parent = tmp.parent;
+	x->base = (char *)tmp.base;
+	x->done = done;
+	x->ud = ud;
+	x->fd = -1;
+	return x;
 }
 
-/* -- download -- */
-
-static int load_sink(void *ud, const void *buf, size_t len)
+static bool xfer_resolve(struct xfer *x)
 {
-	struct api_file *f = ud;
-	int err;
+	char id[API_ID_MAX];
 
-	pthread_mutex_lock(&f->lock);
-	err = api_stage_fill(f->st, buf, len);
-	pthread_mutex_unlock(&f->lock);
-	/* serve waiting reads as the prefix grows */
-	if (!err && f->qhead && f->qhead->kind == FOP_READ)
-		pump(f);
-	return err;
+	if (wrenn_resolve(x->w, x->id, id, sizeof(id))) {
+		xfer_end(x, -ENOENT, "wrenn: no such capsule");
+		return false;
+	}
+	snprintf(x->id, sizeof(x->id), "%s", id);
+	return true;
 }
 
-static void load_done(void *ud, int err, const char *msg,
+/* fetch */
+
+static int fetch_sink(void *ud, const void *buf, size_t len)
+{
+	struct xfer *x = ud;
+
+	x->got += len;
+	return x->sink(x->sink_ud, buf, len);
+}
+
+static void fetch_got(void *ud, int err, const char *msg,
 		      const struct wrenn_resp *r)
 {
-	struct api_file *f = ud;
-	uint64_t got;
+	struct xfer *x = ud;
+	char m[512];
 
 	(void)r;
-	wrenn_keep_put(f->w, f->id);
-	f->load_h = NULL;
-	if (f->closing)
-		return; /* cancelled by close, which frees f */
-	pthread_mutex_lock(&f->lock);
-	got = api_stage_size(f->st);
-	if (!err && got < f->remote_size) {
-		/* streaming read: errors after the 200 only show as a
-		 * short body (quirk 31) */
+	wrenn_keep_put(x->w, x->id);
+	if (!err && x->stream && x->got < x->expect) {
+		snprintf(m, sizeof(m), "wrenn: download of %s truncated "
+			 "(%llu of %llu bytes)", x->path,
+			 (unsigned long long)x->got,
+			 (unsigned long long)x->expect);
 		err = -EIO;
-		snprintf(f->ld_msg, sizeof(f->ld_msg),
-			 "wrenn: download of %s truncated (%llu of %llu "
-			 "bytes)", f->path, (unsigned long long)got,
-			 (unsigned long long)f->remote_size);
-		msg = f->ld_msg;
+		msg = m;
 	}
-	if (err) {
-		f->ld = LD_FAILED;
-		f->ld_err = err;
-		if (msg != f->ld_msg)
-			snprintf(f->ld_msg, sizeof(f->ld_msg), "%s", msg);
-		api_stage_reset(f->st);
-	} else {
-		f->ld = LD_DONE;
-		api_stage_loaded(f->st);
-	}
-	pthread_mutex_unlock(&f->lock);
-	pump(f);
+	xfer_end(x, err, msg);
 }
 
-static void load_start(struct api_file *f)
+static void fetch_run(struct wrenn *w, struct wrenn_work *wk)
 {
+	struct xfer *x = (struct xfer *)wk;
 	struct wrenn_http *h;
 	char path[256], *body;
-	cJSON *j = cJSON_CreateObject();
+	cJSON *j;
 
-	f->ld = LD_RUNNING;
-	cJSON_AddStringToObject(j, "path", f->path);
+	if (!xfer_resolve(x))
+		return;
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "path", x->path);
 	body = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
-	snprintf(path, sizeof(path), "/v1/capsules/%s/files/stream/read",
-		 f->id);
-	h = body ? wrenn_http_new(f->w, "POST", path, body) : NULL;
+	x->stream = x->expect > READ_WHOLE_MAX;
+	snprintf(path, sizeof(path), "/v1/capsules/%s/files/%s", x->id,
+		 x->stream ? "stream/read" : "read");
+	h = body ? wrenn_http_new(w, "POST", path, body) : NULL;
 	free(body);
 	if (!h) {
-		f->ld = LD_FAILED;
-		f->ld_err = -ENOMEM;
-		snprintf(f->ld_msg, sizeof(f->ld_msg), "out of memory");
+		xfer_end(x, -ENOMEM, "wrenn: out of memory");
 		return;
 	}
-	wrenn_keep_get(f->w, f->id);
-	wrenn_http_sink(h, load_sink, f);
-	f->load_h = h;
-	wrenn_http_go(h, load_done, f);
+	wrenn_keep_get(w, x->id);
+	wrenn_http_sink(h, fetch_sink, x);
+	wrenn_http_go(h, fetch_got, x);
 }
 
-/* -- upload -- */
+static void wrenn_rf_fetch(struct api_backend *be, const char *id,
+			   const char *path, uint64_t expect,
+			   api_rf_sink_fn sink, void *sink_ud,
+			   api_done_fn done, void *ud)
+{
+	struct xfer *x = xfer_new(be, id, path, done, ud);
+
+	if (!x)
+		return;
+	x->expect = expect;
+	x->sink = sink;
+	x->sink_ud = sink_ud;
+	wrenn_post(x->w, &x->wk, fetch_run);
+}
+
+/* store: upload to a temporary beside the target (numbered parts when
+ * too big for one upload), then ONE command joins the parts, applies
+ * mode, owner and times, and renames over the target; on any failure it
+ * removes what it made, so the target keeps its old content. */
 
 static ssize_t up_src(void *ud, void *buf, size_t len, uint64_t off)
 {
-	struct fop *op = ud; /* op->off: the part's offset in the stage */
-	struct api_file *f = op->f;
+	struct xfer *x = ud;
 	ssize_t n;
 
-	pthread_mutex_lock(&f->lock);
-	n = api_stage_read(f->st, buf, len, (uint64_t)op->off + off);
-	pthread_mutex_unlock(&f->lock);
-	return n;
+	do
+		n = pread(x->fd, buf, len, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
 }
 
-static void upload_finish(struct api_file *f, int err, const char *msg);
-static void open_fail(struct api_file *f, int err, const char *msg);
+struct part {
+	struct xfer *x;
+	uint64_t off;
+};
 
-static void chmod_done(void *ud, int err, const char *msg, int code,
-		       const char *out)
+static ssize_t part_src(void *ud, void *buf, size_t len, uint64_t off)
 {
-	struct api_file *f = ud;
+	struct part *p = ud;
+
+	return up_src(p->x, buf, len, p->off + off);
+}
+
+static void script_done(void *ud, int err, const char *msg, int code,
+			const char *out)
+{
+	struct xfer *x = ud;
+	char m[512];
 
 	(void)out;
+	wrenn_keep_put(x->w, x->id);
+	wrenn_dcache_drop(x->w, x->id, x->parent);
+	if (x->up_err) { /* cleanup after a failed upload */
+		xfer_end(x, x->up_err, x->up_msg);
+		return;
+	}
 	if (!err && code) {
-		err = -EIO;
-		if (!msg)
-			msg = "wrenn: chmod failed";
-	}
-	if (err)
-		fprintf(stderr, "sbxfs: wrenn: %s: mode not set: %s\n",
-			f->path, msg);
-	upload_finish(f, 0, NULL);
-}
-
-static void upload_ok(struct api_file *f)
-{
-	char script[8300], *q;
-
-	wrenn_dcache_drop(f->w, f->id, f->parent);
-	pthread_mutex_lock(&f->lock);
-	f->remote_size = f->up_size;
-	if (f->wgen == f->ugen)
-		api_stage_set_dirty(f->st, false);
-	pthread_mutex_unlock(&f->lock);
-	if (!f->chmod_after) {
-		upload_finish(f, 0, NULL);
-		return;
-	}
-	/* new files get envd's 0666 & ~umask; honour the create mode */
-	f->chmod_after = false;
-	q = api_shell_quote(f->path);
-	if (!q) {
-		upload_finish(f, 0, NULL);
-		return;
-	}
-	snprintf(script, sizeof(script), "chmod %o -- %s",
-		 (unsigned)(f->mode & 07777), q);
-	free(q);
-	wrenn_sh(f->w, f->id, script, chmod_done, f);
-}
-
-static void parts_next(struct api_file *f);
-
-static void part_done(void *ud, int err, const char *msg,
-		      const struct wrenn_resp *r)
-{
-	struct fop *pf = ud;
-	struct api_file *f = pf->f;
-
-	(void)r;
-	free(pf);
-	f->parts_live--;
-	f->parts_done++;
-	if (err && !f->up_err) {
-		f->up_err = err;
-		snprintf(f->up_msg, sizeof(f->up_msg), "%s", msg);
-	}
-	parts_next(f);
-}
-
-static void single_done(void *ud, int err, const char *msg,
-			const struct wrenn_resp *r)
-{
-	struct fop *pf = ud;
-	struct api_file *f = pf->f;
-
-	(void)r;
-	free(pf);
-	if (err) {
-		upload_finish(f, err, msg);
-		return;
-	}
-	upload_ok(f);
-}
-
-static int upload_one(struct api_file *f, const char *dest, uint64_t off,
-		      uint64_t len, wrenn_http_cb cb)
-{
-	struct wrenn_http *h;
-	struct fop *pf;
-	char path[256];
-
-	pf = calloc(1, sizeof(*pf));
-	if (!pf)
-		return -ENOMEM;
-	pf->f = f;
-	pf->off = (off_t)off;
-	snprintf(path, sizeof(path), "/v1/capsules/%s/files/write", f->id);
-	h = wrenn_http_new(f->w, "POST", path, NULL);
-	if (!h) {
-		free(pf);
-		return -ENOMEM;
-	}
-	/* on failure the request reports it through cb */
-	wrenn_http_upload(h, dest, up_src, pf, len);
-	wrenn_http_go(h, cb, pf);
-	return 0;
-}
-
-static void join_done(void *ud, int err, const char *msg, int code,
-		      const char *out)
-{
-	struct api_file *f = ud;
-	char m[300];
-
-	(void)out;
-	if (!err && code) {
-		snprintf(m, sizeof(m), "wrenn: joining upload parts of %s "
-			 "failed (exit %d)%s%s", f->path, code,
-			 msg ? ": " : "", msg ? msg : "");
+		snprintf(m, sizeof(m), "wrenn: storing %s failed (exit %d)%s%s",
+			 x->path, code, msg ? ": " : "", msg ? msg : "");
 		err = wrenn_err_text(msg, EIO);
 		err = err == EIO ? -EIO : -err;
 		msg = m;
 	}
-	if (err) {
-		upload_finish(f, err, msg);
+	xfer_end(x, err, msg);
+}
+
+static void store_script(struct xfer *x)
+{
+	char *qt = api_shell_quote(x->tmp), *qf = api_shell_quote(x->path);
+	char *qp = x->part_prefix ? api_shell_quote(x->part_prefix) : NULL;
+	char *s = NULL, ts[80];
+	size_t cap = 4096, n = 0;
+	const struct api_setattr *sa = &x->sa;
+
+	if (!qt || !qf || (x->part_prefix && !qp))
+		goto out;
+	cap += strlen(qt) + strlen(qf) + (qp ? strlen(qp) : 0);
+	s = malloc(cap);
+	if (!s)
+		goto out;
+#define ADD(...) (n += (size_t)snprintf(s + n, cap - n, __VA_ARGS__))
+	ADD("t=%s; f=%s; ", qt, qf);
+	if (qp)
+		ADD("p=%s; set -- \"$p\"[0-9][0-9][0-9][0-9][0-9][0-9]; ", qp);
+	else
+		ADD("set --; ");
+	if (x->up_err) {
+		ADD("rm -f -- \"$t\" \"$@\"; exit 0");
+		goto done;
+	}
+	ADD("fail() { rc=$?; rm -f -- \"$t\" \"$@\"; exit $rc; }; ");
+	if (qp)
+		ADD("cat -- \"$@\" > \"$t\" || fail; rm -f -- \"$@\"; set --; ");
+	/* writing through a symlink replaces what it points to */
+	ADD("if [ -h \"$f\" ]; then f=$(readlink -f -- \"$f\") || fail; "
+	    "fi; ");
+	if (sa->mask & API_SET_MODE)
+		ADD("chmod %o -- \"$t\" || fail; ", (unsigned)(sa->mode & 07777));
+	if ((sa->mask & (API_SET_UID | API_SET_GID)) ==
+	    (API_SET_UID | API_SET_GID))
+		ADD("chown %u:%u -- \"$t\" || fail; ", (unsigned)sa->uid,
+		    (unsigned)sa->gid);
+	else if (sa->mask & API_SET_UID)
+		ADD("chown %u -- \"$t\" || fail; ", (unsigned)sa->uid);
+	else if (sa->mask & API_SET_GID)
+		ADD("chgrp %u -- \"$t\" || fail; ", (unsigned)sa->gid);
+	else /* keep the replaced file's owner */
+		ADD("o=$(stat -c %%u:%%g -- \"$f\" 2>/dev/null) && "
+		    "chown \"$o\" -- \"$t\" 2>/dev/null; ");
+	if (sa->mask & API_SET_ATIME) {
+		snprintf(ts, sizeof(ts), "@%lld.%09ld",
+			 (long long)sa->atime.tv_sec, (long)sa->atime.tv_nsec);
+		ADD("touch -a -d %s -- \"$t\" || fail; ", ts);
+	}
+	if (sa->mask & API_SET_MTIME) {
+		snprintf(ts, sizeof(ts), "@%lld.%09ld",
+			 (long long)sa->mtime.tv_sec, (long)sa->mtime.tv_nsec);
+		ADD("touch -m -d %s -- \"$t\" || fail; ", ts);
+	}
+	ADD("mv -f -- \"$t\" \"$f\" || fail");
+done:
+#undef ADD
+	if (n >= cap) {
+		free(s);
+		s = NULL;
+	}
+out:
+	free(qt);
+	free(qf);
+	free(qp);
+	if (!s) {
+		if (!x->up_err) {
+			x->up_err = -ENOMEM;
+			snprintf(x->up_msg, sizeof(x->up_msg),
+				 "wrenn: out of memory");
+		}
+		wrenn_keep_put(x->w, x->id);
+		xfer_end(x, x->up_err, x->up_msg);
 		return;
 	}
-	upload_ok(f);
+	wrenn_sh(x->w, x->id, s, script_done, x);
+	free(s);
 }
 
-static void cleanup_done(void *ud, int err, const char *msg, int code,
-			 const char *out)
+static void parts_next(struct xfer *x);
+
+static void part_done(void *ud, int err, const char *msg,
+		      const struct wrenn_resp *r)
 {
-	struct api_file *f = ud;
+	struct part *p = ud;
+	struct xfer *x = p->x;
 
-	(void)err;
-	(void)msg;
-	(void)code;
-	(void)out;
-	upload_finish(f, f->up_err, f->up_msg);
-}
-
-/* The parts' glob: PREFIX followed by six digits. */
-static char *parts_script(struct api_file *f, bool join)
-{
-	char *qp = api_shell_quote(f->part_prefix);
-	char *qt = api_shell_quote(f->path);
-	char *s = NULL;
-	size_t n;
-
-	if (qp && qt) {
-		n = strlen(qp) + strlen(qt) + 256;
-		s = malloc(n);
-		if (s && join)
-			snprintf(s, n, "p=%s; t=%s; set -- \"$p\"[0-9][0-9]"
-				 "[0-9][0-9][0-9][0-9]; cat -- \"$@\" > \"$t\""
-				 "; rc=$?; rm -f -- \"$@\"; exit $rc", qp, qt);
-		else if (s)
-			snprintf(s, n, "rm -f -- %s[0-9][0-9][0-9][0-9][0-9]"
-				 "[0-9]", qp);
+	(void)r;
+	free(p);
+	x->parts_live--;
+	if (err && !x->up_err) {
+		x->up_err = err;
+		snprintf(x->up_msg, sizeof(x->up_msg), "%s", msg);
 	}
-	free(qp);
-	free(qt);
-	return s;
+	parts_next(x);
 }
 
-static void parts_next(struct api_file *f)
+static int upload_one(struct xfer *x, const char *dest, uint64_t off,
+		      uint64_t len)
 {
-	char dest[4200], *script;
-	uint64_t off, len;
+	struct wrenn_http *h;
+	struct part *p;
+	char path[256];
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->x = x;
+	p->off = off;
+	snprintf(path, sizeof(path), "/v1/capsules/%s/files/write", x->id);
+	h = wrenn_http_new(x->w, "POST", path, NULL);
+	if (!h) {
+		free(p);
+		return -ENOMEM;
+	}
+	/* on failure the request reports it through part_done */
+	wrenn_http_upload(h, dest, part_src, p, len);
+	wrenn_http_go(h, part_done, p);
+	return 0;
+}
+
+static void parts_next(struct xfer *x)
+{
+	uint64_t max = x->w->upload_max, off, len;
+	char dest[4200];
 	int err;
 
-	while (!f->up_err && f->parts_next < f->parts &&
-	       f->parts_live < UPLOAD_PARALLEL) {
-		off = (uint64_t)f->parts_next * f->w->upload_max;
-		len = f->up_size - off;
-		if (len > f->w->upload_max)
-			len = f->w->upload_max;
-		snprintf(dest, sizeof(dest), "%s%06zu", f->part_prefix,
-			 f->parts_next);
-		err = upload_one(f, dest, off, len, part_done);
+	while (!x->up_err && x->parts_next < x->parts &&
+	       x->parts_live < UPLOAD_PARALLEL) {
+		off = (uint64_t)x->parts_next * max;
+		len = x->len - off;
+		if (len > max)
+			len = max;
+		if (x->part_prefix)
+			snprintf(dest, sizeof(dest), "%s%06zu",
+				 x->part_prefix, x->parts_next);
+		else
+			snprintf(dest, sizeof(dest), "%s", x->tmp);
+		err = upload_one(x, dest, off, len);
 		if (err) {
-			f->up_err = err;
-			snprintf(f->up_msg, sizeof(f->up_msg),
+			x->up_err = err;
+			snprintf(x->up_msg, sizeof(x->up_msg),
 				 "wrenn: out of memory");
 			break;
 		}
-		f->parts_next++;
-		f->parts_live++;
+		x->parts_next++;
+		x->parts_live++;
 	}
-	if (f->parts_live)
+	if (x->parts_live)
 		return;
-	script = parts_script(f, !f->up_err);
-	if (!script) {
-		upload_finish(f, f->up_err ? f->up_err : -ENOMEM,
-			      f->up_err ? f->up_msg : "wrenn: out of memory");
-		return;
-	}
-	if (f->up_err)
-		wrenn_sh(f->w, f->id, script, cleanup_done, f);
-	else
-		wrenn_sh(f->w, f->id, script, join_done, f);
-	free(script);
+	store_script(x); /* join + attributes + rename, or cleanup */
 }
 
-static void upload_start(struct api_file *f)
+static void store_run(struct wrenn *w, struct wrenn_work *wk)
 {
+	struct xfer *x = (struct xfer *)wk;
 	static unsigned seq;
 	size_t n;
-	int err;
 
-	f->busy = true;
-	f->up_err = 0;
-	pthread_mutex_lock(&f->lock);
-	f->up_size = api_stage_size(f->st);
-	f->ugen = f->wgen;
-	pthread_mutex_unlock(&f->lock);
-	wrenn_keep_get(f->w, f->id);
-	if (f->up_size <= f->w->upload_max) {
-		err = upload_one(f, f->path, 0, f->up_size, single_done);
-		if (err)
-			upload_finish(f, err, "wrenn: out of memory");
+	if (!xfer_resolve(x))
+		return;
+	n = strlen(x->parent) + 96;
+	x->tmp = malloc(n);
+	if (!x->tmp) {
+		xfer_end(x, -ENOMEM, "wrenn: out of memory");
 		return;
 	}
-	/* Too big for one upload: numbered parts beside the target (same
-	 * filesystem, so the join needs no extra space elsewhere), joined
-	 * with one exec. */
-	n = strlen(f->parent) + strlen(f->base) + 64;
-	free(f->part_prefix);
-	f->part_prefix = malloc(n);
-	if (!f->part_prefix) {
-		upload_finish(f, -ENOMEM, "wrenn: out of memory");
-		return;
-	}
-	snprintf(f->part_prefix, n, "%s%s.sbxfs-%s.%d-%u.part",
-		 f->parent, strcmp(f->parent, "/") ? "/" : "", f->base,
-		 (int)getpid(), ++seq);
-	f->parts = (size_t)((f->up_size + f->w->upload_max - 1) /
-			    f->w->upload_max);
-	f->parts_next = f->parts_done = f->parts_live = 0;
-	parts_next(f);
-}
-
-static void upload_finish(struct api_file *f, int err, const char *msg)
-{
-	struct fop *op = f->qhead;
-
-	wrenn_keep_put(f->w, f->id);
-	f->busy = false;
-	f->flush_failed = err != 0;
-	if (op && (op->kind == FOP_FLUSH || op->kind == FOP_CLOSE)) {
-		bool closing = op->kind == FOP_CLOSE;
-
-		fop_complete(f, op, err, msg, NULL, 0); /* frees op */
-		if (!closing)
-			pump(f);
-		return;
-	}
-	/* open's initial empty upload */
-	if (op && op->kind == FOP_OPEN) {
-		if (err) {
-			open_fail(f, err, msg);
-		} else {
-			fop_complete(f, op, 0, NULL, NULL, 0);
-			pump(f); /* a sync flush may wait behind the open */
-		}
-		return;
-	}
-	pump(f);
-}
-
-/* -- the per-file queue -- */
-
-static bool needs_load(struct api_file *f)
-{
-	return f->ld == LD_NO || f->ld == LD_RUNNING;
-}
-
-/* Loop: run queued ops in order while they can complete. */
-static void pump(struct api_file *f)
-{
-	struct fop *op;
-	ssize_t n;
-	char *buf;
-
-	while ((op = f->qhead) && !f->busy) {
-		if (f->ld == LD_FAILED && op->kind != FOP_CLOSE) {
-			fop_complete(f, op, f->ld_err, f->ld_msg, NULL, 0);
-			continue;
-		}
-		if (op->kind == FOP_READ) {
-			uint64_t have;
-			bool ready;
-
-			pthread_mutex_lock(&f->lock);
-			have = api_stage_size(f->st);
-			ready = !needs_load(f) ||
-				have >= (uint64_t)op->off + op->len;
-			pthread_mutex_unlock(&f->lock);
-			if (!ready) {
-				if (f->ld == LD_NO)
-					load_start(f);
-				return;
-			}
-			buf = malloc(op->len ? op->len : 1);
-			if (!buf) {
-				fop_complete(f, op, -ENOMEM, NULL, NULL, 0);
-				continue;
-			}
-			pthread_mutex_lock(&f->lock);
-			n = api_stage_read(f->st, buf, op->len,
-					   (uint64_t)op->off);
-			pthread_mutex_unlock(&f->lock);
-			if (n < 0)
-				fop_complete(f, op, (int)n, NULL, NULL, 0);
-			else
-				fop_complete(f, op, 0, NULL, buf, (size_t)n);
-			free(buf);
-			continue;
-		}
-		if (op->kind == FOP_FLUSH || op->kind == FOP_CLOSE) {
-			if (api_stage_dirty(f->st) &&
-			    !(op->kind == FOP_CLOSE && f->flush_failed)) {
-				upload_start(f);
-				return;
-			}
-			if (op->kind == FOP_CLOSE && f->load_h) {
-				/* closed before the download ended */
-				struct wrenn_http *h = f->load_h;
-
-				f->load_h = NULL;
-				f->closing = true;
-				wrenn_http_cancel(h);
-			}
-			if (op->kind == FOP_CLOSE) {
-				fop_complete(f, op, 0, NULL, NULL, 0);
-				return; /* f is gone */
-			}
-			fop_complete(f, op, 0, NULL, NULL, 0);
-			continue;
-		}
-		if (needs_load(f)) {
-			if (f->ld == LD_NO)
-				load_start(f);
-			if (f->ld != LD_FAILED)
-				return;
-			continue;
-		}
-		if (op->kind == FOP_WRITE) {
-			pthread_mutex_lock(&f->lock);
-			if (f->flags & O_APPEND)
-				op->off = (off_t)api_stage_size(f->st);
-			n = api_stage_write(f->st, op->buf, op->len,
-					    (uint64_t)op->off);
-			f->wgen++;
-			pthread_mutex_unlock(&f->lock);
-			fop_complete(f, op, n < 0 ? (int)n : 0, NULL, NULL,
-				     n < 0 ? 0 : (size_t)n);
-			continue;
-		}
-	}
-}
-
-static void fop_run(struct wrenn *w, struct wrenn_work *wk)
-{
-	struct fop *op = (struct fop *)wk;
-	struct api_file *f = op->f;
-
-	(void)w;
-	op->next = NULL;
-	if (f->qtail)
-		f->qtail->next = op;
-	else
-		f->qhead = op;
-	f->qtail = op;
-	pump(f);
-}
-
-static struct fop *fop_new(struct api_file *f, enum fop_kind kind, void *cb,
-			   void *ud)
-{
-	struct fop *op = calloc(1, sizeof(*op));
-
-	if (op) {
-		op->f = f;
-		op->kind = kind;
-		op->cb = cb;
-		op->ud = ud;
-	}
-	return op;
-}
-
-/* -- open -- */
-
-static void open_fail(struct api_file *f, int err, const char *msg)
-{
-	struct fop *op = f->qhead;
-
-	f->qhead = f->qtail = NULL;
-	((api_open_fn)op->cb)(op->ud, err, msg, NULL);
-	fop_free(op);
-	file_free(f);
-}
-
-static void open_listed(struct wrenn *w, void *ud, int err, const char *msg,
-			const struct api_dirent *ents, size_t n)
-{
-	struct api_file *f = ud;
-	const struct api_dirent *e;
-	int acc = f->flags & O_ACCMODE;
-
-	(void)w;
-	if (err) {
-		open_fail(f, err, msg);
-		return;
-	}
-	e = dc_find(ents, n, f->base);
-	if (!e) {
-		if (!(f->flags & O_CREAT)) {
-			open_fail(f, -ENOENT, "wrenn: no such file");
+	/* hidden, beside the target (same filesystem: rename is atomic) */
+	snprintf(x->tmp, n, "%s%s.sbxfs-%d-%u.tmp", x->parent,
+		 strcmp(x->parent, "/") ? "/" : "", (int)getpid(), ++seq);
+	x->parts = (size_t)((x->len + w->upload_max - 1) / w->upload_max);
+	if (x->parts > 1) {
+		x->part_prefix = malloc(n + 8);
+		if (!x->part_prefix) {
+			xfer_end(x, -ENOMEM, "wrenn: out of memory");
 			return;
 		}
-		/* Create it now (empty) so that the entry exists for the
-		 * stat that follows a create; content comes on flush. */
-		f->ld = LD_DONE;
-		f->chmod_after = (f->mode & 07777) &&
-				 (f->mode & 07777) != 0644;
-		api_stage_set_dirty(f->st, true);
-		upload_start(f);
-		return;
-	}
-	if ((f->flags & O_CREAT) && (f->flags & O_EXCL)) {
-		open_fail(f, -EEXIST, "wrenn: file exists");
-		return;
-	}
-	if (S_ISDIR(e->st.st_mode)) {
-		open_fail(f, -EISDIR, "wrenn: is a directory");
-		return;
-	}
-	f->remote_size = (uint64_t)e->st.st_size;
-	if ((f->flags & O_TRUNC) && acc != O_RDONLY) {
-		/* only the stage is emptied: the remote copy stays until
-		 * the new content is uploaded */
-		f->ld = LD_DONE;
-		api_stage_set_dirty(f->st, true);
-	} else if (f->remote_size == 0 && !S_ISLNK(e->st.st_mode)) {
-		f->ld = LD_DONE;
+		snprintf(x->part_prefix, n + 8, "%s.part", x->tmp);
 	} else {
-		/* a link's listed size is the target text's; read it all */
-		if (S_ISLNK(e->st.st_mode))
-			f->remote_size = 0;
-		f->ld = LD_NO;
+		x->parts = 1; /* an empty file is one empty upload */
 	}
-	fop_complete(f, f->qhead, 0, NULL, NULL, 0);
+	wrenn_keep_get(w, x->id);
+	parts_next(x);
 }
 
-static void open_run(struct wrenn *w, struct wrenn_work *wk)
+static void wrenn_rf_store(struct api_backend *be, const char *id,
+			   const char *path, int fd, uint64_t len,
+			   const struct api_setattr *sa, api_done_fn done,
+			   void *ud)
 {
-	struct fop *op = (struct fop *)wk;
-	struct api_file *f = op->f;
-	char id[API_ID_MAX];
+	struct xfer *x = xfer_new(be, id, path, done, ud);
 
-	op->next = NULL;
-	f->qhead = f->qtail = op;
-	f->fprev = NULL;
-	f->fnext = w->files;
-	if (f->fnext)
-		f->fnext->fprev = f;
-	w->files = f;
-	f->listed = true;
-	if (wrenn_resolve(w, f->id, id, sizeof(id))) {
-		open_fail(f, -ENOENT, "wrenn: no such capsule");
+	if (!x)
 		return;
-	}
-	snprintf(f->id, sizeof(f->id), "%s", id);
-	dc_get(w, f->id, f->parent, false, open_listed, f);
+	x->fd = fd;
+	x->len = len;
+	x->sa = *sa;
+	wrenn_post(x->w, &x->wk, store_run);
 }
 
-void wrenn_file_open(struct api_backend *be, const char *id,
-		     const char *path, int flags, mode_t mode,
-		     api_open_fn cb, void *ud)
-{
-	struct wrenn *w = wrenn_of(be);
-	struct path_op tmp = { 0 };
-	struct api_file *f;
-	struct fop *op;
-	int err;
-
-	err = pop_path(&tmp, path);
-	if (!err && !tmp.parent)
-		err = -EISDIR;
-	if (!err && strlen(id) >= API_ID_MAX)
-		err = -ENOENT;
-	f = err ? NULL : calloc(1, sizeof(*f));
-	if (!err && !f)
-		err = -ENOMEM;
-	if (!err) {
-		pthread_mutex_init(&f->lock, NULL);
-		f->w = w;
-		f->flags = flags;
-		f->mode = mode;
-		f->path = tmp.path;
-		f->parent = tmp.parent;
-		f->base = (char *)tmp.base;
-		tmp.path = tmp.parent = NULL;
-		snprintf(f->id, sizeof(f->id), "%s", id);
-		err = api_stage_new(w->stage_max, &f->st);
-	}
-	op = err ? NULL : fop_new(f, FOP_OPEN, (void *)cb, ud);
-	if (!err && !op)
-		err = -ENOMEM;
-	if (err) {
-		free(tmp.path);
-		free(tmp.parent);
-		if (f)
-			file_free(f);
-		cb(ud, err, err == -EISDIR ? "wrenn: is a directory" :
-		   api_strerror(err), NULL);
-		return;
-	}
-	wrenn_post(w, &op->wk, open_run);
-}
-
-/* -- read / write / flush / close -- */
-
-void wrenn_file_read(struct api_backend *be, struct api_file *f, off_t off,
-		     size_t size, api_data_fn cb, void *ud)
-{
-	struct fop *op;
-	bool fast;
-	char *buf;
-	ssize_t n;
-
-	(void)be;
-	if (off < 0) {
-		cb(ud, -EINVAL, "wrenn: negative offset", NULL, 0);
-		return;
-	}
-	/* fast path: the bytes are in the stage already */
-	pthread_mutex_lock(&f->lock);
-	fast = f->ld == LD_DONE ||
-	       (f->ld == LD_RUNNING &&
-		api_stage_size(f->st) >= (uint64_t)off + size);
-	if (fast) {
-		buf = malloc(size ? size : 1);
-		n = buf ? api_stage_read(f->st, buf, size, (uint64_t)off) :
-			  -ENOMEM;
-		pthread_mutex_unlock(&f->lock);
-		if (n < 0)
-			cb(ud, (int)n, api_strerror((int)n), NULL, 0);
-		else
-			cb(ud, 0, NULL, buf, (size_t)n);
-		free(buf);
-		return;
-	}
-	pthread_mutex_unlock(&f->lock);
-	op = fop_new(f, FOP_READ, (void *)cb, ud);
-	if (!op) {
-		cb(ud, -ENOMEM, "wrenn: out of memory", NULL, 0);
-		return;
-	}
-	op->off = off;
-	op->len = size;
-	wrenn_post(f->w, &op->wk, fop_run);
-}
-
-void wrenn_file_write(struct api_backend *be, struct api_file *f,
-		      off_t off, const void *buf, size_t len,
-		      api_size_fn cb, void *ud)
-{
-	struct fop *op;
-	ssize_t n;
-
-	(void)be;
-	if (off < 0) {
-		cb(ud, -EINVAL, "wrenn: negative offset", 0);
-		return;
-	}
-	if ((f->flags & O_ACCMODE) == O_RDONLY) {
-		cb(ud, -EBADF, "wrenn: file not open for writing", 0);
-		return;
-	}
-	pthread_mutex_lock(&f->lock);
-	if (f->ld == LD_DONE) {
-		if (f->flags & O_APPEND)
-			off = (off_t)api_stage_size(f->st);
-		n = api_stage_write(f->st, buf, len, (uint64_t)off);
-		f->wgen++;
-		pthread_mutex_unlock(&f->lock);
-		if (n < 0)
-			cb(ud, (int)n, api_strerror((int)n), 0);
-		else
-			cb(ud, 0, NULL, (size_t)n);
-		return;
-	}
-	pthread_mutex_unlock(&f->lock);
-	/* the old content must be in the stage before a partial write */
-	op = fop_new(f, FOP_WRITE, (void *)cb, ud);
-	if (op)
-		op->buf = malloc(len ? len : 1);
-	if (!op || !op->buf) {
-		free(op);
-		cb(ud, -ENOMEM, "wrenn: out of memory", 0);
-		return;
-	}
-	memcpy(op->buf, buf, len);
-	op->off = off;
-	op->len = len;
-	wrenn_post(f->w, &op->wk, fop_run);
-}
-
-static void post_simple(struct api_file *f, enum fop_kind kind,
-			api_done_fn cb, void *ud)
-{
-	struct fop *op = fop_new(f, kind, (void *)cb, ud);
-
-	if (!op) {
-		cb(ud, -ENOMEM, "wrenn: out of memory");
-		return;
-	}
-	wrenn_post(f->w, &op->wk, fop_run);
-}
-
-void wrenn_file_flush(struct api_backend *be, struct api_file *f,
-		      api_done_fn cb, void *ud)
-{
-	(void)be;
-	post_simple(f, FOP_FLUSH, cb, ud);
-}
-
-void wrenn_file_close(struct api_backend *be, struct api_file *f,
-		      api_done_fn cb, void *ud)
-{
-	(void)be;
-	post_simple(f, FOP_CLOSE, cb, ud);
-}
-
-/* ---- sync before exec --------------------------------------------------- */
-
-struct sync_bar {
-	int left;
-	void (*done)(void *ud);
-	void *ud;
+const struct api_rfile_ops wrenn_rfile_ops = {
+	.fetch = wrenn_rf_fetch,
+	.store = wrenn_rf_store,
 };
 
-static void sync_one(void *ud, int err, const char *msg)
-{
-	struct sync_bar *b = ud;
-
-	/* a failed upload stays dirty and reports at close(2) */
-	(void)err;
-	(void)msg;
-	if (--b->left == 0) {
-		b->done(b->ud);
-		free(b);
-	}
-}
+/* ---- sync before exec --------------------------------------------------- */
 
 int wrenn_files_sync(struct wrenn *w, const char *id,
 		     void (*done)(void *ud), void *ud)
 {
-	struct sync_bar *b = NULL;
-	struct api_file *f, *next;
-	struct fop *op;
-
-	for (f = w->files; f; f = next) {
-		next = f->fnext;
-		if (strcmp(f->id, id) || f->ld != LD_DONE ||
-		    !api_stage_dirty(f->st) || f->flush_failed)
-			continue;
-		if (!b) {
-			b = calloc(1, sizeof(*b));
-			if (!b)
-				return 0; /* best effort */
-			b->done = done;
-			b->ud = ud;
-			b->left = 1; /* held until the loop ends */
-		}
-		op = fop_new(f, FOP_FLUSH, (void *)sync_one, b);
-		if (!op)
-			continue;
-		b->left++;
-		fop_run(w, &op->wk);
-	}
-	if (!b)
-		return 0;
-	if (--b->left == 0) {
-		/* every flush completed inline */
-		free(b);
-		return 0;
-	}
-	return 1;
+	return api_rfile_sync(w->be->rf, id, done, ud);
 }

@@ -20,6 +20,7 @@
 
 #include <fuse_opt.h>
 
+#include "api/rfile.h"
 #include "api/wrenn/wrenn_int.h"
 
 #define WRENN_DEFAULT_BASE "https://app.wrenn.dev/api"
@@ -482,6 +483,9 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 		fprintf(stderr, "sbxfs: wrenn: cannot set up WebSockets\n");
 		goto out;
 	}
+	err = api_rfile_new(be, &wrenn_rfile_ops, w->stage_max);
+	if (err)
+		goto out;
 	be->priv = w;
 	if (pthread_create(&w->thr, NULL, loop_main, w)) {
 		err = -EAGAIN;
@@ -536,11 +540,6 @@ const struct api_ops api_wrenn_ops = {
 	.sb_verb = wrenn_sb_verb,
 	.file_stat = wrenn_file_stat,
 	.file_readdir = wrenn_file_readdir,
-	.file_open = wrenn_file_open,
-	.file_read = wrenn_file_read,
-	.file_write = wrenn_file_write,
-	.file_flush = wrenn_file_flush,
-	.file_close = wrenn_file_close,
 	.file_mkdir = wrenn_file_mkdir,
 	.file_unlink = wrenn_file_unlink,
 	.file_rmdir = wrenn_file_rmdir,

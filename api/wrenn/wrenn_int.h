@@ -204,18 +204,6 @@ void wrenn_file_stat(struct api_backend *be, const char *id,
 		     const char *path, api_stat_fn cb, void *ud);
 void wrenn_file_readdir(struct api_backend *be, const char *id,
 			const char *path, api_readdir_fn cb, void *ud);
-void wrenn_file_open(struct api_backend *be, const char *id,
-		     const char *path, int flags, mode_t mode,
-		     api_open_fn cb, void *ud);
-void wrenn_file_read(struct api_backend *be, struct api_file *f, off_t off,
-		     size_t size, api_data_fn cb, void *ud);
-void wrenn_file_write(struct api_backend *be, struct api_file *f,
-		      off_t off, const void *buf, size_t len,
-		      api_size_fn cb, void *ud);
-void wrenn_file_flush(struct api_backend *be, struct api_file *f,
-		      api_done_fn cb, void *ud);
-void wrenn_file_close(struct api_backend *be, struct api_file *f,
-		      api_done_fn cb, void *ud);
 void wrenn_file_mkdir(struct api_backend *be, const char *id,
 		      const char *path, mode_t mode, api_done_fn cb,
 		      void *ud);
@@ -223,7 +211,10 @@ void wrenn_file_unlink(struct api_backend *be, const char *id,
 		       const char *path, api_done_fn cb, void *ud);
 void wrenn_file_rmdir(struct api_backend *be, const char *id,
 		      const char *path, api_done_fn cb, void *ud);
-/* Loop: upload every dirty staged file of capsule id before a command
+/* The remote-file primitives (fetch, atomic store) for api/rfile.c. */
+struct api_rfile_ops;
+extern const struct api_rfile_ops wrenn_rfile_ops;
+/* Loop: upload every dirty cached file of capsule id before a command
  * runs there (so it sees what was written, and a following exec-emulated
  * utimens/chmod is not undone by a later upload).  Returns 0 when there
  * is nothing to wait for, else 1 and calls done(ud) once all finished. */
