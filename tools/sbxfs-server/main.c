@@ -14,6 +14,7 @@
 #include <fuse_opt.h>
 #include <libwebsockets.h>
 
+#include "grpc.h"
 #include "srv.h"
 
 struct srv srv_g = {
@@ -39,6 +40,12 @@ static void usage(FILE *f)
 "                       one files/write may carry (default 2096914; 0 = off)\n"
 "  --timeout SECONDS    backend request bound (default 60)\n"
 "  --print-key          print the API key and exit\n"
+"  --api wrenn|cwsandbox|wrenn,cwsandbox\n"
+"                       which API to serve (default wrenn).  cwsandbox is\n"
+"                       CW Sandbox's gRPC SandboxService (HTTP/2 without\n"
+"                       TLS; authorization: Bearer KEY), by default on\n"
+"                       127.0.0.1:8643; alone it takes --listen/--port\n"
+"  --cw-listen ADDR:PORT  the cwsandbox listener when both are served\n"
 "  -h, --help           this text\n"
 "  -V, --version        version\n"
 "\n"
@@ -152,6 +159,8 @@ int main(int argc, char **argv)
 		{ "upload-limit", required_argument, NULL, 'u' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "print-key", no_argument, NULL, 'k' },
+		{ "api", required_argument, NULL, 'a' },
+		{ "cw-listen", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -160,7 +169,11 @@ int main(int argc, char **argv)
 	char addr[128] = "127.0.0.1", src[600], tmo[64] = "";
 	const char *datadir = "/var/lib/sbxfs-server";
 	long port = 8642;
-	bool print_key = false, created;
+	bool print_key = false, created, port_set = false;
+	bool api_wrenn = true, api_cw = false;
+	char cwaddr[128] = "127.0.0.1";
+	long cwport = 8643;
+	int gport = -1;
 	struct lws_vhost *vh;
 	struct sigaction sa;
 	char *e, *colon;
@@ -183,6 +196,35 @@ int main(int argc, char **argv)
 		case 'p':
 			port = strtol(optarg, &e, 10);
 			if (*e || e == optarg || port < 0 || port > 65535) {
+				fprintf(stderr, "sbxfs-server: bad port\n");
+				return 2;
+			}
+			port_set = true;
+			break;
+		case 'a':
+			api_wrenn = !strcmp(optarg, "wrenn") ||
+				    !strcmp(optarg, "wrenn,cwsandbox") ||
+				    !strcmp(optarg, "cwsandbox,wrenn");
+			api_cw = !!strstr(optarg, "cwsandbox");
+			if (!api_wrenn && !api_cw) {
+				fprintf(stderr, "sbxfs-server: --api wants "
+					"wrenn, cwsandbox or both\n");
+				return 2;
+			}
+			break;
+		case 'c':
+			colon = strrchr(optarg, ':');
+			if (!colon || colon == optarg ||
+			    (size_t)(colon - optarg) >= sizeof(cwaddr)) {
+				fprintf(stderr, "sbxfs-server: --cw-listen "
+					"wants ADDR:PORT\n");
+				return 2;
+			}
+			memcpy(cwaddr, optarg, colon - optarg);
+			cwaddr[colon - optarg] = '\0';
+			cwport = strtol(colon + 1, &e, 10);
+			if (*e || e == colon + 1 || cwport < 0 ||
+			    cwport > 65535) {
 				fprintf(stderr, "sbxfs-server: bad port\n");
 				return 2;
 			}
@@ -262,6 +304,42 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (api_cw && !api_wrenn) {
+		/* cwsandbox alone takes --listen / --port */
+		snprintf(cwaddr, sizeof(cwaddr), "%s", addr);
+		if (port_set)
+			cwport = port;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (api_cw) {
+		gport = gs_start(cwaddr, (int)cwport);
+		if (gport < 0) {
+			fprintf(stderr, "sbxfs-server: cannot serve cwsandbox "
+				"on %s:%ld: %s\n", cwaddr, cwport,
+				strerror(-gport));
+			api_close(srv_g.be);
+			return 1;
+		}
+		printf("%slistening on %s:%d\n", api_wrenn ? "cwsandbox " : "",
+		       cwaddr, gport);
+		fflush(stdout);
+	}
+	if (!api_wrenn) {
+		/* signals set srv_g.stopping; nothing else to serve here */
+		sigset_t none;
+
+		sigemptyset(&none);
+		while (!srv_g.stopping)
+			sigsuspend(&none);
+		gs_stop();
+		srv_procs_reap();
+		api_close(srv_g.be);
+		return 0;
+	}
 	if (srv_capsules_load())
 		fprintf(stderr, "sbxfs-server: some capsule records "
 			"could not be read\n");
@@ -282,6 +360,7 @@ int main(int argc, char **argv)
 	if (!srv_g.ctx) {
 		fprintf(stderr, "sbxfs-server: cannot listen on %s:%ld\n",
 			addr, port);
+		gs_stop();
 		api_close(srv_g.be);
 		return 1;
 	}
@@ -289,12 +368,6 @@ int main(int argc, char **argv)
 	printf("listening on %s:%d\n", addr,
 	       vh ? lws_get_vhost_listen_port(vh) : (int)port);
 	fflush(stdout);
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	srv_capsule_reaper_start();
 	while (!srv_g.stopping)
@@ -306,6 +379,7 @@ int main(int argc, char **argv)
 	srv_g.stopping = 1;
 	pthread_mutex_unlock(&srv_g.lock);
 	srv_capsule_reaper_stop();
+	gs_stop();
 	lws_context_destroy(srv_g.ctx);
 	pthread_mutex_lock(&srv_g.lock);
 	srv_g.ctx = NULL;
