@@ -13,6 +13,9 @@
 #                         (default $SBXFS_BIN, else build/src/sbxfs)
 #     --upload-limit N    passed to the server
 #     --server-log FILE   keep the server's output there
+#     --api cwsandbox     serve CW Sandbox's gRPC API instead: the command
+#                         gets SBXFS_TEST_SOURCE=cwsandbox:http://... and
+#                         CWSANDBOX_API_KEY (leftovers are swept locally)
 #
 # Also exported to COMMAND: SBXFS_SERVER_PID, SBXFS_SERVER_PORT,
 # SBXFS_SERVER_DATA, SBXFS_SERVER_URL (for tests that stop and restart the
@@ -25,6 +28,7 @@ server=${SBXFS_SERVER_BIN:-$src/build/tools/sbxfs-server/sbxfs-server}
 sbxfs=${SBXFS_BIN:-$src/build/src/sbxfs}
 limit=
 slog=
+api=wrenn
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
 	--sbxfs) sbxfs=$2; shift ;;
 	--upload-limit) limit=$2; shift ;;
 	--server-log) slog=$2; shift ;;
+	--api) api=$2; shift ;;
 	--) shift; break ;;
 	-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	-*) echo "with-server.sh: unknown option $1" >&2; exit 2 ;;
@@ -107,7 +112,8 @@ sweep_local() {
 
 cleanup() {
 	trap - EXIT INT TERM HUP
-	if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null && [ -n "$port" ]
+	if [ "$api" = wrenn ] && [ -n "$spid" ] &&
+	   kill -0 "$spid" 2>/dev/null && [ -n "$port" ]
 	then
 		destroy_all
 	fi
@@ -139,6 +145,7 @@ trap 'exit 143' TERM HUP
 
 args=(--port 0 --data "$data")
 [ -n "$limit" ] && args+=(--upload-limit "$limit")
+[ "$api" = wrenn ] || args+=(--api "$api")
 fifo=$tmp/out
 mkfifo "$fifo"
 "$server" "${args[@]}" >"$fifo" 2>>"$slog" &
@@ -158,10 +165,15 @@ case $port in
 	exit 2 ;;
 esac
 
-export SBXFS_TEST_SOURCE=wrenn:http://127.0.0.1:$port
 # the client's alias state (per base URL) stays in the temp dir
 export XDG_STATE_HOME=$tmp/state
-export WRENN_API_KEY=$key
+if [ "$api" = cwsandbox ]; then
+	export SBXFS_TEST_SOURCE=cwsandbox:http://127.0.0.1:$port
+	export CWSANDBOX_API_KEY=$key
+else
+	export SBXFS_TEST_SOURCE=wrenn:http://127.0.0.1:$port
+	export WRENN_API_KEY=$key
+fi
 export SBXFS_SERVER_PID=$spid SBXFS_SERVER_PORT=$port
 export SBXFS_SERVER_DATA=$data SBXFS_SERVER_URL=http://127.0.0.1:$port
 # In the background, so that a TERM (meson's timeout) runs the cleanup at

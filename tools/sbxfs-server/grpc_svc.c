@@ -1120,7 +1120,18 @@ static void ux_started(void *ud, int err, const char *msg)
 
 	pthread_mutex_lock(&u->m);
 	u->started = true;
-	if (err) {
+	if (err == -ENOENT) {
+		/* the program is missing: as a shell reports it */
+		char m[600];
+		int n = snprintf(m, sizeof(m), "%s\n",
+				 msg ? msg : "command not found");
+
+		srv_buf_add(&u->out[1], m, (size_t)n < sizeof(m) ?
+					   (size_t)n : sizeof(m) - 1);
+		u->produced[1] += n;
+		u->code = 127;
+		u->exited = true;
+	} else if (err) {
 		u->err = err;
 		snprintf(u->emsg, sizeof(u->emsg), "%s",
 			 msg ? msg : strerror(-err));
@@ -1401,7 +1412,41 @@ static void sx_started(void *ud, int err, const char *msg)
 	Ts t;
 
 	pthread_mutex_lock(&gs_lock);
-	if (err) {
+	if (err == -ENOENT) {
+		/* the program is missing: ready, the sentence on stderr,
+		 * exit 127, as a shell reports it */
+		Coreweave__Sandbox__V1__ExecStreamOutput o =
+			COREWEAVE__SANDBOX__V1__EXEC_STREAM_OUTPUT__INIT;
+		Coreweave__Sandbox__V1__ExecStreamExit ex =
+			COREWEAVE__SANDBOX__V1__EXEC_STREAM_EXIT__INIT;
+		char m[600];
+		int n = snprintf(m, sizeof(m), "%s\n",
+				 msg ? msg : "command not found");
+
+		ts_set(&t, time(NULL));
+		rd.ready_time = &t;
+		r.message_case =
+			COREWEAVE__SANDBOX__V1__EXEC_STREAM_RESPONSE__MESSAGE_READY;
+		r.ready = &rd;
+		send_resp_locked(s, &r, NULL);
+		o.stream =
+		COREWEAVE__SANDBOX__V1__EXEC_STREAM_OUTPUT__STREAM__STREAM_STDERR;
+		o.data.data = (uint8_t *)m;
+		o.data.len = (size_t)n < sizeof(m) ? (size_t)n : sizeof(m) - 1;
+		r.message_case =
+			COREWEAVE__SANDBOX__V1__EXEC_STREAM_RESPONSE__MESSAGE_OUTPUT;
+		r.output = &o;
+		send_resp_locked(s, &r, NULL);
+		ex.exit_code = 127;
+		ex.completed_time = &t;
+		r.message_case =
+			COREWEAVE__SANDBOX__V1__EXEC_STREAM_RESPONSE__MESSAGE_EXIT;
+		r.exit = &ex;
+		send_resp_locked(s, &r, NULL);
+		gs_finish_locked(s->st, GS_OK, NULL, NULL, NULL);
+		s->ended = true;
+		sx_maybe_free_locked(s);
+	} else if (err) {
 		char m[600];
 
 		snprintf(m, sizeof(m), "exec: %s",
