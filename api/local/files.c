@@ -32,9 +32,12 @@ struct api_file {
 	int fd;
 };
 
+struct rootc;
+
 struct fop {
 	int rootfd;
 	unsigned base; /* host ID of root inside (owner of "/"), 0: none */
+	struct rootc *rc; /* the cached root, when rootfd is its */
 	char msg[512];
 };
 
@@ -60,6 +63,102 @@ static void f_own(const struct fop *op, int dirfd, const char *name)
 			 AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH));
 }
 
+/* ---- root descriptors, cached per sandbox ------------------------------
+ *
+ * Every file operation starts from a descriptor of the sandbox's merged
+ * root.  Opening it means a path walk through the data dir plus fstatfs
+ * (is the overlay mounted?) and fstat (whose ID range?): most of the
+ * system calls of a small request.  So one O_PATH descriptor per sandbox
+ * is kept, with a reference count; sb_umount (destroy, a failed create)
+ * drops it under the same lock, so a descriptor never outlives the
+ * overlay it names for a new operation. */
+
+struct rootc {
+	char name[64];
+	int fd;
+	unsigned base;
+	int refs;     /* operations using fd, plus 1 while cached */
+	bool cached;
+};
+
+static pthread_mutex_t rootc_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rootc *rootc_tab[LOCAL_ROOTC];
+static const struct local *rootc_owner[LOCAL_ROOTC];
+
+static void rootc_put_locked(struct rootc *r)
+{
+	if (--r->refs == 0) {
+		close(r->fd);
+		free(r);
+	}
+}
+
+void local_files_forget(struct local *l, const char *name)
+{
+	pthread_mutex_lock(&rootc_mu);
+	for (int i = 0; i < LOCAL_ROOTC; i++) {
+		struct rootc *r = rootc_tab[i];
+		if (r && rootc_owner[i] == l && (!name ||
+						!strcmp(r->name, name))) {
+			rootc_tab[i] = NULL;
+			r->cached = false;
+			rootc_put_locked(r);
+		}
+	}
+	pthread_mutex_unlock(&rootc_mu);
+}
+
+static struct rootc *rootc_get(struct local *l, const char *id)
+{
+	struct rootc *r = NULL;
+
+	pthread_mutex_lock(&rootc_mu);
+	for (int i = 0; i < LOCAL_ROOTC; i++) {
+		if (rootc_tab[i] && rootc_owner[i] == l &&
+		    !strcmp(rootc_tab[i]->name, id)) {
+			r = rootc_tab[i];
+			r->refs++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&rootc_mu);
+	return r;
+}
+
+/* Cache a fresh descriptor (taking it over); returns the entry with one
+ * reference for the caller. */
+static struct rootc *rootc_add(struct local *l, const char *id, int fd,
+			       unsigned base)
+{
+	static unsigned next;
+	struct rootc *r = calloc(1, sizeof(*r));
+	int slot = -1;
+
+	if (!r) {
+		close(fd);
+		return NULL;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", id);
+	r->fd = fd;
+	r->base = base;
+	r->refs = 1;
+	pthread_mutex_lock(&rootc_mu);
+	for (int i = 0; i < LOCAL_ROOTC && slot < 0; i++)
+		if (!rootc_tab[i])
+			slot = i;
+	if (slot < 0) { /* full: replace one, round robin */
+		slot = (int)(next++ % LOCAL_ROOTC);
+		rootc_tab[slot]->cached = false;
+		rootc_put_locked(rootc_tab[slot]);
+	}
+	rootc_tab[slot] = r;
+	rootc_owner[slot] = l;
+	r->cached = true;
+	r->refs++;
+	pthread_mutex_unlock(&rootc_mu);
+	return r;
+}
+
 /* Root descriptor of sandbox `id`; mounts the overlay if it is missing
  * (after a reboot) so a write never lands in the bare mount point. */
 static int f_root(struct api_backend *be, const char *id, struct fop *op)
@@ -70,6 +169,12 @@ static int f_root(struct api_backend *be, const char *id, struct fop *op)
 	int err;
 
 	op->rootfd = -1;
+	op->rc = rootc_get(l, id);
+	if (op->rc) {
+		op->rootfd = op->rc->fd;
+		op->base = op->rc->base;
+		return 0;
+	}
 	if (local_sb_root(l, id, path, sizeof(path))) {
 		snprintf(op->msg, sizeof(op->msg), "no sandbox named '%.63s'",
 			 id);
@@ -85,12 +190,15 @@ static int f_root(struct api_backend *be, const char *id, struct fop *op)
 		}
 		if (fstatfs(fd, &sf) == 0 && sf.f_type == F_OVERLAY_MAGIC) {
 			struct stat st;
-			op->rootfd = fd;
 			/* "/" belongs to the sandbox's root (sandbox.c) */
 			op->base = fstat(fd, &st) == 0 && st.st_uid >=
 						   LOCAL_ID_FIRST
 					   ? st.st_uid
 					   : 0;
+			/* not while a lifecycle operation may unmount it */
+			if (!local_busy(l, id))
+				op->rc = rootc_add(l, id, fd, op->base);
+			op->rootfd = op->rc ? op->rc->fd : fd;
 			return 0;
 		}
 		close(fd);
@@ -107,8 +215,14 @@ static int f_root(struct api_backend *be, const char *id, struct fop *op)
 
 static void f_done(struct fop *op)
 {
-	if (op->rootfd >= 0)
+	if (op->rc) {
+		pthread_mutex_lock(&rootc_mu);
+		rootc_put_locked(op->rc);
+		pthread_mutex_unlock(&rootc_mu);
+		op->rc = NULL;
+	} else if (op->rootfd >= 0) {
 		close(op->rootfd);
+	}
 	op->rootfd = -1;
 }
 

@@ -315,6 +315,7 @@ static void local_free(struct api_backend *be)
 	if (!l)
 		return;
 	local_exec_fini(l);
+	local_files_forget(l, NULL);
 	pthread_mutex_lock(&l->lock);
 	l->stopping = true;
 	pthread_cond_broadcast(&l->cond);

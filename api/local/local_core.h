@@ -112,6 +112,10 @@ void local_sb_verb(struct api_backend *be, const char *id,
 		   void *ud);
 
 /* files.c */
+#define LOCAL_ROOTC 256
+/* Drop the cached root descriptor of sandbox `name` (NULL: all of l's);
+ * called whenever its overlay is unmounted. */
+void local_files_forget(struct local *l, const char *name);
 void local_file_stat(struct api_backend *be, const char *id,
 		     const char *path, api_stat_fn cb, void *ud);
 void local_file_readdir(struct api_backend *be, const char *id,

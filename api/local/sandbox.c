@@ -667,6 +667,8 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 	sb_dir(l, m->name, "root", root, sizeof(root));
 	if (is_overlay(root))
 		return 0;
+	/* a descriptor cached before (a destroyed namesake) is stale */
+	local_files_forget(l, m->name);
 	sb_dir(l, m->name, "upper", upper, sizeof(upper));
 	sb_dir(l, m->name, "work", work, sizeof(work));
 	sb_dir(l, m->name, "lower", lower, sizeof(lower));
@@ -751,6 +753,7 @@ static void sb_umount(struct local *l, const char *name)
 
 	sb_dir(l, name, "root", root, sizeof(root));
 	pthread_mutex_lock(&l->mount_lock);
+	local_files_forget(l, name);
 	for (int i = 0; i < 8 && is_overlay(root); i++)
 		if (umount2(root, 0) && errno == EBUSY)
 			umount2(root, MNT_DETACH);
