@@ -1002,6 +1002,46 @@ void api_file_symlink(struct api_backend *be, const char *id,
 	nosup_done(be, cb, ud, "symbolic links");
 }
 
+void api_file_mknod(struct api_backend *be, const char *id,
+		    const char *path, mode_t mode, api_done_fn cb, void *ud)
+{
+	char m[16];
+
+	if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode)) {
+		cb(ud, -EPERM, "only FIFOs, sockets and files can be made in "
+		   "a sandbox's fs/ (no device nodes)");
+		return;
+	}
+	if (api_has(be, API_CAP_MKNOD) && be->ops->file_mknod) {
+		be->ops->file_mknod(be, id, path, mode, cb, ud);
+		return;
+	}
+	if (S_ISFIFO(mode) && emu_possible(be)) {
+		snprintf(m, sizeof(m), "%o", (unsigned)(mode & 07777));
+		const char *argv[] = {"mkfifo", "-m", m, "--", path, NULL};
+		emu_run(be, id, argv, "mkfifo", EMU_DONE, cb, NULL, ud);
+		return;
+	}
+	nosup_done(be, cb, ud, S_ISFIFO(mode) ? "FIFOs" : S_ISSOCK(mode) ?
+			       "unix sockets" : "mknod of regular files");
+}
+
+void api_file_link(struct api_backend *be, const char *id, const char *from,
+		   const char *to, api_done_fn cb, void *ud)
+{
+	if (api_has(be, API_CAP_LINK) && be->ops->file_link) {
+		be->ops->file_link(be, id, from, to, cb, ud);
+		return;
+	}
+	if (emu_possible(be)) {
+		/* -T: never create the link inside an existing directory */
+		const char *argv[] = {"ln", "-T", "--", from, to, NULL};
+		emu_run(be, id, argv, "link", EMU_DONE, cb, NULL, ud);
+		return;
+	}
+	nosup_done(be, cb, ud, "hard links");
+}
+
 void api_file_readlink(struct api_backend *be, const char *id,
 		       const char *path, api_str_fn cb, void *ud)
 {

@@ -105,6 +105,9 @@ int api_verb_parse(const char *word);
 					   symlink to the ID directory */
 #define API_CAP_RANDOM_WRITE (1u << 23) /* pwrite at any offset without
 					   staging (local) */
+#define API_CAP_MKNOD (1u << 24)	/* native FIFOs and sockets (else exec
+					   mkfifo; sockets EOPNOTSUPP) */
+#define API_CAP_LINK (1u << 25)		/* native hard links (else exec ln) */
 
 /* ---- files -------------------------------------------------------------- */
 
@@ -267,6 +270,16 @@ struct api_ops {
 	 * targets for the host view). */
 	void (*file_readlink)(struct api_backend *be, const char *id,
 			      const char *path, api_str_fn cb, void *ud);
+	/* A FIFO (S_IFIFO) or unix socket (S_IFSOCK) node; `mode` carries
+	 * type and permissions.  Device nodes are refused with EPERM by
+	 * every backend (api.c checks before calling). */
+	void (*file_mknod)(struct api_backend *be, const char *id,
+			   const char *path, mode_t mode, api_done_fn cb,
+			   void *ud);
+	/* A hard link `to` of the existing file `from`. */
+	void (*file_link)(struct api_backend *be, const char *id,
+			  const char *from, const char *to, api_done_fn cb,
+			  void *ud);
 
 	/* exec */
 	void (*exec_start)(struct api_backend *be, const char *id,
@@ -386,6 +399,10 @@ void api_file_symlink(struct api_backend *be, const char *id,
 		      void *ud);
 void api_file_readlink(struct api_backend *be, const char *id,
 		       const char *path, api_str_fn cb, void *ud);
+void api_file_mknod(struct api_backend *be, const char *id,
+		    const char *path, mode_t mode, api_done_fn cb, void *ud);
+void api_file_link(struct api_backend *be, const char *id, const char *from,
+		   const char *to, api_done_fn cb, void *ud);
 /* On failure to even begin, *out is NULL and cbs->started is called with
  * the error (possibly inline, the only inline case). */
 void api_exec_start(struct api_backend *be, const char *id,

@@ -948,6 +948,50 @@ static void f_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		api_file_symlink(o->fs->be, o->id, link, o->path, made_cb, o);
 }
 
+/* FIFOs and unix sockets (bind() makes one); device nodes: EPERM. */
+static void f_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		    mode_t mode, dev_t rdev)
+{
+	struct op *o;
+
+	(void)rdev;
+	if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	o = op_new(req, parent, name);
+	if (o)
+		api_file_mknod(o->fs->be, o->id, o->path, mode, made_cb, o);
+}
+
+/* A hard link, within one sandbox (EXDEV across sandboxes). */
+static void f_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		   const char *newname)
+{
+	struct op *o = op_new(req, ino, NULL);
+	struct op *o2;
+
+	if (!o)
+		return;
+	o2 = op_new(req, newparent, newname);
+	if (!o2) { /* replied */
+		op_free(o);
+		return;
+	}
+	if (o2->slot != o->slot || o2->gen != o->gen) {
+		op_free(o2);
+		fuse_reply_err(req, EXDEV);
+		op_free(o);
+		return;
+	}
+	/* the reply is the entry of the new name */
+	o->path2 = o->path;
+	o->path = o2->path;
+	o2->path = NULL;
+	op_free(o2);
+	api_file_link(o->fs->be, o->id, o->path2, o->path, made_cb, o);
+}
+
 /* The path no longer names the node it named: unhash it (and what lies
  * below it), so the next lookup of the path makes a fresh node. */
 static void detach_tree(struct fs_files *f, unsigned slot, unsigned gen,
@@ -1591,6 +1635,8 @@ const struct fuse_lowlevel_ops fs_file_ops = {
 	.unlink = f_unlink,
 	.rmdir = f_rmdir,
 	.symlink = f_symlink,
+	.mknod = f_mknod,
+	.link = f_link,
 	.rename = f_rename,
 	.open = f_open,
 	.read = f_read,

@@ -253,6 +253,35 @@ static void d_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 	k->ops->symlink(req, link, parent, name);
 }
 
+static void d_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		    mode_t mode, dev_t rdev)
+{
+	KIND_OR_ERR(req, parent, k);
+	if (!k->ops->mknod) {
+		fuse_reply_err(req, missing(k, true));
+		return;
+	}
+	k->ops->mknod(req, parent, name, mode, rdev);
+}
+
+static void d_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		   const char *newname)
+{
+	KIND_OR_ERR(req, ino, k);
+	const struct kind *k2 = kind_of(newparent);
+
+	/* like rename: only within fs/ (the file kind checks the sandbox) */
+	if (!k2 || k2->ops != k->ops) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	if (!k->ops->link) {
+		fuse_reply_err(req, missing(k, true));
+		return;
+	}
+	k->ops->link(req, ino, newparent, newname);
+}
+
 static void d_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
@@ -448,6 +477,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.unlink = d_unlink,
 	.rmdir = d_rmdir,
 	.symlink = d_symlink,
+	.mknod = d_mknod,
+	.link = d_link,
 	.rename = d_rename,
 	.open = d_open,
 	.read = d_read,

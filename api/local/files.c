@@ -550,14 +550,14 @@ void local_file_close(struct api_backend *be, struct api_file *f,
 
 /* ---- namespace changes -------------------------------------------------- */
 
-enum f_nsop { F_MKDIR, F_UNLINK, F_RMDIR, F_SYMLINK };
+enum f_nsop { F_MKDIR, F_UNLINK, F_RMDIR, F_SYMLINK, F_MKNOD };
 
 static void f_nsop(struct api_backend *be, const char *id, const char *path,
 		   enum f_nsop kind, mode_t mode, const char *target,
 		   api_done_fn cb, void *ud)
 {
 	static const char *const what[] = {"mkdir", "unlink", "rmdir",
-					   "symlink"};
+					   "symlink", "mknod"};
 	struct fop op = {.msg = ""};
 	char name[NAME_MAX + 1];
 	int pfd, r = 0, err = f_root(be, id, &op);
@@ -582,10 +582,15 @@ static void f_nsop(struct api_backend *be, const char *id, const char *path,
 	case F_SYMLINK:
 		r = symlinkat(target, pfd, name);
 		break;
+	case F_MKNOD:
+		/* FIFOs, sockets, regular files: never a device (api.c
+		 * refuses those, and the overlay is nodev besides) */
+		r = mknodat(pfd, name, mode & (S_IFMT | 07777), 0);
+		break;
 	}
 	if (r)
 		err = -errno;
-	else if (kind == F_MKDIR || kind == F_SYMLINK)
+	else if (kind == F_MKDIR || kind == F_SYMLINK || kind == F_MKNOD)
 		f_own(&op, pfd, name);
 	close(pfd);
 out:
@@ -625,6 +630,54 @@ void local_file_symlink(struct api_backend *be, const char *id,
 	}
 	/* stored verbatim: the target is only ever resolved inside */
 	f_nsop(be, id, path, F_SYMLINK, 0, target, cb, ud);
+}
+
+void local_file_mknod(struct api_backend *be, const char *id,
+		      const char *path, mode_t mode, api_done_fn cb, void *ud)
+{
+	if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISREG(mode)) {
+		cb(ud, -EPERM, "mknod: no device nodes in a sandbox");
+		return;
+	}
+	f_nsop(be, id, path, F_MKNOD, mode, NULL, cb, ud);
+}
+
+void local_file_link(struct api_backend *be, const char *id,
+		     const char *from, const char *to, api_done_fn cb,
+		     void *ud)
+{
+	struct fop op = {.msg = ""};
+	char name[NAME_MAX + 1];
+	int fd = -1, pfd = -1, err = f_root(be, id, &op);
+
+	if (err)
+		goto out;
+	/* the object itself (a symlink is linked, not followed), then the
+	 * new name's parent, both resolved inside the root */
+	fd = f_resolve(op.rootfd, from, O_PATH | O_NOFOLLOW, 0);
+	if (fd < 0) {
+		err = fd;
+		fd = -1;
+		goto out;
+	}
+	pfd = f_parent(&op, to, name, sizeof(name));
+	if (pfd < 0) {
+		err = pfd;
+		pfd = -1;
+		goto out;
+	}
+	if (linkat(fd, "", pfd, name, AT_EMPTY_PATH))
+		err = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (pfd >= 0)
+		close(pfd);
+	f_done(&op);
+	if (err)
+		cb(ud, err, f_msg(&op, "link", to, err));
+	else
+		cb(ud, 0, NULL);
 }
 
 void local_file_rename(struct api_backend *be, const char *id,

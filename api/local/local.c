@@ -337,7 +337,8 @@ const struct api_ops api_local_ops = {
 		API_CAP_VERB(API_VERB_PING) | API_CAP_VERB(API_VERB_SNAPSHOT) |
 		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
 		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_RENAME |
-		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE,
+		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE |
+		API_CAP_MKNOD | API_CAP_LINK,
 	.help = "    SOURCE local:DIR       data directory "
 		"(default " LOCAL_DEFAULT_DATADIR ")\n"
 		"    -o image=DIR           root image of new sandboxes (default "
@@ -366,6 +367,8 @@ const struct api_ops api_local_ops = {
 	.file_setattr = local_file_setattr,
 	.file_symlink = local_file_symlink,
 	.file_readlink = local_file_readlink,
+	.file_mknod = local_file_mknod,
+	.file_link = local_file_link,
 	.exec_start = local_exec_start,
 	.exec_write = local_exec_write,
 	.exec_close_stdin = local_exec_close_stdin,
