@@ -882,6 +882,10 @@ void api_file_fstat(struct api_backend *be, struct api_file *f,
 		api_rfile_fstat(be, f, cb, ud);
 		return;
 	}
+	if (be->ops->file_fstat) {
+		be->ops->file_fstat(be, f, cb, ud);
+		return;
+	}
 	cb(ud, -EOPNOTSUPP, "no fstat on this backend", NULL);
 }
 
@@ -890,6 +894,10 @@ void api_file_ftruncate(struct api_backend *be, struct api_file *f,
 {
 	if (be->rf) {
 		api_rfile_ftruncate(be, f, size, cb, ud);
+		return;
+	}
+	if (be->ops->file_ftruncate) {
+		be->ops->file_ftruncate(be, f, size, cb, ud);
 		return;
 	}
 	cb(ud, -EOPNOTSUPP, "no ftruncate on this backend");

@@ -276,6 +276,13 @@ struct api_ops {
 	void (*file_mknod)(struct api_backend *be, const char *id,
 			   const char *path, mode_t mode, api_done_fn cb,
 			   void *ud);
+	/* Attributes and size change of an open file (also after it was
+	 * unlinked or renamed); optional: without them fs/ falls back to the
+	 * path. */
+	void (*file_fstat)(struct api_backend *be, struct api_file *f,
+			   api_stat_fn cb, void *ud);
+	void (*file_ftruncate)(struct api_backend *be, struct api_file *f,
+			       off_t size, api_done_fn cb, void *ud);
 	/* A hard link `to` of the existing file `from`. */
 	void (*file_link)(struct api_backend *be, const char *id,
 			  const char *from, const char *to, api_done_fn cb,

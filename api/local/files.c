@@ -30,6 +30,7 @@
 
 struct api_file {
 	int fd;
+	unsigned base; /* the sandbox's ID range, for fstat */
 };
 
 struct rootc;
@@ -447,6 +448,7 @@ void local_file_open(struct api_backend *be, const char *id,
 		goto out;
 	}
 	f->fd = fd;
+	f->base = op.base;
 	fd = -1;
 out:
 	if (fd >= 0)
@@ -522,6 +524,36 @@ void local_file_write(struct api_backend *be, struct api_file *f, off_t off,
 /* Writes went straight to the file: nothing is staged.  No fsync either:
  * the sandbox's own files are not synced on every close, so neither are
  * ours (cp -r of a tree would crawl). */
+void local_file_fstat(struct api_backend *be, struct api_file *f,
+		      api_stat_fn cb, void *ud)
+{
+	struct fop op = {.base = f->base};
+	struct stat st;
+
+	(void)be;
+	if (fstat(f->fd, &st)) {
+		int err = -errno;
+		cb(ud, err, f_msg(&op, "fstat", "", err), NULL);
+		return;
+	}
+	f_unmap(&op, &st);
+	cb(ud, 0, NULL, &st);
+}
+
+void local_file_ftruncate(struct api_backend *be, struct api_file *f,
+			  off_t size, api_done_fn cb, void *ud)
+{
+	struct fop op = {.msg = ""};
+
+	(void)be;
+	if (ftruncate(f->fd, size)) {
+		int err = -errno;
+		cb(ud, err, f_msg(&op, "ftruncate", "", err));
+		return;
+	}
+	cb(ud, 0, NULL);
+}
+
 void local_file_flush(struct api_backend *be, struct api_file *f,
 		      api_done_fn cb, void *ud)
 {

@@ -149,6 +149,10 @@ void local_file_symlink(struct api_backend *be, const char *id,
 			api_done_fn cb, void *ud);
 void local_file_readlink(struct api_backend *be, const char *id,
 			 const char *path, api_str_fn cb, void *ud);
+void local_file_fstat(struct api_backend *be, struct api_file *f,
+		      api_stat_fn cb, void *ud);
+void local_file_ftruncate(struct api_backend *be, struct api_file *f,
+			  off_t size, api_done_fn cb, void *ud);
 void local_file_mknod(struct api_backend *be, const char *id,
 		      const char *path, mode_t mode, api_done_fn cb, void *ud);
 void local_file_link(struct api_backend *be, const char *id,
