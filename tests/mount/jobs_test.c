@@ -1,5 +1,5 @@
 /* jobs_test.c - issue 3 as mount tests: NAME/exec, NAME/proc/JOB/ and
- * tools/sbx driven with shell tools on a real mount, plus the parts only C
+ * sbx (tools/sbx.c) driven with shell tools on a real mount, plus the parts only C
  * can check (poll, FUSE interrupts, thread count under 100 blocked
  * readers). */
 #include <criterion/criterion.h>
@@ -387,29 +387,29 @@ Test(jobs, sbx_run)
 	struct sh_out o;
 
 	mkbox();
-	expect_out("7\n", "SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run box -- "
+	expect_out("7\n", "SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- "
 			  "sh -c 'exit 7'; echo $?");
-	o = sh_run("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run box -- sh -c "
+	o = sh_run("SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- sh -c "
 		   "'echo out; echo err >&2'");
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "out\n");
 	cr_assert_str_eq(o.err, "err\n");
 	sh_free(&o);
 	/* arguments with quotes and blanks survive */
-	expect_out("a b|it's|\n", "SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run box -- "
+	expect_out("a b|it's|\n", "SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- "
 				  "printf '%s|' 'a b' \"it's\"; echo");
 	ok("head -c 20000000 /dev/urandom > $TMPD/d.bin");
-	o = sh_run("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run box -- sha256sum "
+	o = sh_run("SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- sha256sum "
 		   "< $TMPD/d.bin; sha256sum < $TMPD/d.bin");
 	SH_OK(o);
 	cr_assert_eq(strlen(o.out), 2 * 68, "out: %s", o.out);
 	cr_assert(!strncmp(o.out, o.out + 68, 64), "digests: %s", o.out);
 	sh_free(&o);
 	/* -n: stdin not forwarded, the command sees EOF */
-	expect_out("0\n", "SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run -n box -- "
+	expect_out("0\n", "SBX_MOUNT=$MNT \"${SBX:-sbx}\" run -n box -- "
 			  "wc -c < $TMPD/d.bin");
 	/* cannot start (paused sandbox): 125 and the reason */
-	o = sh_run("echo pause > box/ctl; SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx run "
+	o = sh_run("echo pause > box/ctl; SBX_MOUNT=$MNT \"${SBX:-sbx}\" run "
 		   "box -- true; echo $?; echo resume > box/ctl");
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "125\n");
@@ -417,7 +417,7 @@ Test(jobs, sbx_run)
 	sh_free(&o);
 	/* job directories are removed */
 	expect_out("", "ls box/proc");
-	ok("SBX_MOUNT=$MNT $SBXFS_TOOLS/sbx ls | grep -q '^box  *running'");
+	ok("SBX_MOUNT=$MNT \"${SBX:-sbx}\" ls | grep -q '^box  *running'");
 }
 
 /* ---- scale --------------------------------------------------------------- */

@@ -5,7 +5,7 @@
 #
 # Mounts sbxfs (local backend, a fresh data dir) in a temp dir, creates
 # sandboxes and runs each probe *inside* one, as root there, through the
-# mount (tools/sbx run).  Every probe prints what it tried and what the
+# mount (sbx run, tools/sbx.c).  Every probe prints what it tried and what the
 # kernel answered, and passes only when the attempt was refused (or, for
 # the resource probes, stayed inside the sandbox's limits while the host
 # kept answering).  Host-side values (sysctls, /etc/shadow) are checked
@@ -14,7 +14,10 @@
 set -u
 BIN=${1:-${SBXFS_BIN:-sbxfs}}
 HERE=$(cd "$(dirname "$0")" && pwd)
-TOOLS=${SBXFS_TOOLS:-$HERE/../../tools}
+# sbx: $SBX (meson sets it to the built one), else a build dir of the
+# clone, else the installed one
+SBX=${SBX:-$(ls "$HERE"/../../build*/tools/sbx 2>/dev/null | head -1)}
+SBX=${SBX:-sbx}
 T=$(mktemp -d "${SBXFS_TEST_TMP:-/tmp}/sbxfs-sec.XXXXXX")
 MNT=$T/mnt DATA=$T/data
 mkdir -p "$MNT" "$DATA"
@@ -47,7 +50,7 @@ trap 'exit 143' TERM
 
 ok() { pass=$((pass + 1)); echo "ok   - $1"; }
 ko() { fail=$((fail + 1)); echo "FAIL - $1"; }
-sbx() { timeout "${TMO:-60}" sh "$TOOLS/sbx" "$@"; }
+sbx() { timeout "${TMO:-60}" "$SBX" "$@"; }
 # in BOX CMD: run a shell line inside, as root there; output in $out, code
 # in $rc; both printed, so the log shows what the kernel answered
 inside() {
