@@ -916,6 +916,40 @@ static void f_readlink(fuse_req_t req, fuse_ino_t ino)
 /* ---- namespace changes -------------------------------------------------- */
 
 /* mkdir, symlink: done, then describe the new entry. */
+#define OP_NO_CHOWN 0x80000000u /* op->flags: a link keeps its owner */
+
+static void owned_cb(void *ud, int err, const char *msg)
+{
+	struct op *o = ud;
+
+	if (err) {
+		if (o->kind == OP_CREATE && o->of) {
+			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
+			free(o->of);
+		}
+		op_fail(o, err, msg, "chown");
+		return;
+	}
+	do_stat(o, o->kind == OP_CREATE ? OP_CREATE : OP_ENTRY);
+}
+
+/* What a caller other than root makes (with -o allow_other) belongs to
+ * that caller, as on any filesystem: one attribute change after the
+ * create.  Root's creations need none.  True when the reply is left to
+ * owned_cb. */
+static bool give_to_caller(struct op *o)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(o->req);
+	struct api_setattr sa = {.mask = API_SET_UID | API_SET_GID};
+
+	if (!c || (c->uid == 0 && c->gid == 0) || (o->flags & OP_NO_CHOWN))
+		return false;
+	sa.uid = c->uid;
+	sa.gid = c->gid;
+	api_file_setattr(o->fs->be, o->id, o->path, &sa, owned_cb, o);
+	return true;
+}
+
 static void made_cb(void *ud, int err, const char *msg)
 {
 	struct op *o = ud;
@@ -925,6 +959,8 @@ static void made_cb(void *ud, int err, const char *msg)
 		op_fail(o, err, msg, "create");
 		return;
 	}
+	if (give_to_caller(o))
+		return;
 	do_stat(o, OP_ENTRY);
 }
 
@@ -989,6 +1025,7 @@ static void f_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	o->path = o2->path;
 	o2->path = NULL;
 	op_free(o2);
+	o->flags = OP_NO_CHOWN;
 	api_file_link(o->fs->be, o->id, o->path2, o->path, made_cb, o);
 }
 
@@ -1193,7 +1230,8 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 		of->dirty = true;
 		o->of = of;
 		invalidate(o->fs, o->slot);
-		do_stat(o, OP_CREATE);
+		if (!give_to_caller(o))
+			do_stat(o, OP_CREATE);
 		return;
 	}
 	if (of->dirty)
