@@ -21,7 +21,8 @@ struct main_opts {
 	int nnonopt;
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_SINGLE, KEY_ALLOW };
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_SINGLE, KEY_ALLOW,
+       KEY_IGNORE };
 
 static const struct fuse_opt main_spec[] = {
 	{ "poll=%s", offsetof(struct main_opts, poll), 0 },
@@ -36,6 +37,19 @@ static const struct fuse_opt main_spec[] = {
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_KEY("-s", KEY_SINGLE),
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW),
+	/* fstab and mount(8) options meant for mount, systemd or the mount
+	 * helper, not for the filesystem.  mount(8) drops them before it
+	 * runs mount.fuse3, but they still arrive when mount.fuse3 or sbxfs
+	 * is run by hand with an fstab line's options (see sbxfs(1)). */
+	FUSE_OPT_KEY("defaults", KEY_IGNORE),
+	FUSE_OPT_KEY("_netdev", KEY_IGNORE),
+	FUSE_OPT_KEY("auto", KEY_IGNORE),
+	FUSE_OPT_KEY("noauto", KEY_IGNORE),
+	FUSE_OPT_KEY("nofail", KEY_IGNORE),
+	FUSE_OPT_KEY("user", KEY_IGNORE),
+	FUSE_OPT_KEY("nouser", KEY_IGNORE),
+	FUSE_OPT_KEY("users", KEY_IGNORE),
+	FUSE_OPT_KEY("comment=", KEY_IGNORE),
 	FUSE_OPT_END
 };
 
@@ -73,6 +87,13 @@ static int opt_proc(void *data, const char *arg, int key,
 		return 0;
 	case KEY_ALLOW:
 		o->allow_other = 1;
+		return 1;
+	case KEY_IGNORE:
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		/* x-systemd.automount, x-gvfs-show...: userspace only */
+		if (!strncmp(arg, "x-", 2))
+			return 0;
 		return 1;
 	default:
 		return 1;
