@@ -717,8 +717,11 @@ int api_rfile_sync(struct api_rfile *rf, const char *id,
 	b->left = 1;
 	pthread_mutex_lock(&rf->mu);
 	for (n = rf->nodes; n; n = n->next) {
+		/* content only, and never a store in flight: an
+		 * attribute-only write-back runs a command itself, which
+		 * syncs first (waiting on it would wait on ourselves) */
 		if (strcmp(n->id, id) || !n->path || n->ld != RF_READY ||
-		    !(dirty(n) || n->storing))
+		    n->storing || n->gen == n->clean_gen)
 			continue;
 		w = wait_new(RW_FLUSH, (void *)sync_one, b);
 		if (!w)
@@ -726,8 +729,7 @@ int api_rfile_sync(struct api_rfile *rf, const char *id,
 		w->gen = n->gen;
 		b->left++;
 		list_add(&n->flushes, w);
-		if (!n->storing)
-			store_start(n, &q);
+		store_start(n, &q);
 	}
 	last = --b->left == 0;
 	pthread_mutex_unlock(&rf->mu);
@@ -955,8 +957,11 @@ static void open_statted(void *ud, int err, const char *msg,
 	n->base = *st;
 	if (S_ISLNK(st->st_mode)) /* opened through: a regular file */
 		n->base.st_mode = S_IFREG | 0644;
-	if (((w->flags & O_TRUNC) && acc != O_RDONLY) ||
-	    (st->st_size == 0 && !S_ISLNK(st->st_mode))) {
+	if ((w->flags & O_TRUNC) && acc != O_RDONLY) {
+		n->ld = RF_READY;
+		if (st->st_size || S_ISLNK(st->st_mode))
+			touch(n); /* emptied: the sandbox must hear of it */
+	} else if (st->st_size == 0 && !S_ISLNK(st->st_mode)) {
 		n->ld = RF_READY;
 	} else {
 		n->ld = RF_LOADING;
