@@ -229,6 +229,7 @@ static const struct {
 } api_backends[] = {
 	{"local", &api_local_ops},
 	{"wrenn", &api_wrenn_ops},
+	{"cwsandbox", &api_cwsandbox_ops},
 };
 
 #define API_NBACKENDS (sizeof(api_backends) / sizeof(*api_backends))

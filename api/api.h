@@ -331,6 +331,7 @@ struct api_backend {
 /* Backends compiled in. */
 extern const struct api_ops api_local_ops;
 extern const struct api_ops api_wrenn_ops;
+extern const struct api_ops api_cwsandbox_ops;
 
 /* Pick the backend from SOURCE ("local", "local:DIR", "wrenn:URL", ...;
  * NULL means "local"), parse its options from args, init it.  Returns

@@ -1,0 +1,351 @@
+/* cw.c - CW Sandbox backend: ops table, options and key, the service
+ * thread (one curl multi handle, a work queue, timers).
+ *
+ * SOURCE is `cwsandbox` or `cwsandbox:URL`; without a URL,
+ * CWSANDBOX_BASE_URL, else https://api.cwsandbox.com.  The API key comes
+ * from -o keyfile=PATH (mode 0600, owned by the user) or
+ * CWSANDBOX_API_KEY and travels only as the `authorization: Bearer`
+ * metadata: never on a command line, in a log or in /proc/mounts.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_opt.h>
+
+#include "api/cwsandbox/cw_int.h"
+
+#define CW_DEFAULT_BASE "https://api.cwsandbox.com"
+#define CW_DEFAULT_IMAGE "python:3.11"
+#define CW_KEY_MAX 1024
+
+struct cw *cw_of(struct api_backend *be)
+{
+	return be->priv;
+}
+
+int64_t cw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool cw_in_loop(struct cw *w)
+{
+	return w->thr_started && pthread_equal(pthread_self(), w->thr);
+}
+
+void cw_post(struct cw *w, struct cw_work *wk,
+	     void (*fn)(struct cw *w, struct cw_work *wk))
+{
+	wk->fn = fn;
+	wk->next = NULL;
+	pthread_mutex_lock(&w->qlock);
+	if (w->qtail)
+		w->qtail->next = wk;
+	else
+		w->qhead = wk;
+	w->qtail = wk;
+	pthread_mutex_unlock(&w->qlock);
+	curl_multi_wakeup(w->multi);
+}
+
+void cw_timer_cancel(struct cw *w, struct cw_timer *t)
+{
+	struct cw_timer **pp;
+
+	if (!t->armed)
+		return;
+	for (pp = &w->timers; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	t->armed = false;
+}
+
+void cw_timer_arm(struct cw *w, struct cw_timer *t, int64_t ms,
+		  void (*fn)(struct cw *w, struct cw_timer *t))
+{
+	cw_timer_cancel(w, t);
+	t->fn = fn;
+	t->due_ms = cw_now_ms() + (ms > 0 ? ms : 0);
+	t->next = w->timers;
+	w->timers = t;
+	t->armed = true;
+}
+
+/* Fire due timers; ms until the next one, or -1. */
+static int64_t timers_run(struct cw *w)
+{
+	int64_t now = cw_now_ms(), next = -1;
+	struct cw_timer *t;
+
+again:
+	for (t = w->timers; t; t = t->next)
+		if (t->due_ms <= now) {
+			cw_timer_cancel(w, t);
+			t->fn(w, t);
+			goto again;	/* the list may have changed */
+		}
+	for (t = w->timers; t; t = t->next)
+		if (next < 0 || t->due_ms - now < next)
+			next = t->due_ms - now;
+	return next;
+}
+
+static void drain(struct cw *w)
+{
+	struct cw_work *wk, *next;
+
+	for (;;) {
+		pthread_mutex_lock(&w->qlock);
+		wk = w->qhead;
+		w->qhead = w->qtail = NULL;
+		pthread_mutex_unlock(&w->qlock);
+		if (!wk)
+			return;
+		for (; wk; wk = next) {
+			next = wk->next;	/* fn may free wk */
+			wk->fn(w, wk);
+		}
+	}
+}
+
+static void *loop(void *arg)
+{
+	struct cw *w = arg;
+	int running, left;
+	int64_t next;
+	CURLMsg *m;
+
+	for (;;) {
+		drain(w);
+		pthread_mutex_lock(&w->qlock);
+		if (w->stopping) {
+			pthread_mutex_unlock(&w->qlock);
+			break;
+		}
+		pthread_mutex_unlock(&w->qlock);
+		next = timers_run(w);
+		curl_multi_perform(w->multi, &running);
+		while ((m = curl_multi_info_read(w->multi, &left)))
+			if (m->msg == CURLMSG_DONE)
+				cw_rpc_done(w, m->easy_handle, m->data.result);
+		if (next < 0 || next > 1000)
+			next = 1000;
+		curl_multi_poll(w->multi, NULL, 0, (int)next, NULL);
+	}
+	cw_rpc_abort_all(w);
+	drain(w);
+	return NULL;
+}
+
+/* ---- options and key ----------------------------------------------------- */
+
+struct cw_conf {
+	char *keyfile;
+	char *image;
+	int show_terminated;
+};
+
+#define COPT(t, f) { t, offsetof(struct cw_conf, f), 1 }
+static const struct fuse_opt cw_opts[] = {
+	{ "keyfile=%s", offsetof(struct cw_conf, keyfile), 0 },
+	{ "image=%s", offsetof(struct cw_conf, image), 0 },
+	COPT("show_terminated", show_terminated),
+	FUSE_OPT_END
+};
+
+static int read_keyfile(const char *path, char *key, size_t len)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if ((st.st_mode & 077) || st.st_uid != geteuid()) {
+		close(fd);
+		fprintf(stderr, "sbxfs: cwsandbox: key file %s must be owned "
+			"by you and mode 0600 (chmod 600 %s)\n", path, path);
+		return -EACCES;
+	}
+	n = read(fd, key, len - 1);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	key[n] = '\0';
+	key[strcspn(key, "\r\n")] = '\0';
+	return key[0] ? 0 : -EINVAL;
+}
+
+static int set_base(struct cw *w, const char *url)
+{
+	size_t n;
+	const char *rest;
+
+	if (!strncmp(url, "http://", 7)) {
+		w->prior_knowledge = true;
+		rest = url + 7;
+	} else if (!strncmp(url, "https://", 8)) {
+		rest = url + 8;
+	} else {
+		fprintf(stderr, "sbxfs: cwsandbox: base URL must start with "
+			"http:// or https://: %s\n", url);
+		return -EINVAL;
+	}
+	n = strlen(url);
+	while (n > (size_t)(rest - url) && url[n - 1] == '/')
+		n--;
+	if (memchr(rest, '/', n - (rest - url)) || n == (size_t)(rest - url)) {
+		fprintf(stderr, "sbxfs: cwsandbox: base URL takes a host and "
+			"port, no path: %s\n", url);
+		return -EINVAL;
+	}
+	w->base = strndup(url, n);
+	return w->base ? 0 : -ENOMEM;
+}
+
+static void cw_free(struct api_backend *be)
+{
+	struct cw *w = be->priv;
+
+	if (!w)
+		return;
+	if (w->thr_started) {
+		pthread_mutex_lock(&w->qlock);
+		w->stopping = true;
+		pthread_mutex_unlock(&w->qlock);
+		curl_multi_wakeup(w->multi);
+		pthread_join(w->thr, NULL);
+	}
+	if (w->multi)
+		curl_multi_cleanup(w->multi);
+	if (w->auth_hdr) {
+		explicit_bzero(w->auth_hdr, strlen(w->auth_hdr));
+		free(w->auth_hdr);
+	}
+	free(w->base);
+	free(w->image);
+	pthread_mutex_destroy(&w->qlock);
+	free(w);
+	be->priv = NULL;
+}
+
+static int cw_init(struct api_backend *be, const char *arg,
+		   struct fuse_args *args)
+{
+	struct cw_conf conf = { 0 };
+	char key[CW_KEY_MAX];
+	const char *env, *base;
+	struct cw *w;
+	int err = -ENOMEM;
+
+	if (args && fuse_opt_parse(args, &conf, cw_opts, NULL) == -1)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		goto out;
+	pthread_mutex_init(&w->qlock, NULL);
+	be->priv = w;
+	w->be = be;
+	w->timeout_ms = (int64_t)(be->timeout * 1000);
+	w->show_terminated = conf.show_terminated;
+	w->trace = getenv("SBXFS_CW_TRACE") != NULL;
+	w->image = strdup(conf.image ? conf.image : CW_DEFAULT_IMAGE);
+	if (!w->image)
+		goto out;
+	base = arg ? arg : getenv("CWSANDBOX_BASE_URL");
+	if (!base || !*base)
+		base = CW_DEFAULT_BASE;
+	err = set_base(w, base);
+	if (err)
+		goto out;
+	if (conf.keyfile) {
+		err = read_keyfile(conf.keyfile, key, sizeof(key));
+		if (err) {
+			if (err != -EACCES)
+				fprintf(stderr, "sbxfs: cwsandbox: cannot read "
+					"key file %s: %s\n", conf.keyfile,
+					strerror(-err));
+			goto out;
+		}
+	} else if ((env = getenv("CWSANDBOX_API_KEY")) && *env) {
+		snprintf(key, sizeof(key), "%s", env);
+	} else {
+		fprintf(stderr, "sbxfs: cwsandbox: no API key: set "
+			"CWSANDBOX_API_KEY or use -o keyfile=PATH\n");
+		err = -EACCES;
+		goto out;
+	}
+	if (strpbrk(key, "\r\n") || asprintf(&w->auth_hdr,
+		"authorization: Bearer %s", key) < 0) {
+		w->auth_hdr = NULL;
+		err = -EINVAL;
+		goto out;
+	}
+	explicit_bzero(key, sizeof(key));
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	w->multi = curl_multi_init();
+	if (!w->multi) {
+		err = -ENOMEM;
+		goto out;
+	}
+	curl_multi_setopt(w->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	if (pthread_create(&w->thr, NULL, loop, w)) {
+		err = -EAGAIN;
+		goto out;
+	}
+	w->thr_started = true;
+	err = 0;
+out:
+	explicit_bzero(key, sizeof(key));
+	free(conf.keyfile);
+	free(conf.image);
+	if (err)
+		cw_free(be);
+	return err;
+}
+
+const struct api_ops api_cwsandbox_ops = {
+	.name = "cwsandbox",
+	.caps = API_CAP_VERB(API_VERB_STOP) | API_CAP_VERB(API_VERB_DESTROY) |
+		API_CAP_VERB(API_VERB_PING) | API_CAP_EXEC |
+		API_CAP_EXEC_STDIN | API_CAP_ALIAS,
+	.help =
+	"    cwsandbox[:URL]        CW Sandbox (gRPC); URL default\n"
+	"                           $CWSANDBOX_BASE_URL, else " CW_DEFAULT_BASE
+	"\n"
+	"    -o keyfile=PATH        read the API key from PATH (mode 0600);\n"
+	"                           default $CWSANDBOX_API_KEY\n"
+	"    -o image=IMAGE         container image of `mkdir NAME` "
+	"(default\n"
+	"                           " CW_DEFAULT_IMAGE ")\n"
+	"    -o show_terminated     list terminated sandboxes too\n",
+	.init = cw_init,
+	.free = cw_free,
+	.sb_list = cw_sb_list,
+	.sb_get = cw_sb_get,
+	.sb_create = cw_sb_create,
+	.sb_verb = cw_sb_verb,
+	.exec_start = cw_exec_start,
+	.exec_write = cw_exec_write,
+	.exec_close_stdin = cw_exec_close_stdin,
+	.exec_resume = cw_exec_resume,
+	.exec_signal = cw_exec_signal,
+	.exec_free = cw_exec_free,
+	.exec_pid = cw_exec_pid,
+};
