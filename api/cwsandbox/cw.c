@@ -240,6 +240,7 @@ static void cw_free(struct api_backend *be)
 	}
 	free(w->base);
 	free(w->image);
+	free(w->stopped);
 	pthread_mutex_destroy(&w->qlock);
 	free(w);
 	be->priv = NULL;

@@ -42,6 +42,8 @@ struct cw_timer {
 
 struct cw_call;
 
+#define CW_GONE_MAX 128
+
 struct cw {
 	struct api_backend *be;
 	char *base;		/* "http://host:port", no trailing slash */
@@ -63,6 +65,13 @@ struct cw {
 	struct cw_timer *timers;
 	struct cw_call *calls;	/* live calls */
 	struct api_exec *execs;	/* live StreamExecs */
+	/* stop and destroy are both DeleteSandbox on CW: this mount keeps
+	 * what it stopped on view (as stopped) and forgets what it
+	 * destroyed (sandbox.c) */
+	char gone[CW_GONE_MAX][API_ID_MAX];
+	size_t gone_next;
+	char (*stopped)[API_ID_MAX];
+	size_t nstopped;
 };
 
 struct cw *cw_of(struct api_backend *be);

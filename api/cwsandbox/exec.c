@@ -63,6 +63,8 @@ struct api_exec {
 	char pidl[24];
 	size_t pidn;
 	bool pid_done;
+	uint8_t *early;		/* stdout before the PID line (rare) */
+	size_t nearly;
 	struct cw_work wk_start;
 };
 
@@ -95,6 +97,7 @@ static void x_free_now(struct cw *w, struct api_exec *x)
 	}
 	strv_free(x->argv);
 	strv_free(x->env);
+	free(x->early);
 	free(x);
 }
 
@@ -220,10 +223,31 @@ static void on_taken(struct cw *w, void *ud, void *tag)
 	free(q);
 }
 
+/* The command counts as started once `ready` came and (without a TTY)
+ * the wrapper told its PID, so that kill works from the first moment. */
+static int maybe_started(struct api_exec *x)
+{
+	int pause = 0;
+
+	if (x->started_sent || !x->ready || (!x->tty && !x->pid_done))
+		return 0;
+	say_started(x, 0, NULL);
+	if (x->nearly && !x->freed) {
+		x->in_cb++;
+		pause = x->cbs.output(x->ud, 1, x->early, x->nearly);
+		x->in_cb--;
+	}
+	free(x->early);
+	x->early = NULL;
+	x->nearly = 0;
+	return pause;
+}
+
 /* stderr: the first line is the PID from the wrapper */
 static int out_stderr(struct api_exec *x, const uint8_t *p, size_t n)
 {
 	size_t i = 0;
+	int pause = 0;
 
 	while (!x->pid_done && i < n) {
 		char ch = p[i++];
@@ -233,13 +257,14 @@ static int out_stderr(struct api_exec *x, const uint8_t *p, size_t n)
 			__atomic_store_n(&x->pid, atoi(x->pidl),
 					 __ATOMIC_RELEASE);
 			x->pid_done = true;
+			pause = maybe_started(x);
 		} else {
 			x->pidl[x->pidn++] = ch;
 		}
 	}
-	if (i == n)
-		return 0;
-	return x->cbs.output(x->ud, 2, p + i, n - i);
+	if (i == n || x->freed)
+		return pause;
+	return x->cbs.output(x->ud, 2, p + i, n - i) || pause;
 }
 
 static int on_msg(struct cw *w, void *ud, const uint8_t *m, size_t len)
@@ -258,7 +283,7 @@ static int on_msg(struct cw *w, void *ud, const uint8_t *m, size_t len)
 		if (x->ready)
 			break;
 		x->ready = true;
-		say_started(x, 0, NULL);
+		pause = maybe_started(x);
 		while (!x->freed && (q = x->pend)) {
 			x->pend = q->next;
 			send_write(w, x, q);
@@ -271,8 +296,20 @@ static int on_msg(struct cw *w, void *ud, const uint8_t *m, size_t len)
 		bool err = r->output->stream ==
 		   COREWEAVE__SANDBOX__V1__EXEC_STREAM_OUTPUT__STREAM__STREAM_STDERR;
 
-		if (!d->len || !x->started_sent)
+		if (!d->len)
 			break;
+		if (!err && !x->started_sent) {
+			/* stdout overtook the PID line: keep it (bounded) */
+			uint8_t *nb = x->nearly + d->len <= (1u << 20) ?
+				realloc(x->early, x->nearly + d->len) : NULL;
+
+			if (nb) {
+				memcpy(nb + x->nearly, d->data, d->len);
+				x->early = nb;
+				x->nearly += d->len;
+			}
+			break;
+		}
 		x->in_cb++;
 		if (err && !x->tty)
 			pause = out_stderr(x, d->data, d->len);
@@ -309,6 +346,10 @@ static void on_end(struct cw *w, void *ud, const struct cw_status *st)
 
 	x->call = NULL;
 	fail_writes(x);
+	if (!x->started_sent && x->ready && (x->got_exit || x->emsg[0])) {
+		x->pid_done = true;	/* ended before it told its PID */
+		maybe_started(x);
+	}
 	if (!x->started_sent) {
 		say_started(x, st->err ? st->err : -EIO,
 			    st->err ? st->msg :
@@ -624,11 +665,12 @@ static void free_in_loop(struct cw *w, struct api_exec *x)
 	if (x->call) {
 		if (!x->exited_sent)
 			send_kill(w, x, SIGKILL);
-		/* on_end runs (now or when the transfer aborts) and frees */
+		/* on_end runs (now, or when the transfer aborts) and frees
+		 * x: it must not be touched after this */
 		cw_stream_cancel(w, x->call);
+		return;
 	}
-	if (!x->in_cb)
-		maybe_free(w, x);
+	maybe_free(w, x);
 }
 
 struct freeop {

@@ -312,6 +312,62 @@ static void to_api(const Sandbox *s, struct api_sandbox *out, char **json)
 	out->info_json = json ? *json : NULL;
 }
 
+/* ---- what this mount stopped or destroyed (loop only) -------------------- */
+
+static bool is_gone(struct cw *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < CW_GONE_MAX; i++)
+		if (!strcmp(w->gone[i], id))
+			return true;
+	return false;
+}
+
+static bool is_stopped(struct cw *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < w->nstopped; i++)
+		if (!strcmp(w->stopped[i], id))
+			return true;
+	return false;
+}
+
+static void stopped_drop(struct cw *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < w->nstopped; i++)
+		if (!strcmp(w->stopped[i], id)) {
+			memcpy(w->stopped[i], w->stopped[--w->nstopped],
+			       API_ID_MAX);
+			return;
+		}
+}
+
+static void stopped_add(struct cw *w, const char *id)
+{
+	void *n;
+
+	if (is_stopped(w, id))
+		return;
+	n = realloc(w->stopped, (w->nstopped + 1) * API_ID_MAX);
+	if (!n)
+		return;		/* only costs showing it as stopped */
+	w->stopped = n;
+	snprintf(w->stopped[w->nstopped++], API_ID_MAX, "%s", id);
+}
+
+static void gone_add(struct cw *w, const char *id)
+{
+	stopped_drop(w, id);
+	if (is_gone(w, id))
+		return;
+	snprintf(w->gone[w->gone_next], API_ID_MAX, "%s", id);
+	w->gone_next = (w->gone_next + 1) % CW_GONE_MAX;
+}
+
 /* ---- list --------------------------------------------------------------- */
 
 struct list_op {
@@ -365,7 +421,12 @@ static void list_got(struct cw *w, void *ud, const struct cw_status *st,
 		goto done;
 	}
 	for (i = 0; i < r->n_sandboxes; i++) {
-		if (!op->all && terminal(pstate(r->sandboxes[i])))
+		const char *id = r->sandboxes[i]->sandbox_id;
+
+		if (is_gone(w, id))
+			continue;
+		if (!op->all && terminal(pstate(r->sandboxes[i])) &&
+		    !is_stopped(w, id))
 			continue;
 		if (op->n == op->cap) {
 			size_t cap = op->cap ? op->cap * 2 : 32;
@@ -425,7 +486,8 @@ static void list_send(struct cw *w, struct list_op *op)
 
 	q.page_size = 100;
 	q.page_token = op->token;
-	q.show_terminated = op->all;
+	/* what this mount stopped stays on view */
+	q.show_terminated = op->all || w->nstopped;
 	if (op->tag[0]) {
 		q.n_tags = 1;
 		q.tags = tags;
@@ -571,7 +633,14 @@ static void get_send(struct cw *w, struct sb_op *op)
 
 static void get_run(struct cw *w, struct cw_work *wk)
 {
-	get_send(w, (struct sb_op *)wk);
+	struct sb_op *op = (struct sb_op *)wk;
+
+	if (is_gone(w, op->id)) {
+		op->cb(op->ud, -ENOENT, "no such sandbox (destroyed)", NULL);
+		sb_op_free(op);
+		return;
+	}
+	get_send(w, op);
 }
 
 void cw_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
@@ -610,6 +679,12 @@ static void poll_finish(struct sb_op *op, int err, const char *msg,
 			op->cb(op->ud, err ? err : -EIO, msg, NULL);
 		}
 	} else {
+		struct cw *w = cw_of(op->be);
+
+		if (!err && op->verb == API_VERB_DESTROY)
+			gone_add(w, op->id);
+		else if (!err && op->verb == API_VERB_STOP)
+			stopped_add(w, op->id);
 		op->dcb(op->ud, err, msg);
 	}
 	sb_op_free(op);
@@ -869,7 +944,13 @@ static struct creq *creq_build(struct cw *w, const char *name,
 		const char *k = kv[i].key, *v = kv[i].value ? kv[i].value : "";
 		const char *eq;
 
-		if (!strcmp(k, "image")) {
+		if (!strcmp(k, "template")) {
+			snprintf(msg, ml, "cwsandbox: no such template: %s "
+				 "(this mount makes no templates; the "
+				 "platform's templates are not served)", v);
+			*err = -ENOENT;
+			goto fail;
+		} else if (!strcmp(k, "image")) {
 			r->c.image = keep(r, v, strlen(v));
 		} else if (!strcmp(k, "tag")) {
 			if (r->spec.n_tags >= 64 || !*v ||
@@ -999,11 +1080,25 @@ static void ping_got(struct cw *w, void *ud, const struct cw_status *st,
 		     const uint8_t *resp, size_t len)
 {
 	struct sb_op *op = ud;
+	Sandbox *s = NULL;
+	int err = st->err;
+	const char *msg = st->err ? st->msg : NULL;
 
 	(void)w;
-	(void)resp;
-	(void)len;
-	op->dcb(op->ud, st->err, st->err ? st->msg : NULL);
+	if (!err) {
+		s = coreweave__sandbox__v1__sandbox__unpack(NULL, len, resp);
+		if (!s) {
+			err = -EIO;
+			msg = "GetSandbox: malformed answer";
+		} else if (pstate(s) !=
+			   COREWEAVE__SANDBOX__V1__STATE__STATE_RUNNING) {
+			err = -EBUSY;
+			msg = "the sandbox is not running";
+		}
+	}
+	if (s)
+		coreweave__sandbox__v1__sandbox__free_unpacked(s, NULL);
+	op->dcb(op->ud, err, msg);
 	sb_op_free(op);
 }
 
@@ -1012,6 +1107,11 @@ static void verb_run(struct cw *w, struct cw_work *wk)
 	struct sb_op *op = (struct sb_op *)wk;
 	int err;
 
+	if (is_gone(w, op->id)) {
+		op->dcb(op->ud, -ENOENT, "no such sandbox (destroyed)");
+		sb_op_free(op);
+		return;
+	}
 	if (op->verb == API_VERB_PING) {
 		Coreweave__Sandbox__V1__GetSandboxRequest q =
 			COREWEAVE__SANDBOX__V1__GET_SANDBOX_REQUEST__INIT;

@@ -453,8 +453,11 @@ Test(contract, lifecycle)
 				     -EBUSY);
 		}
 		cr_assert_eq(ct_verb(id, API_VERB_PING, NULL), -EBUSY);
-		cr_assert_eq(ct_verb(id, API_VERB_START, NULL), 0);
-		CT_STATE(id, API_ST_RUNNING);
+		/* a platform whose stop is final (cwsandbox) has no start */
+		if (api_has(be, API_CAP_VERB(API_VERB_START))) {
+			cr_assert_eq(ct_verb(id, API_VERB_START, NULL), 0);
+			CT_STATE(id, API_ST_RUNNING);
+		}
 	}
 	cr_assert_eq(ct_verb(id, API_VERB_DESTROY, NULL), 0);
 	ct_forget(id);
@@ -483,9 +486,11 @@ Test(contract, create_errors)
 	ct_name(name, sizeof(name), "notpl");
 	cr_assert_eq(ct_create(name, tpl, NULL, &w), -ENOENT);
 
-	cr_assert_eq(ct_verb("ct-no-such-sandbox", API_VERB_PAUSE, NULL),
-		     -ENOENT);
-	cr_assert_eq(ct_verb(id, API_VERB_SNAPSHOT, ""), -EINVAL);
+	cr_assert_eq(ct_verb("ct-no-such-sandbox",
+			     api_has(be, API_CAP_VERB(API_VERB_PAUSE)) ?
+			     API_VERB_PAUSE : API_VERB_PING, NULL), -ENOENT);
+	if (api_has(be, API_CAP_VERB(API_VERB_SNAPSHOT)))
+		cr_assert_eq(ct_verb(id, API_VERB_SNAPSHOT, ""), -EINVAL);
 	cr_assert_eq(ct_verb(id, (enum api_verb)99, NULL), -EINVAL);
 }
 
@@ -726,7 +731,8 @@ Test(contract, destroy_removes)
 	ct_name(name, sizeof(name), "gone");
 	cr_assert_eq(ct_create(name, NULL, id, &w), 0, "create: %s", w.msg);
 	cr_assert_eq(ct_put(id, "/tmp/x", "x", O_TRUNC), 0);
-	cr_assert_eq(ct_verb(id, API_VERB_PAUSE, NULL), 0);
+	if (api_has(be, API_CAP_VERB(API_VERB_PAUSE)))
+		cr_assert_eq(ct_verb(id, API_VERB_PAUSE, NULL), 0);
 	/* destroy works from any state, paused included */
 	cr_assert_eq(ct_verb(id, API_VERB_DESTROY, NULL), 0);
 	ct_forget(id);
