@@ -609,7 +609,7 @@ static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 
 		fill_entry(o, st, &e, &ok);
 		o->fi.direct_io = 0;
-		o->fi.keep_cache = 0;
+		o->fi.keep_cache = o->fs->page_cache;
 		if (!ok) {
 			fuse_reply_err(o->req, ENOMEM);
 			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
@@ -1200,9 +1200,17 @@ static void f_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 /* ---- open files --------------------------------------------------------- */
 
-static int open_flags(int flags)
+static int open_flags(const struct fs *fs, int flags)
 {
-	return flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND);
+	flags &= O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND;
+	if (fs->writeback) {
+		/* the kernel reads around partial page writes and places
+		 * appends itself (its offsets already point at the end) */
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		flags &= ~O_APPEND;
+	}
+	return flags;
 }
 
 static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
@@ -1238,10 +1246,12 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 		invalidate(o->fs, o->slot);
 	of->ino = o->ino;
 	o->fi.fh = of_register(of);
-	/* Real files: page cache allowed, but dropped at each open since
-	 * sandbox processes change files behind our back. */
+	/* Real files: page cache allowed.  Local files keep it across
+	 * opens (AUTO_INVAL_DATA drops it when a sandbox process changed
+	 * mtime or size, at the latest after attr_timeout); remote ones
+	 * drop it at each open (close-to-open, api/rfile.c). */
 	o->fi.direct_io = 0;
-	o->fi.keep_cache = 0;
+	o->fi.keep_cache = o->fs->page_cache;
 	if (fuse_reply_open(o->req, &o->fi) != 0)
 		of_unregister(o->fi.fh); /* no RELEASE will come */
 	op_free(o);
@@ -1255,7 +1265,7 @@ static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	o->fi = *fi;
 	o->kind = OP_NONE;
-	api_file_open(o->fs->be, o->id, o->path, open_flags(fi->flags), 0,
+	api_file_open(o->fs->be, o->id, o->path, open_flags(o->fs, fi->flags), 0,
 		      opened_cb, o);
 }
 
@@ -1269,7 +1279,7 @@ static void f_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	o->fi = *fi;
 	o->kind = OP_CREATE;
 	api_file_open(o->fs->be, o->id, o->path,
-		      open_flags(fi->flags) | O_CREAT, mode & 07777,
+		      open_flags(o->fs, fi->flags) | O_CREAT, mode & 07777,
 		      opened_cb, o);
 }
 

@@ -104,7 +104,6 @@ static void d_init(void *ud, struct fuse_conn_info *conn)
 {
 	struct fs *fs = ud;
 
-	(void)fs;
 	/* Big requests: 1 MiB writes (libfuse derives max_pages from it). */
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
@@ -124,7 +123,18 @@ static void d_init(void *ud, struct fuse_conn_info *conn)
 	 * drop cached pages when mtime/size move. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Write-back caching for files that live on this machine: writes
+	 * gather in the page cache and reach us in big requests.  Remote
+	 * backends keep it off: their shared cached copy (api/rfile.c)
+	 * decides O_APPEND and sizes itself. */
+	fs->page_cache = api_has(fs->be, API_CAP_RANDOM_WRITE);
+	if (fs->page_cache && !getenv("SBXFS_NO_WRITEBACK") &&
+	    (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		fs->writeback = true;
+	} else {
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	}
 }
 
 static void d_destroy(void *ud)

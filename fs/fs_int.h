@@ -172,6 +172,13 @@ struct fs {
 				      the poller thread (never sent from a
 				      request handler) */
 	struct fs_files *files;	   /* files.c: nodes, listing cache */
+	/* A backend whose files are real descriptors on this machine
+	 * (API_CAP_RANDOM_WRITE, the local runtime): the kernel may keep
+	 * pages across opens (dropped when mtime/size move: AUTO_INVAL_DATA)
+	 * and cache writes (writeback, set in init when the kernel offers
+	 * it; it then owns O_APPEND and reads around partial writes). */
+	bool page_cache;
+	bool writeback;
 };
 
 /* fs.c: the dispatcher.  Returns the table handed to fuse_session_new. */
