@@ -147,6 +147,18 @@ static int parse_secs(const char *name, const char *s, double *out,
 	return 0;
 }
 
+/* The name /proc/mounts shows for SOURCE (see main). */
+static const char *fsname_of(const char *source)
+{
+	if (!source)
+		return "local";
+	if (strlen(source) > 200 ||
+	    strspn(source, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789:/._-~+") != strlen(source))
+		return "sbxfs";
+	return source;
+}
+
 /* A second copy of the arguments: the backend is opened twice (see
  * below), and each api_open consumes its options. */
 static int args_copy(const struct fuse_args *from, struct fuse_args *to)
@@ -225,9 +237,13 @@ int main(int argc, char *argv[])
 			source ? source : "local", strerror(-err));
 		goto out;
 	}
-	/* Type and name only: never the source's URL or anything secret. */
-	snprintf(fsopt, sizeof fsopt, "-ofsname=sbxfs,subtype=%s",
-		 be->ops->name);
+	/* The source as written is the mount's name, as sshfs does, so that
+	 * mount -a finds an fstab line already mounted (libmount compares
+	 * sources); keys never are in it.  A source that could carry a
+	 * secret or break the option string (user:pass@ in a URL, a query,
+	 * commas) shows as "sbxfs" instead. */
+	snprintf(fsopt, sizeof fsopt, "-ofsname=%s,subtype=%s",
+		 fsname_of(source), be->ops->name);
 	api_close(be);
 	be = NULL;
 	if (fuse_opt_add_arg(&args, fsopt) == -1)
