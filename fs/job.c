@@ -592,6 +592,22 @@ static void stdin_done(void *ud, int err, const char *msg)
 
 /* ---- exec callbacks (one backend thread; never block) -------------------- */
 
+/* The start succeeded and x is stored: the job runs (unless it already
+ * exited) and the cmd write is answered.  Job lock held. */
+static void start_finish(struct fs_job *j, struct done *d)
+{
+	if (j->state == FS_JOB_STARTING)
+		j->state = FS_JOB_RUNNING;
+	for (struct fs_pend *p = j->cmds.next, *nx; p != &j->cmds; p = nx) {
+		nx = p->next;
+		if (!fs_pend_claim(p))
+			continue;
+		fuse_reply_write(p->req, p->size);
+		done_add(d, p);
+	}
+	fs_pollers_wake(&j->pollers);
+}
+
 static void job_started(void *ud, int err, const char *msg)
 {
 	struct fs_job *j = ud;
@@ -611,22 +627,28 @@ static void job_started(void *ud, int err, const char *msg)
 		 * then: exec_start may still be looking at it. */
 		j->state = FS_JOB_CREATED;
 		j->start_err = -err;
-	} else {
-		j->state = FS_JOB_RUNNING;
-		clock_gettime(CLOCK_REALTIME, &j->t_start);
-		pump = j->x != NULL;
-	}
-	for (struct fs_pend *p = j->cmds.next, *nx; p != &j->cmds; p = nx) {
-		nx = p->next;
-		if (!fs_pend_claim(p))
-			continue;
-		if (err)
+		for (struct fs_pend *p = j->cmds.next, *nx; p != &j->cmds;
+		     p = nx) {
+			nx = p->next;
+			if (!fs_pend_claim(p))
+				continue;
 			fuse_reply_err(p->req, -err);
-		else
-			fuse_reply_write(p->req, p->size);
-		done_add(&d, p);
+			done_add(&d, p);
+		}
+		fs_pollers_wake(&j->pollers);
+	} else {
+		clock_gettime(CLOCK_REALTIME, &j->t_start);
+		if (j->x_pending) {
+			/* exec_start has not returned to fs_job_start yet
+			 * (the backend's thread was quicker): answering the
+			 * cmd write now would let the script's next `kill`
+			 * find no exec to signal.  fs_job_start finishes. */
+			j->start_ok = true;
+		} else {
+			start_finish(j, &d);
+			pump = j->x != NULL;
+		}
 	}
-	fs_pollers_wake(&j->pollers);
 	pthread_mutex_unlock(&j->lock);
 	done_flush(&d);
 	if (pump)
@@ -713,6 +735,7 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	char *env[FS_JOB_ENV_MAX + 1];
 	char *cwd = NULL;
 	size_t len = size;
+	struct done d = { 0 };
 
 	if (len && buf[len - 1] == '\n')
 		len--;
@@ -768,6 +791,8 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	old = j->x; /* left by a start that failed late */
 	j->x = NULL;
 	j->xbusy++;
+	j->x_pending = true;
+	j->start_ok = false;
 	/* Not interruptible: started() always comes (bounded by the
 	 * backend's request timeout). */
 	fs_pend_park_nointr(&j->cmds, p);
@@ -792,11 +817,17 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 
 	pthread_mutex_lock(&j->lock);
 	j->x = x;
+	j->x_pending = false;
+	if (j->start_ok) {
+		j->start_ok = false;
+		start_finish(j, &d);
+	}
 	bool pump = x && j->state == FS_JOB_RUNNING;
 	bool resume = x && j->paused && spool_trim(j);
 
 	x_leave(j);
 	pthread_mutex_unlock(&j->lock);
+	done_flush(&d);
 	if (resume)
 		job_resume(j);
 	if (pump)

@@ -127,6 +127,9 @@ struct fs_job {
 	char *env[FS_JOB_ENV_MAX + 1];
 	unsigned nenv;
 	struct api_exec *x;
+	bool x_pending;		/* fs_job_start has not stored x yet */
+	bool start_ok;		/* started(0) came while x_pending: the cmd
+				   write is answered once x is stored */
 	int pid; /* inside the sandbox, 0 until known */
 	unsigned xbusy;		/* api_exec_* calls in flight without lock */
 	bool paused;		/* output() returned 1 */

@@ -952,3 +952,35 @@ int mnt_stop(struct mnt *m)
 	memset(m, 0, sizeof(*m));
 	return st;
 }
+
+/* ---- condition waits ---------------------------------------------------- */
+
+bool mnt_task_in_syscall(pid_t pid, pid_t tid, const long *nrs, int n,
+			 long ms)
+{
+	char path[64], line[128];
+	long end = now_ms() + ms;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid,
+		 (int)tid);
+	for (;;) {
+		FILE *f = fopen(path, "r");
+		char *e;
+		long nr = -1;
+
+		if (f) {
+			if (fgets(line, sizeof(line), f)) {
+				nr = strtol(line, &e, 10);
+				if (e == line)
+					nr = -1; /* "running" */
+			}
+			fclose(f);
+		}
+		for (int i = 0; i < n; i++)
+			if (nr == nrs[i])
+				return true;
+		if (now_ms() >= end)
+			return false;
+		sleep_ms(5);
+	}
+}

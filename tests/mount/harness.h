@@ -136,6 +136,13 @@ char *mnt_sandbox_dir(const struct mnt *m, const char *name, char *buf,
 /* Last `lines` lines of the sbxfs log, malloc'd (never NULL). */
 char *mnt_log_tail(const struct mnt *m, int lines);
 
+/* Wait (at most ms) until thread tid of process pid is blocked in one of
+ * the n system calls nrs (SYS_read, SYS_poll...), read from
+ * /proc/PID/task/TID/syscall: a condition to wait on instead of sleeping
+ * "long enough" for a request to be parked.  true when it is. */
+bool mnt_task_in_syscall(pid_t pid, pid_t tid, const long *nrs, int n,
+			 long ms);
+
 /* Assert that a command succeeded, printing what it said if not. */
 #define SH_OK(o)                                                           \
 	cr_assert_eq((o).status, 0,                                        \

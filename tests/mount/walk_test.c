@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -625,15 +626,23 @@ Test(walk, stop_start)
 struct pauser {
 	char ctl[MNT_PATH_MAX + 32];
 	int err;
+	pid_t poller;	 /* thread that polls status */
+	bool blocked;	 /* it was seen blocked in poll(2) */
+	long t_write_ms; /* when the pause write began */
 };
 
+static long ms_now(void);
+
+/* Pause once the poller is blocked in poll(2): a condition, not a guess
+ * at how long the poll takes to register. */
 static void *pause_later(void *arg)
 {
 	struct pauser *p = arg;
-	struct timespec ts = { 0, 500 * 1000000L };
+	static const long nrs[] = { SYS_poll, SYS_ppoll };
 	int fd;
 
-	nanosleep(&ts, NULL);
+	p->blocked = mnt_task_in_syscall(getpid(), p->poller, nrs, 2, 10000);
+	p->t_write_ms = ms_now();
 	fd = open(p->ctl, O_WRONLY | O_TRUNC);
 	if (fd < 0) {
 		p->err = errno;
@@ -678,16 +687,19 @@ Test(walk, poll_status_wakes)
 		; /* to EOF: what is there has been seen */
 
 	pf = (struct pollfd){ .fd = fd, .events = POLLIN | POLLPRI };
+	p.poller = (pid_t)syscall(SYS_gettid);
 	cr_assert_eq(pthread_create(&th, NULL, pause_later, &p), 0);
 	t0 = ms_now();
 	r = poll(&pf, 1, 15000);
 	dt = ms_now() - t0;
 	pthread_join(th, NULL);
 	cr_assert_eq(p.err, 0, "writing pause: %s", strerror(p.err));
+	cr_assert(p.blocked, "poll(2) never blocked");
 	cr_assert_eq(r, 1, "poll returned %d (revents %#x) after %ld ms", r,
 		     pf.revents, dt);
-	cr_assert_geq(dt, 300, "poll did not wait for the change (%ld ms, "
-			       "revents %#x)", dt, pf.revents);
+	cr_assert_geq(t0 + dt, p.t_write_ms,
+		      "poll did not wait for the change (%ld ms, revents %#x)",
+		      dt, pf.revents);
 	close(fd);
 	expect_out("paused\n", "head -1 box1/status");
 }
