@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #define PROG "sbx"
 #define IOBUF (1u << 20) /* the mount's request size */
@@ -316,21 +317,47 @@ static void make_job(const char *sb, const char *sbpath)
 	}
 }
 
-/* Exit code from proc/JOB/wait: "CODE\n"; -1 when it is not a number. */
+/* Exit code from proc/JOB/wait: "CODE\n" (one read: the answer comes
+ * whole); -1 when it is not a number. */
 static int read_wait(int jfd)
 {
 	char buf[32];
+	size_t len = 0;
 	char *end;
 	long code;
+	int fd = openat(jfd, "wait", O_RDONLY | O_CLOEXEC);
 
-	if (read_small(jfd, "wait", buf, sizeof buf) <= 0)
+	if (fd < 0)
 		return -1;
+	while (len < sizeof buf - 1 && !memchr(buf, '\n', len)) {
+		ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
 	errno = 0;
 	code = strtol(buf, &end, 10);
-	if (errno || *end || end == buf || buf[0] < '0' || buf[0] > '9' ||
-	    code > 255)
+	if (errno || end == buf || buf[0] < '0' || buf[0] > '9' ||
+	    (*end && strcmp(end, "\n")) || code > 255)
 		return -1;
 	return (int)code;
+}
+
+/* Our stdin is /dev/null (or closed): forwarding it would only cost the
+ * open of the job's stdin and a thread; /dev/null there reads the same. */
+static bool stdin_is_empty(void)
+{
+	struct stat st;
+
+	if (fstat(STDIN_FILENO, &st) < 0)
+		return errno == EBADF;
+	return S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 &&
+	       minor(st.st_rdev) == 3;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -364,6 +391,8 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (argc < 1)
 		usage();
+	if (!nostdin && stdin_is_empty())
+		nostdin = true;
 	if (snprintf(sbpath, sizeof sbpath, "%s/%s", mnt, sb) >=
 	    (int)sizeof sbpath - 8)
 		die("no sandbox '%s' under %s", sb, mnt);
