@@ -19,11 +19,13 @@
 
 #include <fuse_opt.h>
 
+#include "api/rfile.h"
 #include "api/cwsandbox/cw_int.h"
 
 #define CW_DEFAULT_BASE "https://api.cwsandbox.com"
 #define CW_DEFAULT_IMAGE "python:3.11"
 #define CW_KEY_MAX 1024
+#define CW_STAGE_MAX (4ull << 30)	/* largest file cached by rfile */
 
 struct cw *cw_of(struct api_backend *be)
 {
@@ -306,6 +308,9 @@ static int cw_init(struct api_backend *be, const char *arg,
 		goto out;
 	}
 	curl_multi_setopt(w->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	err = api_rfile_new(be, &cw_rfile_ops, CW_STAGE_MAX);
+	if (err)
+		goto out;
 	if (pthread_create(&w->thr, NULL, loop, w)) {
 		err = -EAGAIN;
 		goto out;
@@ -325,7 +330,7 @@ const struct api_ops api_cwsandbox_ops = {
 	.name = "cwsandbox",
 	.caps = API_CAP_VERB(API_VERB_STOP) | API_CAP_VERB(API_VERB_DESTROY) |
 		API_CAP_VERB(API_VERB_PING) | API_CAP_EXEC |
-		API_CAP_EXEC_STDIN | API_CAP_ALIAS,
+		API_CAP_EXEC_STDIN | API_CAP_ALIAS | API_CAP_FILES,
 	.help =
 	"    cwsandbox[:URL]        CW Sandbox (gRPC); URL default\n"
 	"                           $CWSANDBOX_BASE_URL, else " CW_DEFAULT_BASE
@@ -342,6 +347,13 @@ const struct api_ops api_cwsandbox_ops = {
 	.sb_get = cw_sb_get,
 	.sb_create = cw_sb_create,
 	.sb_verb = cw_sb_verb,
+	.file_stat = cw_file_stat,
+	.file_readdir = cw_file_readdir,
+	.file_mkdir = cw_file_mkdir,
+	.file_unlink = cw_file_unlink,
+	.file_rmdir = cw_file_rmdir,
+	/* open/read/write/flush/close: api/rfile.c over fetch + store;
+	 * rename, setattr, symlink, readlink: api.c's exec emulation */
 	.exec_start = cw_exec_start,
 	.exec_write = cw_exec_write,
 	.exec_close_stdin = cw_exec_close_stdin,

@@ -26,6 +26,8 @@
 
 #include "api/api.h"
 
+struct api_rfile_ops;
+
 struct cw;
 
 struct cw_work {
@@ -145,9 +147,28 @@ void cw_sb_create(struct api_backend *be, const char *name,
 		  void *ud);
 void cw_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		const char *arg, api_done_fn cb, void *ud);
+/* Loop only: id was destroyed through this mount (ops answer ENOENT). */
+bool cw_is_gone(struct cw *w, const char *id);
 /* protobuf-c message -> JSON text (proto3-JSON names, enums by name,
  * bytes base64, 64-bit as strings); malloc'd. */
 char *cw_msg_json(const ProtobufCMessage *m);
+
+/* ---- files.c ---- */
+
+extern const struct api_rfile_ops cw_rfile_ops;
+/* errno named by a failed command's stderr (C library messages); 127:
+ * EOPNOTSUPP; anything else EIO. */
+int cw_text_errno(const char *text, int code);
+void cw_file_stat(struct api_backend *be, const char *id, const char *path,
+		  api_stat_fn cb, void *ud);
+void cw_file_readdir(struct api_backend *be, const char *id,
+		     const char *path, api_readdir_fn cb, void *ud);
+void cw_file_mkdir(struct api_backend *be, const char *id, const char *path,
+		   mode_t mode, api_done_fn cb, void *ud);
+void cw_file_unlink(struct api_backend *be, const char *id, const char *path,
+		    api_done_fn cb, void *ud);
+void cw_file_rmdir(struct api_backend *be, const char *id, const char *path,
+		   api_done_fn cb, void *ud);
 
 /* ---- exec.c ---- */
 

@@ -385,6 +385,11 @@ static void start_run(struct cw *w, struct cw_work *wk)
 		maybe_free(w, x);
 		return;
 	}
+	if (cw_is_gone(w, x->id)) {
+		say_started(x, -ENOENT, "no such sandbox (destroyed)");
+		maybe_free(w, x);
+		return;
+	}
 	x->call = cw_stream_open(w, "StreamExec", &stream_cbs, x, &err);
 	if (!x->call) {
 		say_started(x, err, "cannot open the command stream");

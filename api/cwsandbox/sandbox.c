@@ -314,7 +314,7 @@ static void to_api(const Sandbox *s, struct api_sandbox *out, char **json)
 
 /* ---- what this mount stopped or destroyed (loop only) -------------------- */
 
-static bool is_gone(struct cw *w, const char *id)
+bool cw_is_gone(struct cw *w, const char *id)
 {
 	size_t i;
 
@@ -362,7 +362,7 @@ static void stopped_add(struct cw *w, const char *id)
 static void gone_add(struct cw *w, const char *id)
 {
 	stopped_drop(w, id);
-	if (is_gone(w, id))
+	if (cw_is_gone(w, id))
 		return;
 	snprintf(w->gone[w->gone_next], API_ID_MAX, "%s", id);
 	w->gone_next = (w->gone_next + 1) % CW_GONE_MAX;
@@ -423,7 +423,7 @@ static void list_got(struct cw *w, void *ud, const struct cw_status *st,
 	for (i = 0; i < r->n_sandboxes; i++) {
 		const char *id = r->sandboxes[i]->sandbox_id;
 
-		if (is_gone(w, id))
+		if (cw_is_gone(w, id))
 			continue;
 		if (!op->all && terminal(pstate(r->sandboxes[i])) &&
 		    !is_stopped(w, id))
@@ -635,7 +635,7 @@ static void get_run(struct cw *w, struct cw_work *wk)
 {
 	struct sb_op *op = (struct sb_op *)wk;
 
-	if (is_gone(w, op->id)) {
+	if (cw_is_gone(w, op->id)) {
 		op->cb(op->ud, -ENOENT, "no such sandbox (destroyed)", NULL);
 		sb_op_free(op);
 		return;
@@ -1107,7 +1107,7 @@ static void verb_run(struct cw *w, struct cw_work *wk)
 	struct sb_op *op = (struct sb_op *)wk;
 	int err;
 
-	if (is_gone(w, op->id)) {
+	if (cw_is_gone(w, op->id)) {
 		op->dcb(op->ud, -ENOENT, "no such sandbox (destroyed)");
 		sb_op_free(op);
 		return;
