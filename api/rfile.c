@@ -870,11 +870,11 @@ void api_rfile_readdir(struct api_backend *be, const char *id,
 /* ---- open --------------------------------------------------------------- */
 
 /* Join node n with a new descriptor (rf->mu held).  0 or -errno. */
-static int attach(struct rf_node *n, struct rf_wait *w)
+static int attach(struct rf_node *n, struct rf_wait *w, bool fresh)
 {
 	int acc = w->flags & O_ACCMODE;
 
-	if ((w->flags & O_CREAT) && (w->flags & O_EXCL)) {
+	if (!fresh && (w->flags & O_CREAT) && (w->flags & O_EXCL)) {
 		snprintf(w->msg, sizeof(w->msg), "file exists");
 		return -EEXIST;
 	}
@@ -915,7 +915,7 @@ static void open_statted(void *ud, int err, const char *msg,
 	pthread_mutex_lock(&rf->mu);
 	n = find(rf, w->id, w->path);
 	if (n) { /* another open made it meanwhile */
-		err = attach(n, w);
+		err = attach(n, w, false);
 		goto out;
 	}
 	if (err == -ENOENT && (w->flags & O_CREAT)) {
@@ -933,7 +933,7 @@ static void open_statted(void *ud, int err, const char *msg,
 		touch(n);
 		n->base.st_atim = n->mtime;
 		n->base.st_mtim = n->base.st_ctim = n->mtime;
-		err = attach(n, w);
+		err = attach(n, w, true);
 		goto out;
 	}
 	if (err) {
@@ -969,7 +969,7 @@ static void open_statted(void *ud, int err, const char *msg,
 		expect = S_ISLNK(st->st_mode) ? 0 : (uint64_t)st->st_size;
 		gen = n->ld_gen;
 	}
-	err = attach(n, w);
+	err = attach(n, w, true);
 out:
 	if (err) {
 		w->err = err;
@@ -1016,7 +1016,7 @@ void api_rfile_open(struct api_backend *be, const char *id,
 	pthread_mutex_lock(&rf->mu);
 	n = find(rf, w->id, w->path);
 	if (n) {
-		err = attach(n, w);
+		err = attach(n, w, false);
 		if (err)
 			w->err = err;
 		q_add(&q, w);

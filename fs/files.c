@@ -692,6 +692,7 @@ struct fop_ctx {
 	struct ofile *of;
 	struct stat attr;
 	int to_set;
+	bool gone; /* the inode has no path any more */
 };
 
 static void path_getattr(fuse_req_t req, fuse_ino_t ino)
@@ -805,10 +806,15 @@ static void ftrunc_cb(void *ud, int err, const char *msg)
 	} else if (err) {
 		fs_log("truncate: %s", msg ? msg : api_strerror(err));
 		fuse_reply_err(c->req, -err);
-	} else if (c->to_set & ~FUSE_SET_ATTR_SIZE) {
+	} else if (!c->gone &&
+		   (c->to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
+				  FUSE_SET_ATTR_MTIME_NOW |
+				  FUSE_SET_ATTR_CTIME))) {
+		/* more than the times a truncate sets anyway: by path */
 		invalidate(c->fs, c->of->slot);
 		path_setattr(c->req, c->ino, &c->attr,
-			     c->to_set & ~FUSE_SET_ATTR_SIZE);
+			     c->to_set & ~(FUSE_SET_ATTR_SIZE |
+					   FUSE_SET_ATTR_CTIME));
 	} else {
 		invalidate(c->fs, c->of->slot);
 		api_file_fstat(c->fs->be, c->of->f, fstat_cb, c);
@@ -824,8 +830,23 @@ static void f_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct ofile *of;
 	struct fop_ctx *c;
 
-	/* ftruncate: through the open file */
-	of = fi && (to_set & FUSE_SET_ATTR_SIZE) ? of_get(fi->fh) : NULL;
+	struct fs_files *ff = fs_of(req)->files;
+	bool gone;
+
+	/* An unlinked or replaced open file has no path: reach it through
+	 * one of its opens (write-back caching sends time updates without
+	 * a handle). */
+	pthread_mutex_lock(&ff->mu);
+	struct node *n = node_by_id(ff, fs_ino_file_id(ino));
+	gone = n && !n->path;
+	pthread_mutex_unlock(&ff->mu);
+	of = fi ? of_get(fi->fh) : NULL;
+	if (!of && gone)
+		of = of_by_ino(ino);
+	if (of && !(to_set & FUSE_SET_ATTR_SIZE) && !gone) {
+		of_put(of);
+		of = NULL;
+	}
 	if (!of) {
 		path_setattr(req, ino, attr, to_set);
 		return;
@@ -842,6 +863,13 @@ static void f_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	c->of = of;
 	c->attr = *attr;
 	c->to_set = to_set;
+	c->gone = gone;
+	if (!(to_set & FUSE_SET_ATTR_SIZE)) {
+		/* times or mode of a file no name reaches: nothing in the
+		 * sandbox to change; answer what it is */
+		api_file_fstat(c->fs->be, of->f, fstat_cb, c);
+		return;
+	}
 	of->dirty = true;
 	api_file_ftruncate(c->fs->be, of->f, attr->st_size, ftrunc_cb, c);
 }
