@@ -282,6 +282,7 @@ static int local_init(struct api_backend *be, const char *arg,
 		err = -EAGAIN;
 		goto fail;
 	}
+	local_recover(l);
 	local_sweep_trash(l);
 	err = local_exec_init(l);
 	if (err) {

@@ -95,6 +95,9 @@ int local_id_shift(const char *dir, unsigned from, unsigned to);
 /* sandbox.c */
 /* [A-Za-z0-9._-]{1,63}, not "." / "..", not "ctl".  0 or -EINVAL. */
 int local_name_check(const char *name);
+/* Finish or remove sandboxes whose create was interrupted by the death
+ * of the sbxfs that ran it (start-up). */
+void local_recover(struct local *l);
 /* Remove what destroys left in DATADIR/tmp (in the background). */
 void local_sweep_trash(struct local *l);
 /* Make sure the overlay of an existing sandbox is mounted on its root.

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -1645,6 +1646,75 @@ static void trash_work(struct local *l, void *arg)
 	free(arg);
 }
 
+/* A create interrupted by the death of the sbxfs that ran it (no live
+ * process holds the sandbox directory's lock): finish it when its init is
+ * alive in a mounted root, otherwise remove what was made, so `status`
+ * never contradicts the processes and no half-made sandbox lingers. */
+static void recover_one(struct local *l, const char *name)
+{
+	char dir[PATH_MAX], root[PATH_MAX], ignore[256];
+	struct sb_meta m;
+	int fd, err;
+	bool done = false;
+
+	sb_dir(l, name, NULL, dir, sizeof(dir));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (flock(fd, LOCK_EX | LOCK_NB)) { /* being created right now */
+		close(fd);
+		return;
+	}
+	err = meta_read(l, name, &m);
+	if (err == 0 && strcmp(m.state, "creating") != 0) {
+		close(fd);
+		return; /* made and recorded: nothing to recover */
+	}
+	sb_dir(l, name, "root", root, sizeof(root));
+	if (err == 0 && init_alive(&m) && is_overlay(root)) {
+		snprintf(m.state, sizeof(m.state), "running");
+		done = meta_write(l, &m) == 0;
+		if (done)
+			fprintf(stderr, "sbxfs: sandbox '%s': its create was "
+				"interrupted after start; finished it\n", name);
+	}
+	if (!done) {
+		char trash[PATH_MAX];
+		static unsigned seq;
+
+		sb_kill_all(l, name, 0, sb_now() + l->be->timeout, ignore,
+			    sizeof(ignore));
+		sb_umount(l, name);
+		snprintf(trash, sizeof(trash), "%s/tmp/destroy-%s-%d-%u",
+			 l->datadir, name, (int)getpid(),
+			 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+		if (rename(dir, trash) == 0)
+			rm_rf(trash);
+		local_cg_remove(l, name);
+		fprintf(stderr, "sbxfs: sandbox '%s': its create was "
+			"interrupted; removed what was made\n", name);
+	}
+	close(fd);
+}
+
+void local_recover(struct local *l)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/tmp", l->datadir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/sandboxes", l->datadir);
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (!local_name_check(de->d_name))
+			recover_one(l, de->d_name);
+	closedir(d);
+}
+
 void local_sweep_trash(struct local *l)
 {
 	char dir[PATH_MAX], *t;
@@ -1949,7 +2019,7 @@ static void create_work(struct local *l, void *arg)
 	char dir[PATH_MAX], sub[PATH_MAX], msg[512] = "";
 	static const char *const subs[] = {"upper", "work", "root"};
 	bool made = false;
-	int err;
+	int err, lockfd = -1;
 
 	err = local_busy_acquire(l, m->name, true);
 	if (err) {
@@ -1957,7 +2027,14 @@ static void create_work(struct local *l, void *arg)
 		goto out;
 	}
 	sb_dir(l, m->name, NULL, dir, sizeof(dir));
-	if (mkdir(dir, 0700)) {
+	if (mkdir(dir, 0700) == 0) {
+		/* held until the create is over: a recovery pass (another
+		 * sbxfs starting on this data dir) leaves the sandbox alone
+		 * while we live, and takes over if we die (kill -9) */
+		lockfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (lockfd >= 0)
+			flock(lockfd, LOCK_EX);
+	} else {
 		err = -errno;
 		if (err == -EEXIST)
 			snprintf(msg, sizeof(msg), "sandbox '%s' already "
@@ -2045,6 +2122,8 @@ release:
 		rm_rf(dir);
 		local_cg_remove(l, m->name);
 	}
+	if (lockfd >= 0)
+		close(lockfd);
 	local_busy_release(l, m->name);
 out:
 	if (err) {
