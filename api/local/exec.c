@@ -72,7 +72,12 @@
 #define TIOCGPTPEER _IO('T', 0x41)
 #endif
 
-#define EXEC_BUF (64 * 1024)
+/* Output is read in pieces of up to EXEC_BUF from a stdout pipe of
+ * EXEC_PIPE_SZ (1 MiB, the unprivileged pipe-max-size; the default 64 KiB
+ * costs a context switch per 64 KiB along the whole chain to the reader,
+ * which made a 1 GiB stream through proc/JOB/stdout switch-bound). */
+#define EXEC_BUF (1024 * 1024)
+#define EXEC_PIPE_SZ (1024 * 1024)
 #define EXIT_EOF_GRACE_MS 2000
 #define EXEC_NAME_MAX 128
 #define EXEC_MAXEV 64
@@ -535,6 +540,8 @@ static int make_stdio(struct api_exec *x, const struct api_exec_req *req,
 			return -errno;
 		x->fd[W_OUT] = p[0];
 		sp->stdio[1] = p[1];
+		/* best effort: a smaller pipe only costs speed */
+		(void)fcntl(p[0], F_SETPIPE_SZ, EXEC_PIPE_SZ);
 		if (pipe2(p, O_CLOEXEC) < 0)
 			return -errno;
 		x->fd[W_ERR] = p[0];
