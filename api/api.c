@@ -726,6 +726,20 @@ void api_sb_create(struct api_backend *be, const char *name,
 	be->ops->sb_create(be, name, kv, nkv, cb, ud);
 }
 
+void api_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
+		    void *ud)
+{
+	char msg[160];
+
+	if (!be->ops->sb_metrics || !api_has(be, API_CAP_METRICS)) {
+		snprintf(msg, sizeof(msg), "the %s platform has no metrics",
+			 be->ops->name);
+		cb(ud, -EOPNOTSUPP, msg, NULL);
+		return;
+	}
+	be->ops->sb_metrics(be, id, cb, ud);
+}
+
 void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		 const char *arg, api_done_fn cb, void *ud)
 {

@@ -108,6 +108,7 @@ int api_verb_parse(const char *word);
 #define API_CAP_MKNOD (1u << 24)	/* native FIFOs and sockets (else exec
 					   mkfifo; sockets EOPNOTSUPP) */
 #define API_CAP_LINK (1u << 25)		/* native hard links (else exec ln) */
+#define API_CAP_METRICS (1u << 26)	/* sb_metrics: NAME/metrics */
 
 /* ---- files -------------------------------------------------------------- */
 
@@ -222,6 +223,10 @@ struct api_ops {
 			  const struct api_kv *kv, size_t nkv,
 			  api_sandbox_fn cb, void *ud);
 	/* Apply a verb; completes when the target state is reached. */
+	/* Resource figures of a sandbox as "key: value" lines (cpu_seconds,
+	 * memory_bytes, pids, disk_bytes...; the keys each backend has). */
+	void (*sb_metrics)(struct api_backend *be, const char *id,
+			   api_str_fn cb, void *ud);
 	void (*sb_verb)(struct api_backend *be, const char *id,
 			enum api_verb verb, const char *arg, api_done_fn cb,
 			void *ud);
@@ -367,6 +372,8 @@ void api_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
 void api_sb_create(struct api_backend *be, const char *name,
 		   const struct api_kv *kv, size_t nkv, api_sandbox_fn cb,
 		   void *ud);
+void api_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
+		    void *ud);
 void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		 const char *arg, api_done_fn cb, void *ud);
 void api_file_stat(struct api_backend *be, const char *id, const char *path,

@@ -42,6 +42,7 @@ static const struct kind *kind_of(fuse_ino_t ino)
 		[FS_K_JOB_WAIT] = { &fs_job_file_ops, S_IFREG | 0444 },
 		[FS_K_JOB_STATUS] = { &fs_job_file_ops, S_IFREG | 0444 },
 		[FS_K_FILE] = { &fs_file_ops, 0 },
+		[FS_K_SB_METRICS] = { &fs_sb_metrics_ops, S_IFREG | 0444 },
 	};
 	enum fs_kind k = fs_ino_kind(ino);
 

@@ -52,6 +52,7 @@ enum fs_kind {
 	FS_K_JOB_WAIT,	 /* NAME/proc/JOB/wait */
 	FS_K_JOB_STATUS, /* NAME/proc/JOB/status */
 	FS_K_FILE,	 /* NAME/fs and everything under it (files.c) */
+	FS_K_SB_METRICS, /* NAME/metrics (metrics.c) */
 	FS_K__COUNT
 };
 
@@ -191,6 +192,7 @@ void fs_attach(struct fs *fs, struct fuse_session *se);
 void fs_free(struct fs *fs);
 
 /* Per-kind operation tables, one per file (unused slots NULL). */
+extern const struct fuse_lowlevel_ops fs_sb_metrics_ops; /* metrics.c */
 extern const struct fuse_lowlevel_ops fs_root_ops;	/* root.c */
 extern const struct fuse_lowlevel_ops fs_root_ctl_ops;	/* root.c */
 extern const struct fuse_lowlevel_ops fs_sb_dir_ops;	/* sandbox.c */

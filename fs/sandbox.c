@@ -312,6 +312,7 @@ static const struct entry sb_entries[] = {
 	{ "status", FS_K_SB_STATUS, 0 },
 	{ "info", FS_K_SB_INFO, 0 },
 	{ "err", FS_K_SB_ERR, 0 },
+	{ "metrics", FS_K_SB_METRICS, API_CAP_METRICS },
 	{ "fs", FS_K_FILE, API_CAP_FILES },
 	{ "exec", FS_K_SB_EXEC, API_CAP_EXEC },
 	{ "proc", FS_K_PROC_DIR, API_CAP_EXEC },

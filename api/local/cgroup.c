@@ -28,7 +28,8 @@
 #define CG_ROOT "/sys/fs/cgroup"
 #define CG2_MAGIC 0x63677270
 
-static const char *const cg1_ctrl[] = {"freezer", "memory", "pids", "cpu"};
+static const char *const cg1_ctrl[] = {"freezer", "memory", "pids", "cpu",
+				       "cpuacct"};
 
 static int cg_write(const char *path, const char *s)
 {
@@ -305,25 +306,77 @@ void local_cg_remove(struct local *l, const char *name)
 	}
 }
 
-/* Usage figures for info/status: memory bytes and process count. */
-void local_cg_usage(struct local *l, const char *name, long long *mem,
-		    long *pids)
+static long long cg_num(struct local *l, int ctrl, const char *name,
+		       const char *file)
 {
 	char path[PATH_MAX], buf[64];
 
-	*mem = -1;
-	*pids = -1;
-	if (l->cg_v2 || l->cg_ctrl[LOCAL_CG_MEMORY]) {
-		cg_path(l, LOCAL_CG_MEMORY, name,
-			l->cg_v2 ? "memory.current" : "memory.usage_in_bytes",
-			path, sizeof(path));
-		if (cg_read(path, buf, sizeof(buf)) > 0)
-			*mem = atoll(buf);
+	if (!cg_have(l, l->cg_v2 ? 0 : ctrl))
+		return -1;
+	if (cg_path(l, ctrl, name, file, path, sizeof(path)) ||
+	    cg_read(path, buf, sizeof(buf)) <= 0)
+		return -1;
+	if (!strncmp(buf, "max", 3))
+		return -2;
+	return atoll(buf);
+}
+
+/* "usage_usec N" style field of a flat keyed file (v2 cpu.stat). */
+static long long cg_key(struct local *l, const char *name, const char *file,
+			const char *key)
+{
+	char path[PATH_MAX], buf[2048], *p;
+	size_t kl = strlen(key);
+
+	if (cg_path(l, 0, name, file, path, sizeof(path)) ||
+	    cg_read(path, buf, sizeof(buf)) <= 0)
+		return -1;
+	for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, key, kl) && p[kl] == ' ')
+			return atoll(p + kl + 1);
+	return -1;
+}
+
+static void put(FILE *out, const char *key, long long v)
+{
+	if (v == -2)
+		fprintf(out, "%s: max\n", key);
+	else if (v >= 0)
+		fprintf(out, "%s: %lld\n", key, v);
+}
+
+void local_cg_metrics(struct local *l, const char *name, FILE *out)
+{
+	long long cpu_ns;
+
+	if (l->cg_v2) {
+		long long us = cg_key(l, name, "cpu.stat", "usage_usec");
+		cpu_ns = us >= 0 ? us * 1000 : -1;
+		put(out, "memory_bytes", cg_num(l, 0, name, "memory.current"));
+		put(out, "memory_peak_bytes",
+		    cg_num(l, 0, name, "memory.peak"));
+		put(out, "memory_limit_bytes", cg_num(l, 0, name, "memory.max"));
+		put(out, "pids", cg_num(l, 0, name, "pids.current"));
+		put(out, "pids_limit", cg_num(l, 0, name, "pids.max"));
+		put(out, "oom_kills", cg_key(l, name, "memory.events",
+					     "oom_kill"));
+	} else {
+		cpu_ns = cg_num(l, LOCAL_CG_CPUACCT, name, "cpuacct.usage");
+		put(out, "memory_bytes", cg_num(l, LOCAL_CG_MEMORY, name,
+						"memory.usage_in_bytes"));
+		put(out, "memory_peak_bytes",
+		    cg_num(l, LOCAL_CG_MEMORY, name,
+			   "memory.max_usage_in_bytes"));
+		put(out, "memory_limit_bytes",
+		    cg_num(l, LOCAL_CG_MEMORY, name, "memory.limit_in_bytes"));
+		put(out, "pids", cg_num(l, LOCAL_CG_PIDS, name,
+					"pids.current"));
+		put(out, "pids_limit", cg_num(l, LOCAL_CG_PIDS, name,
+					      "pids.max"));
+		put(out, "memory_failcnt", cg_num(l, LOCAL_CG_MEMORY, name,
+						  "memory.failcnt"));
 	}
-	if (l->cg_v2 || l->cg_ctrl[LOCAL_CG_PIDS]) {
-		cg_path(l, LOCAL_CG_PIDS, name, "pids.current", path,
-			sizeof(path));
-		if (cg_read(path, buf, sizeof(buf)) > 0)
-			*pids = atol(buf);
-	}
+	if (cpu_ns >= 0)
+		fprintf(out, "cpu_seconds: %lld.%06lld\n", cpu_ns / 1000000000,
+			(cpu_ns % 1000000000) / 1000);
 }

@@ -339,7 +339,7 @@ const struct api_ops api_local_ops = {
 		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
 		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_RENAME |
 		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE |
-		API_CAP_MKNOD | API_CAP_LINK,
+		API_CAP_MKNOD | API_CAP_LINK | API_CAP_METRICS,
 	.help = "    SOURCE local:DIR       data directory "
 		"(default " LOCAL_DEFAULT_DATADIR ")\n"
 		"    -o image=DIR           root image of new sandboxes (default "
@@ -354,6 +354,7 @@ const struct api_ops api_local_ops = {
 	.sb_get = local_sb_get,
 	.sb_create = local_sb_create,
 	.sb_verb = local_sb_verb,
+	.sb_metrics = local_sb_metrics,
 	.file_stat = local_file_stat,
 	.file_readdir = local_file_readdir,
 	.file_open = local_file_open,

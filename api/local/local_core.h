@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "api/local/local_int.h"
 
@@ -21,7 +22,7 @@
 
 /* cgroup v1 controllers, in this order (cgroup.c); v2 has one tree. */
 enum { LOCAL_CG_FREEZER, LOCAL_CG_MEMORY, LOCAL_CG_PIDS, LOCAL_CG_CPU,
-       LOCAL_CG_MAX };
+       LOCAL_CG_CPUACCT, LOCAL_CG_MAX };
 
 /* Resource limits of one sandbox (new NAME cpus= memory= pids=). */
 struct local_limits {
@@ -82,8 +83,8 @@ int local_cg_state(struct local *l, const char *name, char *st, size_t len);
 /* PIDs (host) of the sandbox's processes; how many. */
 int local_cg_pids(struct local *l, const char *name, pid_t *pids, int max);
 void local_cg_remove(struct local *l, const char *name);
-void local_cg_usage(struct local *l, const char *name, long long *mem,
-		    long *pids);
+/* Figures of the sandbox's cgroups as "key: value" lines (metrics). */
+void local_cg_metrics(struct local *l, const char *name, FILE *out);
 
 /* idmap.c */
 int local_userns_map(pid_t pid, unsigned base);
@@ -110,6 +111,8 @@ void local_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
 void local_sb_create(struct api_backend *be, const char *name,
 		     const struct api_kv *kv, size_t nkv, api_sandbox_fn cb,
 		     void *ud);
+void local_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
+		      void *ud);
 void local_sb_verb(struct api_backend *be, const char *id,
 		   enum api_verb verb, const char *arg, api_done_fn cb,
 		   void *ud);

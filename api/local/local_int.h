@@ -35,7 +35,7 @@ int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
  * join them: pause freezes them too, destroy kills them, limits hold);
  * returns how many descriptors (<= max) or -errno. */
 int local_sb_cgroup_fds(struct local *l, const char *id, int *fds, int max);
-#define LOCAL_CG_FDS 4
+#define LOCAL_CG_FDS 5
 
 /* seccomp.c: the filter of every sandbox process, built once at init;
  * apply (raw syscalls only) in a forked child right before sandbox code

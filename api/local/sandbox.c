@@ -1867,6 +1867,95 @@ void local_sb_verb(struct api_backend *be, const char *id,
 	}
 }
 
+/* ---- metrics ------------------------------------------------------------ */
+
+#define DU_MAX_ENTRIES 1000000
+
+static pthread_mutex_t du_mu = PTHREAD_MUTEX_INITIALIZER;
+static long long du_bytes, du_files;
+
+static int du_cb(const char *path, const struct stat *st, int type,
+		 struct FTW *ftw)
+{
+	(void)path;
+	(void)type;
+	(void)ftw;
+	du_bytes += (long long)st->st_blocks * 512;
+	du_files++;
+	return du_files >= DU_MAX_ENTRIES; /* stop: a lower bound */
+}
+
+struct metrics_job {
+	char name[64];
+	api_str_fn cb;
+	void *ud;
+};
+
+static void metrics_work(struct local *l, void *arg)
+{
+	struct metrics_job *j = arg;
+	char upper[PATH_MAX], msg[160], *text = NULL;
+	size_t len = 0;
+	struct sb_meta m;
+	FILE *f;
+	int r;
+
+	if (meta_read(l, j->name, &m)) {
+		snprintf(msg, sizeof(msg), "no sandbox named '%s'", j->name);
+		j->cb(j->ud, -ENOENT, msg, NULL);
+		free(j);
+		return;
+	}
+	f = open_memstream(&text, &len);
+	if (!f) {
+		j->cb(j->ud, -ENOMEM, api_strerror(ENOMEM), NULL);
+		free(j);
+		return;
+	}
+	fprintf(f, "state: %s\n", api_state_name(sb_state(l, &m)));
+	local_cg_metrics(l, j->name, f);
+	if (m.lim.cpus > 0)
+		fprintf(f, "cpus_limit: %g\n", m.lim.cpus);
+	/* the writable layer: what the sandbox added or changed on disk */
+	sb_dir(l, j->name, "upper", upper, sizeof(upper));
+	pthread_mutex_lock(&du_mu);
+	du_bytes = du_files = 0;
+	r = nftw(upper, du_cb, 32, FTW_PHYS | FTW_MOUNT);
+	fprintf(f, "disk_bytes: %lld\ndisk_files: %lld%s\n", du_bytes,
+		du_files, r > 0 ? " (stopped counting)" : "");
+	pthread_mutex_unlock(&du_mu);
+	fclose(f);
+	j->cb(j->ud, 0, NULL, text ? text : "");
+	free(text);
+	free(j);
+}
+
+void local_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
+		      void *ud)
+{
+	struct local *l = local_of(be);
+	struct metrics_job *j;
+	int err;
+
+	if (local_name_check(id)) {
+		cb(ud, -ENOENT, "no such sandbox", NULL);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		cb(ud, -ENOMEM, api_strerror(ENOMEM), NULL);
+		return;
+	}
+	snprintf(j->name, sizeof(j->name), "%s", id);
+	j->cb = cb;
+	j->ud = ud;
+	err = local_submit(l, metrics_work, j);
+	if (err) {
+		free(j);
+		cb(ud, err, api_strerror(err), NULL);
+	}
+}
+
 /* ---- create ------------------------------------------------------------- */
 
 struct create_job {

@@ -214,6 +214,13 @@ if mkdir_new small 'memory=64M pids=64 cpus=0.5'; then
 	printf '%s\n' "$st" | grep -q '^memory: 64M' && printf '%s\n' "$st" | grep -q '^pids: 64' &&
 		printf '%s\n' "$st" | grep -q '^cpus: 0.5' && grep -q '"pids":64' "$MNT/small/info" &&
 		ok "limits in status and info" || ko "limits in status/info: $st"
+	mt=$(cat "$MNT/small/metrics")
+	printf '%s\n' "$mt" | grep -qx 'pids_limit: 64' &&
+		printf '%s\n' "$mt" | grep -qx 'memory_limit_bytes: 67108864' &&
+		printf '%s\n' "$mt" | grep -q '^cpu_seconds: [0-9]' &&
+		printf '%s\n' "$mt" | grep -q '^disk_bytes: [0-9]' &&
+		ok "metrics: the cgroup figures of the sandbox" ||
+		ko "metrics: $mt"
 	# a fork bomb, bounded by time: pids.max holds, the host answers
 	sbx run -n small -- sh -c 'b() { b | b & }; b; sleep 8' >/dev/null 2>&1 &
 	bomb=$!
