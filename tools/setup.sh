@@ -20,7 +20,9 @@ source=${SBXFS_SOURCE:-local}
 # Run: fuse3 (fusermount3, /dev/fuse).  Tests: criterion, and the tools
 # the tests drive (diff, tar, mount/umount; curl, jq and python3 for the
 # sbxfs-server wire tests; libnghttp2 + protobuf-c for its gRPC side and
-# the cwsandbox backend; node + npm for the gRPC wire tests' client).
+# the cwsandbox backend; node + npm for the gRPC wire tests' client;
+# man-db, systemd (systemd-analyze, the unit dir) and bash-completion for
+# the installed man pages, units and completion and tests/system).
 deps=(
 	meson ninja-build pkg-config gcc libc6-dev
 	libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev libwebsockets-dev
@@ -29,6 +31,7 @@ deps=(
 	jq python3
 	libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nodejs
 	libseccomp-dev mmdebstrap
+	man-db systemd bash-completion
 )
 
 install_deps() {

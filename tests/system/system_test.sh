@@ -179,6 +179,41 @@ for f in "${MANPAGES[@]}"; do
 	fi
 done
 
+# ---- bash completion of sbx -------------------------------------------
+COMPL=$(cd "$(dirname "$0")/../../tools/completion" && pwd)/sbx.bash
+BC=/usr/share/bash-completion/bash_completion
+if [ -r "$BC" ]; then
+	C=$T/compl
+	mkdir -p "$C/m/box1" "$C/m/box2"
+	ln -s box1 "$C/m/cl-0123"
+	: >"$C/m/ctl"
+	got=$(bash -c '
+		source "$1" 2>/dev/null; source "$2"
+		c() {
+			COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+			COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=()
+			_sbx sbx "${COMP_WORDS[COMP_CWORD]}" \
+				"${COMP_WORDS[COMP_CWORD-1]}" 2>/dev/null
+			printf "%s " "${COMPREPLY[@]}"; echo
+		}
+		c sbx ""
+		c sbx -m "$3" rm ""
+		c sbx -m "$3" run ""
+		c sbx -m "$3" run box1 ""
+		c sbx new x network=h
+		SBX_MOUNT=$3 c sbx status b' sh "$BC" "$COMPL" "$C/m")
+	want='-m run new rm ls status 
+box1 box2 
+-n box1 box2 
+-- 
+network=host 
+box1 box2 '
+	[ "$got" = "$want" ] && ok "bash completion of sbx" ||
+		ko "bash completion of sbx" "got: $got"
+else
+	echo "# no bash-completion: completion of sbx not checked"
+fi
+
 # ---- mount(8) and /etc/fstab ------------------------------------------
 if [ -e "$LINK" ] || [ -L "$LINK" ]; then
 	echo "# $LINK exists: fuse.sbxfs cases use it as installed"
