@@ -163,10 +163,10 @@ Test(walk, cp_r_diff)
 {
 	mkbox("box1");
 	ok("cp -r /usr/share/doc/bash box1/fs/root/ && "
-	   "diff -r /usr/share/doc/bash box1/fs/root/bash");
+	   "diff -r --no-dereference /usr/share/doc/bash box1/fs/root/bash");
 	if (!local())
 		return;
-	ok("diff -r /usr/share/doc/bash \"$DATA/sandboxes/box1/upper/root/"
+	ok("diff -r --no-dereference /usr/share/doc/bash \"$DATA/sandboxes/box1/upper/root/"
 	   "bash\"");
 }
 
@@ -444,7 +444,7 @@ Test(walk, tar_x)
 	mkbox("box1");
 	ok("tar -C /usr/share/doc/bash -cf \"$TMPD/t.tar\" . && "
 	   "mkdir box1/fs/root/t && tar -C box1/fs/root/t -xf \"$TMPD/t.tar\""
-	   " && diff -r /usr/share/doc/bash box1/fs/root/t");
+	   " && diff -r --no-dereference /usr/share/doc/bash box1/fs/root/t");
 	/* tar restores mtimes and modes */
 	ok("cd /usr/share/doc/bash && for f in *; do "
 	   "[ \"$(stat -c '%a %Y' \"$f\")\" = "
@@ -452,7 +452,7 @@ Test(walk, tar_x)
 	   "{ echo \"$f differs\" >&2; exit 1; }; done");
 	if (!local())
 		return;
-	ok("diff -r /usr/share/doc/bash \"$DATA/sandboxes/box1/upper/root/t\"");
+	ok("diff -r --no-dereference /usr/share/doc/bash \"$DATA/sandboxes/box1/upper/root/t\"");
 }
 
 /* ls -l of a directory: names, modes, sizes, times as the sandbox has */
