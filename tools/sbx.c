@@ -364,6 +364,7 @@ static int cmd_run(int argc, char **argv)
 {
 	char sbpath[PATH_MAX], ebuf[ERR_MAX + 1];
 	struct pump pin, perr, pout;
+	struct stat st;
 	bool nostdin = false;
 	int o, jfd, infd = -1, outfd, errfd, cfd, code;
 	const char *sb;
@@ -448,6 +449,12 @@ static int cmd_run(int argc, char **argv)
 		remove_job();
 		die("cannot start a thread");
 	}
+	/* A pipe as our stdout: as large as one of our reads, so that a read
+	 * is one write and a reader on the other side that takes 16 KiB at a
+	 * time does not wake us for each (sbx + wc: 1k context switches for
+	 * 256 MiB instead of 25k).  Best effort. */
+	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
+		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, IOBUF);
 	pout.tid = pthread_self();
 	pout.from = outfd;
 	pout.to = STDOUT_FILENO;
