@@ -71,6 +71,7 @@ struct rf_node {
 	bool remote;	 /* exists in the sandbox (as far as we know) */
 	uint64_t gen;	 /* content generation; dirty while != clean_gen */
 	uint64_t clean_gen, store_gen;
+	uint64_t failed_gen; /* content whose write-back failed (reported) */
 	struct api_setattr sa, store_sa; /* pending / in-flight attrs */
 	struct stat base;		 /* as listed at open / made */
 	struct timespec mtime;		 /* of our last write */
@@ -539,6 +540,7 @@ static void store_done(void *ud, int err, const char *msg)
 		if (old.mask & API_SET_MTIME)
 			n->sa.mtime = old.mtime;
 		n->sa.mask |= old.mask;
+		n->failed_gen = n->store_gen;
 		api_log("write-back of %s failed: %s",
 			n->path ? n->path : "an unlinked file",
 			msg ? msg : api_strerror(err));
@@ -787,6 +789,13 @@ static const char *base_in(const char *p, const char *dir)
 	return strchr(b, '/') ? NULL : b;
 }
 
+/* A write-back's temporary in the sandbox (".sbxfs-PID-SEQ.tmp", parts
+ * ".sbxfs-PID-SEQ.tmp.partNNNNNN"): not shown. */
+static bool is_temp(const char *name)
+{
+	return !strncmp(name, ".sbxfs-", 7) && strstr(name, ".tmp");
+}
+
 static void rd_got(void *ud, int err, const char *msg,
 		   const struct api_dirent *ents, size_t n)
 {
@@ -794,32 +803,37 @@ static void rd_got(void *ud, int err, const char *msg,
 	struct api_rfile *rf = c->rf;
 	struct api_dirent *out = NULL;
 	struct rf_node *nd;
-	size_t cnt = 0, extra = 0, i, k;
+	size_t cnt = 0, extra = 0, hidden, i, k;
 	char **names = NULL;
 
 	if (err) {
 		c->cb(c->ud, err, msg, NULL, 0);
 		goto out;
 	}
+	hidden = 0;
+	for (i = 0; i < n; i++)
+		hidden += is_temp(ents[i].name);
 	pthread_mutex_lock(&rf->mu);
 	for (nd = rf->nodes; nd; nd = nd->next)
 		if (nd->path && !strcmp(nd->id, c->id) &&
 		    base_in(nd->path, c->dir))
 			extra++;
-	if (!extra) {
+	if (!extra && !hidden) {
 		pthread_mutex_unlock(&rf->mu);
 		c->cb(c->ud, 0, NULL, ents, n);
 		goto out;
 	}
-	out = calloc(n + extra, sizeof(*out));
-	names = calloc(extra, sizeof(*names));
+	out = calloc(n + extra + 1, sizeof(*out));
+	names = calloc(extra + 1, sizeof(*names));
 	if (!out || !names) {
 		pthread_mutex_unlock(&rf->mu);
 		c->cb(c->ud, 0, NULL, ents, n);
 		goto out;
 	}
 	for (i = 0; i < n; i++)
-		out[cnt++] = ents[i];
+		if (!is_temp(ents[i].name))
+			out[cnt++] = ents[i];
+	n = cnt;
 	k = 0;
 	for (nd = rf->nodes; nd; nd = nd->next) {
 		const char *b;
@@ -1133,9 +1147,11 @@ void api_rfile_close(struct api_backend *be, struct api_file *f,
 	pthread_mutex_lock(&rf->mu);
 	n->opens--;
 	/* the last close writes back what no flush did (mmap pages
-	 * written after the flush, a descriptor closed without one) */
+	 * written after the flush, a descriptor closed without one); not
+	 * what a flush already failed to store and said so: a create whose
+	 * write-back failed leaves no file */
 	if (!n->opens && n->path && dirty(n) && !n->storing &&
-	    n->ld == RF_READY)
+	    n->ld == RF_READY && n->gen != n->failed_gen)
 		store_start(n, &q);
 	maybe_free(n);
 	pthread_mutex_unlock(&rf->mu);

@@ -510,6 +510,8 @@ struct sb_op {
 	char *body;
 	int64_t deadline;
 	struct wrenn_timer timer;
+	cJSON *before;	 /* create: capsule IDs listed before the POST */
+	int tries;	 /* create: reconcile polls left */
 };
 
 static void sb_op_done(struct sb_op *op, int err, const char *msg,
@@ -527,6 +529,7 @@ static void sb_op_done(struct sb_op *op, int err, const char *msg,
 	else
 		op->cb(op->ud, 0, NULL, &sb);
 	free(info);
+	cJSON_Delete(op->before);
 	free(op->body);
 	free(op);
 }
@@ -591,6 +594,117 @@ void wrenn_sb_get(struct api_backend *be, const char *id,
 
 static void create_poll(struct wrenn *w, struct wrenn_timer *t);
 
+/* ---- orphan-free create --------------------------------------------------
+ * A create whose answer never came (time-out, cut connection) may still
+ * make a capsule on the server, which would show as an unnamed cl-
+ * directory, and a retry would make another.  The platform takes no
+ * client token on create, so the capsule is found by difference: the
+ * capsule list just before the POST against the list after it, minus
+ * what we know by name.  Exactly one newcomer is adopted under the name
+ * the user asked for (or destroyed when the name was taken meanwhile or
+ * none was given); none after a while means nothing was made; several
+ * (other clients creating at the same moment) are left alone and
+ * logged. */
+
+static void reconcile_end(struct sb_op *op)
+{
+	cJSON_Delete(op->before);
+	free(op->body);
+	free(op);
+}
+
+static void reconcile_destroyed(void *ud, int err, const char *msg,
+				const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+
+	(void)r;
+	if (err)
+		api_log("wrenn: could not destroy capsule %s left by a "
+			"timed-out create: %s", op->id, msg);
+	else
+		wrenn_gone_add(op->w, op->id);
+	reconcile_end(op);
+}
+
+static void reconcile_poll(struct wrenn *w, struct wrenn_timer *t);
+
+static void reconcile_listed(void *ud, int err, const char *msg,
+			     const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+	struct wrenn *w = op->w;
+	const cJSON *c;
+	const char *found = NULL;
+	int n = 0;
+	char path[256], id[API_ID_MAX];
+
+	(void)msg;
+	if (!err && cJSON_IsArray(r->json)) {
+		alias_read(w);
+		cJSON_ArrayForEach(c, r->json)
+		{
+			const char *cid = jstr(c, "id");
+
+			if (!cid || listed(op->before, cid) || gone(w, cid) ||
+			    alias_name_of(w, cid)[0])
+				continue;
+			found = cid;
+			n++;
+		}
+	}
+	if (n > 1) {
+		api_log("wrenn: a create timed out and %d unknown capsules "
+			"appeared meanwhile; none adopted", n);
+		reconcile_end(op);
+		return;
+	}
+	if (n == 0) {
+		if (--op->tries > 0) {
+			wrenn_timer_arm(w, &op->timer, 1000, reconcile_poll);
+			return;
+		}
+		reconcile_end(op); /* nothing was made */
+		return;
+	}
+	snprintf(op->id, sizeof(op->id), "%s", found);
+	if (op->name[0] && wrenn_resolve(w, op->name, id, sizeof(id))) {
+		alias_set(w, op->name, op->id, false);
+		api_log("wrenn: capsule %s from a timed-out create adopted "
+			"as %s", op->id, op->name);
+		reconcile_end(op);
+		return;
+	}
+	api_log("wrenn: destroying capsule %s left by a timed-out create",
+		op->id);
+	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+	wrenn_call(w, "DELETE", path, NULL, reconcile_destroyed, op);
+}
+
+static void reconcile_poll(struct wrenn *w, struct wrenn_timer *t)
+{
+	struct sb_op *op = (struct sb_op *)((char *)t -
+					    offsetof(struct sb_op, timer));
+
+	wrenn_call(w, "GET", "/v1/capsules", NULL, reconcile_listed, op);
+}
+
+/* The create failed without an answer: tell the user now, then look for
+ * what the server may have made anyway (op lives on). */
+static bool reconcile_start(struct sb_op *op, int err, const char *msg)
+{
+	if (op->id[0] || !op->before ||
+	    !(err == -ETIMEDOUT || err == -ECONNRESET || err == -EIO ||
+	      err == -EHOSTUNREACH || err == -ECONNABORTED))
+		return false;
+	op->cb(op->ud, err, msg, NULL);
+	op->tries = (int)(2 * op->w->timeout_ms / 1000) + 5;
+	if (op->tries > 60)
+		op->tries = 60;
+	wrenn_timer_arm(op->w, &op->timer, 500, reconcile_poll);
+	return true;
+}
+
 static void create_check(void *ud, int err, const char *msg,
 			 const struct wrenn_resp *r)
 {
@@ -602,7 +716,8 @@ static void create_check(void *ud, int err, const char *msg,
 		msg = "wrenn: capsule record is not an object";
 	}
 	if (err) {
-		sb_op_done(op, err, msg, NULL);
+		if (!reconcile_start(op, err, msg))
+			sb_op_done(op, err, msg, NULL);
 		return;
 	}
 	if (!op->id[0]) {
@@ -643,13 +758,37 @@ static void create_poll(struct wrenn *w, struct wrenn_timer *t)
 	char path[256];
 
 	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
+	w->op_deadline = op->deadline; /* still the mkdir's */
 	wrenn_call(w, "GET", path, NULL, create_check, op);
 }
 
 static void create_post(struct sb_op *op)
 {
-	op->deadline = wrenn_now_ms() + op->w->timeout_ms;
+	op->deadline = wrenn_deadline(op->w);
 	wrenn_call(op->w, "POST", "/v1/capsules", op->body, create_check, op);
+}
+
+static void create_snapped(void *ud, int err, const char *msg,
+			   const struct wrenn_resp *r)
+{
+	struct sb_op *op = ud;
+
+	(void)msg;
+	/* without the list a lost create cannot be found again, but the
+	 * create itself may still work */
+	if (!err && cJSON_IsArray(r->json))
+		op->before = cJSON_Duplicate(r->json, true);
+	if (err == -ETIMEDOUT) {
+		sb_op_done(op, err, msg, NULL);
+		return;
+	}
+	create_post(op);
+}
+
+/* List first (what exists before), then create. */
+static void create_snap(struct sb_op *op)
+{
+	wrenn_call(op->w, "GET", "/v1/capsules", NULL, create_snapped, op);
 }
 
 /* An alias that already exists: usable again only when its capsule is
@@ -666,7 +805,7 @@ static void create_old(void *ud, int err, const char *msg,
 					st == API_ST_FAILED))) {
 		alias_set(op->w, op->name, "", true);
 		op->id[0] = '\0';
-		create_post(op);
+		create_snap(op);
 		return;
 	}
 	if (!err) {
@@ -689,7 +828,7 @@ static void create_run(struct wrenn *w, struct wrenn_work *wk)
 		return;
 	}
 	op->id[0] = '\0';
-	create_post(op);
+	create_snap(op);
 }
 
 static int kv_int(const char *v, long *out)
@@ -1091,7 +1230,7 @@ void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 	struct sh_op *op = calloc(1, sizeof(*op));
 	cJSON *j = cJSON_CreateObject(), *args;
 	char path[256], *body = NULL;
-	long t = (long)(w->timeout_ms / 1000);
+	long t = (long)((wrenn_deadline(w) - wrenn_now_ms()) / 1000);
 
 	args = cJSON_AddArrayToObject(j, "args");
 	cJSON_AddItemToArray(args, cJSON_CreateString("-c"));

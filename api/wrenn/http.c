@@ -35,6 +35,8 @@ struct wrenn_http {
 	int64_t deadline;
 	int tries;
 	int fail; /* pending failure to report from the timer */
+	uint64_t moved;		  /* bytes in or out since the last check */
+	struct wrenn_timer watch; /* transfers: no byte by the deadline */
 	bool in_multi;
 	struct wrenn_timer timer;
 	wrenn_http_cb cb;
@@ -114,6 +116,7 @@ static size_t src_read(char *buf, size_t size, size_t nitems, void *arg)
 		return CURL_READFUNC_ABORT;
 	}
 	h->src_pos += (uint64_t)n;
+	h->moved += (uint64_t)n;
 	return (size_t)n;
 }
 
@@ -165,6 +168,7 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
 	char *p;
 
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+	h->moved += n;
 	if (h->sink && status >= 200 && status < 300) {
 		h->sink_err = h->sink(h->sink_ud, buf, n);
 		return h->sink_err ? 0 : n;
@@ -195,6 +199,7 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *arg)
 static void http_free(struct wrenn_http *h)
 {
 	wrenn_timer_cancel(h->w, &h->timer);
+	wrenn_timer_cancel(h->w, &h->watch);
 	if (h->in_multi) {
 		curl_multi_remove_handle(h->w->multi, h->easy);
 		h->w->nreq--;
@@ -220,12 +225,38 @@ static void finish(struct wrenn_http *h, int err, const char *msg)
 	if (!err && h->rlen)
 		j = cJSON_ParseWithLength(h->resp, h->rlen);
 	r.json = j;
-	h->cb(h->ud, err, err ? msg : NULL, &r);
+	{
+		/* follow-up requests belong to the same operation */
+		int64_t saved = h->w->op_deadline;
+
+		h->w->op_deadline = h->deadline;
+		h->cb(h->ud, err, err ? msg : NULL, &r);
+		h->w->op_deadline = saved;
+	}
 	cJSON_Delete(j);
 	http_free(h);
 }
 
 static void timer_fired(struct wrenn *w, struct wrenn_timer *t);
+
+/* A transfer is bounded by progress: nothing moved by the operation's
+ * deadline (or within a request bound since the last check) ends it. */
+static void watch_fired(struct wrenn *w, struct wrenn_timer *t)
+{
+	struct wrenn_http *h = (struct wrenn_http *)((char *)t -
+				offsetof(struct wrenn_http, watch));
+	char msg[160];
+
+	if (h->moved) {
+		h->moved = 0;
+		wrenn_timer_arm(w, &h->watch, w->timeout_ms, watch_fired);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "wrenn: %s %s: no data within the "
+		 "timeout", h->method,
+		 strstr(h->url, "/v1/") ? strstr(h->url, "/v1/") : h->url);
+	finish(h, -ETIMEDOUT, msg);
+}
 
 static int submit(struct wrenn_http *h)
 {
@@ -246,6 +277,8 @@ static int submit(struct wrenn_http *h)
 		curl_easy_setopt(h->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h->easy, CURLOPT_LOW_SPEED_TIME,
 				 (long)(w->timeout_ms + 999) / 1000);
+		h->moved = 0;
+		wrenn_timer_arm(w, &h->watch, left, watch_fired);
 	} else {
 		curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, (long)left);
 	}
@@ -290,7 +323,7 @@ void wrenn_http_go(struct wrenn_http *h, wrenn_http_cb cb, void *ud)
 		curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, h->method);
 	}
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->hdrs);
-	h->deadline = wrenn_now_ms() + w->timeout_ms;
+	h->deadline = wrenn_deadline(w);
 	if (w->trace)
 		fprintf(stderr, "sbxfs: wrenn: %s %s\n", h->method,
 			h->url + strlen(w->base));

@@ -42,6 +42,12 @@ int64_t wrenn_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t wrenn_deadline(struct wrenn *w)
+{
+	return w->op_deadline ? w->op_deadline :
+				wrenn_now_ms() + w->timeout_ms;
+}
+
 bool wrenn_in_loop(struct wrenn *w)
 {
 	return w->thr_started && pthread_equal(pthread_self(), w->thr);
@@ -52,6 +58,10 @@ void wrenn_post(struct wrenn *w, struct wrenn_work *wk,
 {
 	wk->fn = fn;
 	wk->next = NULL;
+	/* a new user operation, or a step of the one running here */
+	wk->deadline = wrenn_in_loop(w) && w->op_deadline ?
+			       w->op_deadline :
+			       wrenn_now_ms() + w->timeout_ms;
 	pthread_mutex_lock(&w->qlock);
 	if (w->qtail)
 		w->qtail->next = wk;
@@ -97,6 +107,7 @@ again:
 	for (t = w->timers; t; t = t->next) {
 		if (t->due_ms <= now) {
 			wrenn_timer_cancel(w, t);
+			w->op_deadline = 0; /* timers start their own */
 			t->fn(w, t);
 			/* the list may have changed under us */
 			goto again;
@@ -185,7 +196,9 @@ static bool queue_run(struct wrenn *w)
 	pthread_mutex_unlock(&w->qlock);
 	for (; wk; wk = next) {
 		next = wk->next;
+		w->op_deadline = wk->deadline;
 		wk->fn(w, wk);
+		w->op_deadline = 0;
 	}
 	return stop;
 }

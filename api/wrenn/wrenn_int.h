@@ -34,6 +34,7 @@ struct wrenn;
 struct wrenn_work {
 	struct wrenn_work *next;
 	void (*fn)(struct wrenn *w, struct wrenn_work *wk);
+	int64_t deadline; /* of the user operation it belongs to */
 };
 
 /* A one-shot timer (loop thread only). */
@@ -86,6 +87,11 @@ struct wrenn {
 
 	/* ---- loop only ---- */
 	struct wrenn_timer *timers;
+	/* Deadline of the user operation whose code runs now (0: none).
+	 * One -o timeout= bounds a whole operation, however many requests
+	 * it takes: work posted, requests made and their callbacks carry
+	 * it on, so a follow-up request gets only what is left. */
+	int64_t op_deadline;
 	struct wrenn_keep *keeps;
 	struct wrenn_alias *aliases;
 	size_t naliases;
@@ -101,6 +107,9 @@ struct wrenn {
 struct wrenn *wrenn_of(struct api_backend *be);
 int64_t wrenn_now_ms(void);
 bool wrenn_in_loop(struct wrenn *w);
+
+/* The deadline a new request of the current operation gets. */
+int64_t wrenn_deadline(struct wrenn *w);
 
 /* Queue wk->fn(w, wk) on the service thread (any thread). */
 void wrenn_post(struct wrenn *w, struct wrenn_work *wk,

@@ -67,15 +67,15 @@ static void mkbox(void)
 }
 
 /* The checker: thousands of random operations, 0 divergences. */
-Test(rfile, model_checker)
+Test(rfile, model_checker, .timeout = 900)
 {
 	const char *bin = getenv("RFCHECK_BIN");
 	struct sh_out o;
 
 	cr_assert(bin && *bin, "RFCHECK_BIN not set");
 	mkbox();
-	for (int seed = 1; seed <= 4; seed++) {
-		o = sh_run_t(240, "%s box/fs/tmp %d 1500", bin, seed);
+	for (int seed = 1; seed <= 3; seed++) {
+		o = sh_run_t(280, "%s box/fs/tmp %d 1200", bin, seed);
 		SH_OK(o);
 	}
 }
