@@ -27,8 +27,9 @@
  * Output is read into one 1 MiB buffer (from a stdout pipe grown to 1 MiB)
  * and given to cbs->output; when it returns 1 the exec's output
  * descriptors leave the epoll set until exec_resume, so the pipe fills and
- * the command blocks: memory stays constant whatever the command writes.  stdin writes are copied, queued
- * and written non-blocking as the pipe takes them.
+ * the command blocks: memory stays constant whatever the command writes.
+ * stdin writes are copied, queued and written non-blocking as the pipe
+ * takes them.
  *
  * Exit.  The pidfd of B fires at exit; we read the status with WNOWAIT and
  * keep the zombie until exec_free, so its PID (and process group) cannot
