@@ -103,6 +103,9 @@ static void sh_got(struct cw *w, void *ud, const struct cw_status *st,
 			msg[n] = '\0';
 			msg[strcspn(msg, "\n")] = '\0';
 			err = cw_text_errno(msg, r->exit_code);
+			if (w->trace)
+				fprintf(stderr, "sbxfs: cwsandbox: exit %d: "
+					"%s\n", r->exit_code, msg);
 			if (!msg[0])
 				snprintf(msg, sizeof(msg), "exit status %d",
 					 r->exit_code);
@@ -141,6 +144,11 @@ static void cw_sh(struct cw *w, const char *id, char **argv, cw_sh_fn cb,
 	o->ud = ud;
 	while (argv[n])
 		n++;
+	if (w->trace)
+		fprintf(stderr, "sbxfs: cwsandbox: run %s %s%s%s\n", argv[0],
+			n > 1 ? argv[1] : "", n > 2 ? " " : "",
+			n > 2 && strncmp(argv[0], "/bin/sh", 7) ? argv[2] :
+			"...");
 	q.sandbox_id = (char *)id;
 	q.command = argv;
 	q.n_command = n;
