@@ -244,6 +244,8 @@ static void *pump_main(void *arg)
 			lost_output();
 		}
 	}
+	free(p->buf);
+	p->buf = NULL;
 	if (p->fwd_stdin)
 		close(p->to); /* the job's EOF (when nobody else holds it) */
 	return NULL;
@@ -362,8 +364,10 @@ static bool stdin_is_empty(void)
 
 static int cmd_run(int argc, char **argv)
 {
+	/* static: the stdin forwarder may still run (and own a buffer)
+	 * when we exit */
+	static struct pump pin, perr, pout;
 	char sbpath[PATH_MAX], ebuf[ERR_MAX + 1];
-	struct pump pin, perr, pout;
 	struct stat st;
 	bool nostdin = false;
 	int o, jfd, infd = -1, outfd, errfd, cfd, code;
