@@ -64,6 +64,12 @@ const char *wrenn_entry_stat(const cJSON *e, struct stat *st)
 		st->st_mode = S_IFDIR | perm;
 	} else if (!strcmp(t, "symlink")) {
 		st->st_mode = S_IFLNK | 0777;
+	} else if (!strcmp(t, "unknown") && perm == 0777) {
+		/* a broken link ("unknown", no target: quirk of the file
+		 * listing) still has a link's lstat mode 0777; calling it a
+		 * regular file would flip the type of a link we just made
+		 * (tar x, cp -r of a dangling link: EIO from the kernel) */
+		st->st_mode = S_IFLNK | 0777;
 	} else {
 		/* "file", and "unknown" (sockets, devices, broken links):
 		 * a regular file is the least surprising stand-in */
