@@ -25,6 +25,7 @@ static const struct kind *kind_of(fuse_ino_t ino)
 	static const struct kind kinds[FS_K__COUNT] = {
 		[FS_K_ROOT] = { &fs_root_ops, S_IFDIR | 0755 },
 		[FS_K_ROOT_CTL] = { &fs_root_ctl_ops, S_IFREG | 0644 },
+		[FS_K_ROOT_ERR] = { &fs_root_err_ops, S_IFREG | 0644 },
 		[FS_K_SB_DIR] = { &fs_sb_dir_ops, S_IFDIR | 0755 },
 		[FS_K_SB_ALIAS] = { &fs_sb_alias_ops, S_IFLNK | 0777 },
 		[FS_K_SB_CTL] = { &fs_sb_ctl_ops, S_IFREG | 0644 },
@@ -689,11 +690,17 @@ static int poll_once(struct fs *fs)
 	err = done ? c->err : -ETIMEDOUT;
 	pthread_mutex_unlock(&c->mu);
 
+	/* a platform that stays away is said once, with back-off, not
+	 * every poll */
 	if (!done)
-		fs_log("status poll: no answer from the platform");
+		api_log_once("poll", "status poll: no answer from the "
+			     "platform");
 	else if (err)
-		fs_log("status poll: %s", c->msg);
+		api_log_once("poll", "status poll: %s", c->msg);
 	else
+		api_log_clear("poll", "status poll: the platform answers "
+			      "again");
+	if (done && !err)
 		fs_sb_apply_list(fs, c->recs, c->n, seq);
 	list_call_put(c);
 	return err;

@@ -153,7 +153,7 @@ static int alias_write(struct wrenn *w)
 out:
 	free(txt);
 	if (err)
-		fprintf(stderr, "sbxfs: wrenn: cannot save aliases to %s: %s\n",
+		api_log("wrenn: cannot save aliases to %s: %s",
 			w->state_path, strerror(-err));
 	return err;
 }
@@ -163,7 +163,7 @@ int wrenn_alias_load(struct wrenn *w)
 	int err = alias_read(w);
 
 	if (err)
-		fprintf(stderr, "sbxfs: wrenn: cannot read aliases %s: %s\n",
+		api_log("wrenn: cannot read aliases %s: %s",
 			w->state_path, strerror(-err));
 	return err == -ENOENT ? 0 : err;
 }

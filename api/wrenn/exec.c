@@ -397,7 +397,7 @@ static void sig_done(void *ud, int err, const char *msg, int code,
 	(void)code;
 	(void)out;
 	if (err)
-		fprintf(stderr, "sbxfs: wrenn: signal delivery failed: %s\n",
+		api_log("wrenn: signal delivery failed: %s",
 			msg);
 }
 
@@ -442,7 +442,7 @@ static void kill_done(void *ud, int err, const char *msg,
 	(void)r;
 	/* ENOENT: the process ended on its own meanwhile */
 	if (err && err != -ENOENT)
-		fprintf(stderr, "sbxfs: wrenn: kill failed: %s\n", msg);
+		api_log("wrenn: kill failed: %s", msg);
 }
 
 /* ---- messages ----------------------------------------------------------- */
@@ -1182,7 +1182,7 @@ static void in_fail(struct api_exec *x, int err, const char *msg)
 	api_done_fn cb = NULL;
 	void *ud = NULL;
 
-	fprintf(stderr, "sbxfs: wrenn: stdin upload failed: %s\n", msg);
+	api_log("wrenn: stdin upload failed: %s", msg);
 	pthread_mutex_lock(&x->lock);
 	x->in_err = err;
 	if (x->d_has) {

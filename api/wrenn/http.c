@@ -225,6 +225,15 @@ static void finish(struct wrenn_http *h, int err, const char *msg)
 	if (!err && h->rlen)
 		j = cJSON_ParseWithLength(h->resp, h->rlen);
 	r.json = j;
+	/* one message while the platform cannot be reached, one when it
+	 * can again (the status poller asks every few seconds) */
+	if (err == -EHOSTUNREACH)
+		api_log_once("wrenn-unreachable", "wrenn: %s is unreachable "
+			     "(%s); further failures are counted quietly",
+			     h->w->base, msg);
+	else if (!err || r.status)
+		api_log_clear("wrenn-unreachable", "wrenn: %s answers again",
+			      h->w->base);
 	{
 		/* follow-up requests belong to the same operation */
 		int64_t saved = h->w->op_deadline;
@@ -325,7 +334,7 @@ void wrenn_http_go(struct wrenn_http *h, wrenn_http_cb cb, void *ud)
 	curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->hdrs);
 	h->deadline = wrenn_deadline(w);
 	if (w->trace)
-		fprintf(stderr, "sbxfs: wrenn: %s %s\n", h->method,
+		api_log("wrenn: %s %s", h->method,
 			h->url + strlen(w->base));
 	err = h->fail ? h->fail : h->hdrs ? submit(h) : -ENOMEM;
 	if (err) {

@@ -157,7 +157,8 @@ static void keep_pinged(void *ud, int err, const char *msg,
 	(void)ud;
 	(void)r;
 	if (err && err != -EBUSY)
-		fprintf(stderr, "sbxfs: keep-alive ping failed: %s\n", msg);
+		api_log_once("wrenn-keepalive", "wrenn: keep-alive ping "
+			     "failed: %s", msg);
 }
 
 static void keeps_run(struct wrenn *w)
@@ -270,7 +271,7 @@ static int parse_u64(const char *s, const char *what, uint64_t min,
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || v < min) {
-		fprintf(stderr, "sbxfs: wrenn: bad %s: %s\n", what, s);
+		api_log("wrenn: bad %s: %s", what, s);
 		return -EINVAL;
 	}
 	*out = v;
@@ -286,20 +287,19 @@ static int read_keyfile(const char *path, char *key, size_t len)
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		fprintf(stderr, "sbxfs: wrenn: key file %s: %s\n", path,
+		api_log("wrenn: key file %s: %s", path,
 			strerror(errno));
 		return -errno;
 	}
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		fprintf(stderr, "sbxfs: wrenn: key file %s: not a file\n",
+		api_log("wrenn: key file %s: not a file",
 			path);
 		close(fd);
 		return -EINVAL;
 	}
 	if (st.st_mode & 077) {
-		fprintf(stderr,
-			"sbxfs: wrenn: key file %s is readable by group or "
-			"others; refusing it (chmod 600 %s)\n",
+		api_log("wrenn: key file %s is readable by group or "
+			"others; refusing it (chmod 600 %s)",
 			path, path);
 		close(fd);
 		return -EACCES;
@@ -436,8 +436,8 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	if (!base || !base[0])
 		base = WRENN_DEFAULT_BASE;
 	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8)) {
-		fprintf(stderr, "sbxfs: wrenn: base URL must start with "
-				"http:// or https://: %s\n", base);
+		api_log("wrenn: base URL must start with "
+				"http:// or https://: %s", base);
 		err = -EINVAL;
 		goto out;
 	}
@@ -458,14 +458,14 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 		snprintf(key, sizeof(key), "%s", env);
 	}
 	if (!key[0]) {
-		fprintf(stderr, "sbxfs: wrenn: no API key: set WRENN_API_KEY "
-				"or use -o keyfile=PATH\n");
+		api_log("wrenn: no API key: set WRENN_API_KEY "
+				"or use -o keyfile=PATH");
 		err = -EACCES;
 		goto out;
 	}
 	if (strpbrk(key, " \t\"\\")) {
-		fprintf(stderr, "sbxfs: wrenn: API key has invalid "
-				"characters\n");
+		api_log("wrenn: API key has invalid "
+				"characters");
 		err = -EINVAL;
 		goto out;
 	}
@@ -493,7 +493,7 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, 16L);
 	err = wrenn_exec_init(w);
 	if (err) {
-		fprintf(stderr, "sbxfs: wrenn: cannot set up WebSockets\n");
+		api_log("wrenn: cannot set up WebSockets");
 		goto out;
 	}
 	err = api_rfile_new(be, &wrenn_rfile_ops, w->stage_max);

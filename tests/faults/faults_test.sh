@@ -436,6 +436,16 @@ fi
 [ "$(orphans | wc -l)" -le "$before" ] && ok "retry: still no orphan" ||
 	nok "retry: orphan: $(orphans | tr '\n' ' ')"
 
+# ---- 8. the log: one message per outage, not one per retry (issue 8) -----
+
+n=$(grep -c 'is unreachable' "$T/sbxfs.log")
+p=$(grep -c 'status poll:' "$T/sbxfs.log")
+if [ "$n" -ge 1 ] && [ "$n" -le 2 ] && [ "$p" -le 8 ]; then
+	ok "log: $n 'unreachable' and $p 'status poll' lines for two outages"
+else
+	nok "log: $n 'unreachable', $p 'status poll' lines for two outages"
+fi
+
 # ---- end: clean unmount, sbxfs exits 0 -----------------------------------
 
 for d in "$M"/*; do
