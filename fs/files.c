@@ -207,7 +207,8 @@ static void cache_put(struct fs *fs, struct listing *l)
 	f->cache[victim] = l;
 }
 
-/* 1 and *st filled: found in a fresh listing; 0: not cached. */
+/* 1 and *st filled: found in a fresh listing; -1: a fresh listing
+ * without the name (a negative answer); 0: not cached. */
 static int cache_find(struct fs *fs, unsigned slot, unsigned gen,
 		      const char *dir, const char *name, struct stat *st)
 {
@@ -225,7 +226,7 @@ static int cache_find(struct fs *fs, unsigned slot, unsigned gen,
 		struct lent *e = bsearch(&key, c->e, c->n, sizeof *c->e,
 					 lent_cmp);
 		if (!e)
-			return 0;
+			return -1;
 		*st = e->st;
 		return 1;
 	}
@@ -675,8 +676,20 @@ static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	pthread_mutex_lock(&o->fs->files->mu);
 	hit = cache_find(o->fs, o->slot, o->gen, dir, name, &st);
 	pthread_mutex_unlock(&o->fs->files->mu);
-	if (hit) {
+	if (hit > 0) {
 		reply_entry(o, &st);
+		return;
+	}
+	if (hit < 0) {
+		/* not in the fresh listing: a negative entry the kernel
+		 * keeps as briefly as attributes (tar's lookup before each
+		 * create costs nothing) */
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof e);
+		e.entry_timeout = o->fs->opts.attr_timeout;
+		fuse_reply_entry(o->req, &e);
+		op_free(o);
 		return;
 	}
 	do_stat(o, OP_ENTRY);

@@ -10,7 +10,10 @@
 #     client of exec/stream (median of 7);
 #   - ls -l of a 10,000-entry directory through the mount (cold), with the
 #     number of API calls it made (counted by tools/faultproxy in pass
-#     mode) vs curl files/list of that directory.
+#     mode) vs curl files/list of that directory;
+#   - small files: tar x of 1,000 small files and creating 2,000 empty
+#     files through the mount (with their API calls) vs the raw-client
+#     equivalent, one upload of the archive plus one `tar x` by exec.
 #
 #   tools/bench-wrenn.sh [BUILD_DIR]     (default build/ in the clone)
 #
@@ -278,3 +281,60 @@ c=$(curl -sS "${H[@]}" -H 'Content-Type: application/json' \
 s=$(secs "$t0")
 row "raw:   curl files/list ($c entries)" "$s" "1 API call"
 sh_in "rm -rf /tmp/d10k" >/dev/null
+echo
+
+echo "== small files"
+# the archives: 1,000 files of 100-300 bytes with modes and times (what
+# tar sets with chmod and utimes), and 2,000 empty files
+mkdir -p "$T/small/s" "$T/small/e"
+for i in $(seq 1000); do
+	head -c $((100 + i % 200)) /dev/urandom >"$T/small/s/f$i"
+done
+(cd "$T/small/e" && seq 2000 | sed 's/^/e/' | xargs touch)
+tar -C "$T/small/s" -cf "$T/s.tar" .
+tar -C "$T/small/e" -cf "$T/e.tar" .
+raw_exec() { # one foreground exec of a shell line
+	curl -sS -f "${H[@]}" -H 'Content-Type: application/json' \
+		-d "$(python3 -c 'import json,sys; print(json.dumps({"cmd": \
+"/bin/sh", "args": ["-c", sys.argv[1]]}))' "$1")" "$U/$ID/exec" >/dev/null
+}
+raw_tar() { # NAME TAR: one upload + one tar x
+	curl -sS -f "${H[@]}" -H Expect: -F "path=/tmp/$1.tar" \
+		-F "file=@$2" "$U/$ID/files/write" &&
+		raw_exec "mkdir -p /tmp/$1 && tar -C /tmp/$1 -xf /tmp/$1.tar"
+}
+small_row() { # LABEL CMD: run CMD timed, with the API calls it made
+	local n0 n1 t0 s calls
+	n0=$(wc -l <"$T/proxy.log")
+	t0=$(now)
+	sh -c "$2"
+	s=$(secs "$t0")
+	n1=$(wc -l <"$T/proxy.log")
+	calls=$(sed -n "$((n0 + 1)),${n1}p" "$T/proxy.log" |
+		awk '{ print $1, $2 }' | sed 's|/v1/capsules/[^/]*/|.../|' |
+		sort | uniq -c | sort -rn | head -4 | awk '{ printf "%s%s x%s",
+		sep, $2 " " $3, $1; sep = ", " }')
+	row "$1" "$s" "$((n1 - n0)) API calls: $calls"
+}
+small_row "mount: tar x of 1,000 small files" \
+	"mkdir $B/fs/tmp/tx && tar -C $B/fs/tmp/tx -xf $T/s.tar"
+t0=$(now)
+raw_tar tr "$T/s.tar"
+row "raw:   1 upload of the tar + 1 exec tar x" "$(secs "$t0")" "2 API calls"
+small_row "mount: 2,000 empty files (xargs touch)" \
+	"mkdir $B/fs/tmp/ex && cd $B/fs/tmp/ex && seq 2000 | sed 's/^/e/' | \
+xargs touch"
+t0=$(now)
+raw_tar er "$T/e.tar"
+row "raw:   1 upload of the tar + 1 exec tar x" "$(secs "$t0")" "2 API calls"
+# correctness, untimed: the same bytes, modes and times in the capsule
+a=$(sh_in "cd /tmp/tx && find . -type f -exec sha256sum {} + | sort | \
+sha256sum; find . -type f -printf '%m %T@\\n' | sort | sha256sum")
+b=$(sh_in "cd /tmp/tr && find . -type f -exec sha256sum {} + | sort | \
+sha256sum; find . -type f -printf '%m %T@\\n' | sort | sha256sum")
+[ "$a" = "$b" ] && echo "  (tar x through the mount: same bytes, modes, times)" ||
+	echo "  (tar x through the mount: DIFFERS from the raw tar x)"
+n=$(sh_in "ls /tmp/ex | wc -l")
+[ "$n" = 2000 ] || echo "  (empty files: $n of 2000 in the capsule)"
+sh_in "rm -rf /tmp/tx /tmp/tr /tmp/ex /tmp/er /tmp/tr.tar /tmp/er.tar" \
+	>/dev/null

@@ -44,6 +44,7 @@ const char *wrenn_entry_stat(const cJSON *e, struct stat *st)
 	const cJSON *mt = cJSON_GetObjectItemCaseSensitive(e, "modified_at");
 	const cJSON *lt = cJSON_GetObjectItemCaseSensitive(e,
 							   "symlink_target");
+	const cJSON *ps = cJSON_GetObjectItemCaseSensitive(e, "permissions");
 	const char *t;
 	mode_t perm;
 
@@ -62,7 +63,11 @@ const char *wrenn_entry_stat(const cJSON *e, struct stat *st)
 		st->st_mode = S_IFLNK | 0777;
 	} else if (!strcmp(t, "directory")) {
 		st->st_mode = S_IFDIR | perm;
-	} else if (!strcmp(t, "symlink")) {
+	} else if (!strcmp(t, "symlink") ||
+		   (cJSON_IsString(ps) && (ps->valuestring[0] == 'l' ||
+					   ps->valuestring[0] == 'L'))) {
+		/* a broken link is "unknown" with no target; its
+		 * permission string still says it is a link */
 		st->st_mode = S_IFLNK | 0777;
 	} else if (!strcmp(t, "unknown") && perm == 0777) {
 		/* a broken link ("unknown", no target: quirk of the file
