@@ -1,6 +1,7 @@
 /* main.c - sbxfs: options, backend, mount, daemon, loop.  Sequences the
  * modules; each parses its own options from the shared fuse_args. */
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,7 +292,12 @@ int main(int argc, char *argv[])
 		};
 		ret = fuse_session_loop_mt(se, &cfg);
 	}
-	ret = ret ? 1 : 0;
+	/* libfuse returns the signal that ended the loop.  SIGTERM, SIGINT
+	 * or SIGHUP is how sbxfs -f is asked to stop (systemctl stop, ^C):
+	 * a clean exit, or systemd would mark the unit failed. */
+	ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP)
+		      ? 0
+		      : 1;
 	fuse_remove_signal_handlers(se);
 out_free:
 	fuse_session_unmount(se);

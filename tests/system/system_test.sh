@@ -404,6 +404,11 @@ if start_unit && mounted "$M4"; then
 		ko "sbxfs@.service: stop (SIGTERM) unmounts"
 	fi
 	wait "$upid" 2>/dev/null
+	rc=$?
+	# (a sanitizer report at exit would show here)
+	[ "$rc" = 0 ] && ok "sbxfs@.service: sbxfs exits 0 on SIGTERM" ||
+		ko "sbxfs@.service: sbxfs exits 0 on SIGTERM" \
+			"status $rc; $(tail -5 "$T/unit.log")"
 	if start_unit && mounted "$M4" &&
 		[ "$(head -1 "$M4/keep/status" 2>/dev/null)" = running ]; then
 		ok "sbxfs@.service: sandbox outlives a restart"
@@ -450,6 +455,13 @@ if wait_for 20 has_port; then
 	else
 		ko "sbxfs-server.service: wrenn mount" "$(cat "$T/m5.log")"
 	fi
+	kill -TERM "$spid"
+	wait_for 30 gone "$spid"
+	wait "$spid" 2>/dev/null
+	rc=$?
+	[ "$rc" = 0 ] && ok "sbxfs-server.service: exits 0 on SIGTERM" ||
+		ko "sbxfs-server.service: exits 0 on SIGTERM" \
+			"status $rc; $(tail -5 "$T/server.err")"
 else
 	ko "sbxfs-server.service: ExecStart under setpriv ${SP[*]}" \
 		"$(cat "$T/server.err")"
