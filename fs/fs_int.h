@@ -36,7 +36,7 @@ enum fs_kind {
 	FS_K_ROOT,	 /* MOUNT/ (ino 1) */
 	FS_K_ROOT_CTL,	 /* MOUNT/ctl */
 	FS_K_SB_DIR,	 /* MOUNT/NAME/ */
-	FS_K_SB_ALIAS,	 /* MOUNT/NAME -> ID symlink (API_CAP_ALIAS) */
+	FS_K_SB_ALIAS,	 /* MOUNT/ID -> NAME symlink (API_CAP_ALIAS) */
 	FS_K_SB_CTL,	 /* NAME/ctl */
 	FS_K_SB_STATUS,	 /* NAME/status */
 	FS_K_SB_INFO,	 /* NAME/info */
@@ -53,6 +53,7 @@ enum fs_kind {
 	FS_K_JOB_STATUS, /* NAME/proc/JOB/status */
 	FS_K_FILE,	 /* NAME/fs and everything under it (files.c) */
 	FS_K_SB_METRICS, /* NAME/metrics (metrics.c) */
+	FS_K_ROOT_ERR,	 /* MOUNT/err (root.c) */
 	FS_K__COUNT
 };
 
@@ -133,8 +134,10 @@ struct fs_sb {
 	unsigned slot, gen;	 /* gen bumped when the slot is reused */
 	int refs;		 /* (L) */
 	bool gone;		 /* (L) destroyed: lookups fail, handles ESTALE */
-	char id[API_ID_MAX];	 /* platform ID: directory name */
-	char name[API_ID_MAX];	 /* alias ("" if none) */
+	char id[API_ID_MAX];	 /* platform ID: the directory unless there
+				    is a NAME (then a symlink to NAME) */
+	char name[API_ID_MAX];	 /* the NAME directory where the platform
+				    assigns IDs ("" if none) */
 	char template[API_ID_MAX]; /* (L) what it started from, "" unknown */
 	enum api_state state;	 /* (L) from the poll or a verb */
 	time_t created;
@@ -178,6 +181,8 @@ struct fs {
 	 * pages across opens (dropped when mtime/size move: AUTO_INVAL_DATA)
 	 * and cache writes (writeback, set in init when the kernel offers
 	 * it; it then owns O_APPEND and reads around partial writes). */
+	char root_err[1024];	   /* (L) last error of MOUNT/ctl or a
+				      mkdir/rmdir in MOUNT/, "" if none */
 	bool page_cache;
 	bool writeback;
 };
@@ -195,6 +200,7 @@ void fs_free(struct fs *fs);
 extern const struct fuse_lowlevel_ops fs_sb_metrics_ops; /* metrics.c */
 extern const struct fuse_lowlevel_ops fs_root_ops;	/* root.c */
 extern const struct fuse_lowlevel_ops fs_root_ctl_ops;	/* root.c */
+extern const struct fuse_lowlevel_ops fs_root_err_ops;	/* root.c */
 extern const struct fuse_lowlevel_ops fs_sb_dir_ops;	/* sandbox.c */
 extern const struct fuse_lowlevel_ops fs_sb_alias_ops;	/* sandbox.c */
 extern const struct fuse_lowlevel_ops fs_sb_ctl_ops;	/* sbctl.c */
@@ -270,8 +276,18 @@ void fs_notify_inval_entry(struct fs *fs, fuse_ino_t parent,
 void fs_notify_inval_inode(struct fs *fs, fuse_ino_t ino);
 /* Attributes of any non-file node (kind table in fs.c). 0/-errno. */
 int fs_stat_node(struct fs *fs, fuse_ino_t ino, struct stat *st);
-/* A valid sandbox / job name: [A-Za-z0-9._-], not "." "..", < 64. */
+/* Sandbox and job names: [A-Za-z0-9][A-Za-z0-9._-]*, 1 to FS_NAME_MAX
+ * bytes (README "Names"), checked here for every backend. */
+#define FS_NAME_MAX 63
+#define FS_NAME_RULE                                                        \
+	"a name is 1 to 63 letters, digits, '.', '_' or '-', starting with " \
+	"a letter or digit"
 bool fs_name_valid(const char *name);
+/* Names of MOUNT/'s own entries ("ctl", "err", "templates"). */
+bool fs_name_reserved(const char *name);
+/* MOUNT/err: record the last error of the root (also logged). */
+void fs_root_set_err(struct fs *fs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* ---- files (files.c) ---------------------------------------------------- */
 
@@ -347,6 +363,15 @@ struct fs_cmdtab {
 };
 /* Split `line` in place at blanks.  0, or -EINVAL (too many fields). */
 int fs_cmd_parse(char *line, struct fs_cmd *c);
+/* Bad input changes nothing: a ctl write (or a job's cmd) is refused
+ * whole, before any line runs, when it holds a NUL byte or a control
+ * character other than newline and tab.  0, or -EINVAL with a sentence. */
+int fs_ctl_check(const char *buf, size_t size, char *msg, size_t msglen);
+/* One line of MOUNT/ctl: "new NAME [key=value ...]" split into c (blank:
+ * c->nf == 0).  Checks the verb, NAME (fs_name_valid, not reserved) and
+ * every setting (key of [A-Za-z0-9_.-], each key once).  0, or -EINVAL
+ * with a sentence.  Whether a NAME exists is the caller's business. */
+int fs_new_parse(char *line, struct fs_cmd *c, char *msg, size_t msglen);
 /* The entry for c->f[0] with arity checked, or NULL with a sentence in
  * msg ("unknown verb 'x'; verbs: a b c" / "'stop' takes 0-1 arguments"). */
 const struct fs_cmdtab *fs_cmd_lookup(const struct fs_cmd *c,

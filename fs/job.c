@@ -737,11 +737,21 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	size_t len = size;
 	struct done d = { 0 };
 
+	char msg[128];
+
 	if (len && buf[len - 1] == '\n')
 		len--;
-	if (len == 0 || memchr(buf, '\0', len)) {
+	if (len == 0) {
 		job_err(j, "%s: cmd: expected one command line",
 			j->exec_session ? "exec" : j->name);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* A NUL would cut the command short; other control characters
+	 * (escape sequences, \r) are no shell syntax: refuse, run nothing. */
+	if (fs_ctl_check(buf, len, msg, sizeof msg)) {
+		job_err(j, "%s: cmd: %s", j->exec_session ? "exec" : j->name,
+			msg);
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -1453,10 +1463,16 @@ static int ctl_line(struct fs_job *j, char *line, char *msg, size_t msglen)
 static void jf_write_ctl(fuse_req_t req, struct fs_job *j, const char *buf,
 			 size_t size)
 {
-	char *text = strndup(buf, size), *line, *save = NULL;
+	char *text, *line, *save = NULL;
 	char msg[256] = "";
-	int err = 0;
+	int err = fs_ctl_check(buf, size, msg, sizeof msg);
 
+	if (err) {
+		job_err(j, "%s/ctl: %s", j->name, msg);
+		fuse_reply_err(req, -err);
+		return;
+	}
+	text = strndup(buf, size);
 	if (!text) {
 		fuse_reply_err(req, ENOMEM);
 		return;

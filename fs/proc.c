@@ -215,10 +215,8 @@ static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	if (!fs_name_valid(name)) {
-		fs_sb_set_err(fs, sb,
-			      "proc: bad job name '%.64s' (use letters, "
-			      "digits, '.', '_', '-'; at most 63)",
-			      name);
+		fs_sb_set_err(fs, sb, "proc: bad job name '%.64s': %s", name,
+			      FS_NAME_RULE);
 		fs_sb_put(fs, sb);
 		fuse_reply_err(req, EINVAL);
 		return;

@@ -1,8 +1,11 @@
 /* root.c - MOUNT/: one directory per sandbox, `ctl` to create them
  * ("new NAME key=value ..."), mkdir NAME to create with defaults, rmdir
- * NAME to destroy.  Replies come when the platform is done (bounded by the
- * backend's request timeout). */
+ * NAME to destroy, `err` with the last error of those.  Replies come when
+ * the platform is done (bounded by the backend's request timeout).  Bad
+ * input is refused whole before anything runs (fs_ctl_check,
+ * fs_new_parse). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +35,9 @@ static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs_sb *sb;
 
 	(void)parent;
-	if (strcmp(name, "ctl") == 0) {
-		entry_of(fs, fs_ino_make(FS_K_ROOT_CTL, 0, 0, 0, 0), &e);
+	if (strcmp(name, "ctl") == 0 || strcmp(name, "err") == 0) {
+		entry_of(fs, fs_ino_make(name[0] == 'c' ? FS_K_ROOT_CTL :
+					 FS_K_ROOT_ERR, 0, 0, 0, 0), &e);
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -70,6 +74,9 @@ static void root_opendir(fuse_req_t req, fuse_ino_t ino,
 	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_CTL, 0, 0, 0, 0), &st);
 	if (!err)
 		err = fs_dir_add(d, "ctl", &st);
+	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_ERR, 0, 0, 0, 0), &st);
+	if (!err)
+		err = fs_dir_add(d, "err", &st);
 
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned s = 0; s < FS_SB_MAX && !err; s++) {
@@ -123,14 +130,15 @@ static void create_cb(void *ud, int err, const char *msg,
 	struct fs_sb *sb;
 
 	if (err) {
-		fs_log("new %s: %s", name, msg ? msg : api_strerror(err));
+		fs_root_set_err(fs, "new %s: %s", name,
+				msg ? msg : api_strerror(err));
 		fuse_reply_err(j->req, -err);
 		rjob_free(j);
 		return;
 	}
 	sb = fs_sb_add(fs, r, &err);
 	if (!sb) {
-		fs_log("new %s: %s", name, api_strerror(err));
+		fs_root_set_err(fs, "new %s: %s", name, api_strerror(err));
 		fuse_reply_err(j->req, -err);
 		rjob_free(j);
 		return;
@@ -184,20 +192,15 @@ static void rjob_run(struct rjob *j)
 	api_sb_create(fs->be, c->f[1], kv, nkv, create_cb, j);
 }
 
-/* Validate the name of a new sandbox; -errno with a log line. */
-static int check_new_name(struct fs *fs, const char *name)
+/* Is the name of a new sandbox free?  -EEXIST with a sentence in err. */
+static int check_new_free(struct fs *fs, const char *name)
 {
-	struct fs_sb *sb;
+	struct fs_sb *sb = fs_sb_get_name(fs, name);
 
-	if (!fs_name_valid(name) || strcmp(name, "ctl") == 0) {
-		fs_log("new %.64s: invalid name (letters, digits, '.', '_', "
-		       "'-'; not 'ctl')", name);
-		return -EINVAL;
-	}
-	sb = fs_sb_get_name(fs, name);
 	if (sb) {
 		fs_sb_put(fs, sb);
-		fs_log("new %s: a sandbox of that name exists", name);
+		fs_root_set_err(fs, "new %s: a sandbox of that name exists",
+				name);
 		return -EEXIST;
 	}
 	return 0;
@@ -212,7 +215,23 @@ static void root_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	(void)parent;
 	(void)mode;
-	err = check_new_name(fs, name);
+	if (!fs_name_valid(name) || fs_name_reserved(name)) {
+		/* never echo control characters into err and the log */
+		if (strpbrk(name, "\n\t") || !fs_name_valid(name))
+			for (const char *p = name; *p; p++)
+				if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+					name = "(a name with control "
+					       "characters)";
+					break;
+				}
+		fs_root_set_err(fs, "mkdir %.64s: %s", name,
+				fs_name_reserved(name) ?
+					"that name is reserved" :
+					FS_NAME_RULE);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = check_new_free(fs, name);
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
@@ -341,14 +360,23 @@ static void rctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 {
 	struct fs *fs = fs_of(req);
 	struct rjob *j;
-	char *line, *save = NULL;
+	char *line, *save = NULL, msg[256];
 	int err = 0;
 
 	(void)ino;
 	(void)off;
 	(void)fi;
 	if (size > CTL_WRITE_MAX) {
+		fs_root_set_err(fs, "ctl: a write of %zu bytes is too long "
+				"(at most %u)", size, CTL_WRITE_MAX);
 		fuse_reply_err(req, EFBIG);
+		return;
+	}
+	/* A NUL would cut the text short silently: refuse the write. */
+	err = fs_ctl_check(buf, size, msg, sizeof msg);
+	if (err) {
+		fs_root_set_err(fs, "ctl: %s", msg);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	j = calloc(1, sizeof *j);
@@ -368,35 +396,30 @@ static void rctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	     line = strtok_r(NULL, "\n", &save)) {
 		struct fs_cmd *c = &j->cmds[j->ncmd];
 
-		if (fs_cmd_parse(line, c)) {
-			fs_log("ctl: too many words in one line");
+		if (j->ncmd == CTL_LINES_MAX) {
+			fs_root_set_err(fs, "ctl: more than %d lines in one "
+					"write", CTL_LINES_MAX);
 			err = -EINVAL;
+			break;
+		}
+		err = fs_new_parse(line, c, msg, sizeof msg);
+		if (err) {
+			fs_root_set_err(fs, "ctl: %s", msg);
 			break;
 		}
 		if (c->nf == 0)
 			continue;
-		if (strcmp(c->f[0], "new") != 0 || c->nf < 2) {
-			fs_log("ctl: %s; verbs: new NAME [key=value ...]",
-			       strcmp(c->f[0], "new") ? "unknown verb" :
-							"'new' needs a NAME");
-			err = -EINVAL;
-			break;
-		}
-		for (int i = 2; i < c->nf && !err; i++) {
-			if (!strchr(c->f[i], '=') || c->f[i][0] == '=') {
-				fs_log("ctl: new %s: '%s' is not key=value",
-				       c->f[1], c->f[i]);
+		for (int k = 0; k < j->ncmd && !err; k++) {
+			if (!strcmp(j->cmds[k].f[1], c->f[1])) {
+				fs_root_set_err(fs, "ctl: new %s: twice in "
+						"one write", c->f[1]);
 				err = -EINVAL;
 			}
 		}
 		if (!err)
-			err = check_new_name(fs, c->f[1]);
-		if (!err && ++j->ncmd == CTL_LINES_MAX &&
-		    strtok_r(NULL, "\n", &save)) {
-			fs_log("ctl: more than %d lines in one write",
-			       CTL_LINES_MAX);
-			err = -EINVAL;
-		}
+			err = check_new_free(fs, c->f[1]);
+		if (!err)
+			j->ncmd++;
 	}
 	if (err) {
 		rjob_free(j);
@@ -410,4 +433,113 @@ const struct fuse_lowlevel_ops fs_root_ctl_ops = {
 	.open = rctl_open,
 	.read = rctl_read,
 	.write = rctl_write,
+};
+
+/* ---- MOUNT/err ---------------------------------------------------------- */
+
+void fs_root_set_err(struct fs *fs, const char *fmt, ...)
+{
+	char msg[sizeof fs->root_err];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&fs->lock);
+	memcpy(fs->root_err, msg, sizeof msg);
+	pthread_mutex_unlock(&fs->lock);
+	fs_log("%s", msg);
+}
+
+static void root_err_clear(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->root_err[0] = '\0';
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The text is taken at open (fi->fh: a malloc'd "LEN\0TEXT"), so one cat
+ * sees one sentence; writing anything or O_TRUNC clears it, as NAME/err. */
+struct errsnap {
+	size_t len;
+	char text[];
+};
+
+static void rerr_open(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct errsnap *s;
+
+	(void)ino;
+	if (fi->flags & O_TRUNC)
+		root_err_clear(fs);
+	s = malloc(sizeof *s + sizeof fs->root_err + 1);
+	if (!s) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	s->len = strlen(fs->root_err);
+	memcpy(s->text, fs->root_err, s->len);
+	pthread_mutex_unlock(&fs->lock);
+	if (s->len)
+		s->text[s->len++] = '\n';
+	fi->fh = (uintptr_t)s;
+	fi->direct_io = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void rerr_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	const struct errsnap *s = (const struct errsnap *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fs_reply_text(req, s->text, s->len, size, off);
+}
+
+static void rerr_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		       size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)buf;
+	(void)off;
+	(void)fi;
+	root_err_clear(fs_of(req));
+	fuse_reply_write(req, size);
+}
+
+static void rerr_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			 int to_set, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+
+	(void)fi;
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		      FUSE_SET_ATTR_GID)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0)
+		root_err_clear(fs);
+	fs_stat_node(fs, ino, &st);
+	fuse_reply_attr(req, &st, 0);
+}
+
+static void rerr_release(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((void *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+const struct fuse_lowlevel_ops fs_root_err_ops = {
+	.open = rerr_open,
+	.read = rerr_read,
+	.write = rerr_write,
+	.setattr = rerr_setattr,
+	.release = rerr_release,
 };

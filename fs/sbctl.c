@@ -164,6 +164,19 @@ static void sbctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse_reply_err(req, EFBIG);
 		return;
 	}
+	/* A NUL would cut the text short ("pause\0resume" paused and
+	 * dropped resume): refuse the whole write, run nothing. */
+	{
+		char msg[128];
+
+		err = fs_ctl_check(buf, size, msg, sizeof msg);
+		if (err) {
+			fs_sb_set_err(fs, sb, "ctl: %s", msg);
+			fs_sb_put(fs, sb);
+			fuse_reply_err(req, -err);
+			return;
+		}
+	}
 	j = calloc(1, sizeof *j);
 	if (j)
 		j->buf = strndup(buf, size);

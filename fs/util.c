@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 
 #include "fs/fs_int.h"
 
@@ -18,21 +19,104 @@ void fs_log_syslog(bool on)
 	log_syslog = on;
 }
 
+static void log_emit(const char *line)
+{
+	if (log_syslog)
+		syslog(LOG_NOTICE, "%s", line);
+	else /* one fprintf per line: lines of threads don't interleave */
+		fprintf(stderr, "sbxfs: %s\n", line);
+}
+
+/* Rate limit (bad input must not flood the log: 10,000 malformed ctl
+ * writes are not 10,000 lines).  Two rules, like syslogd's and the
+ * kernel's printk_ratelimit:
+ *  - a line identical to the previous one within LOG_REPEAT_S seconds is
+ *    only counted; the count is told ("last message repeated N times")
+ *    before the next different line, or with the same line once the
+ *    window is over;
+ *  - beyond a burst of LOG_BURST lines, at most LOG_RATE a second pass
+ *    (token bucket); what was dropped is told when lines pass again. */
+#define LOG_REPEAT_S 30
+#define LOG_BURST 100.0
+#define LOG_RATE 5.0
+
+static struct {
+	pthread_mutex_t mu;
+	char last[2048];
+	unsigned long repeats;	/* of `last`, not yet told */
+	time_t last_t;		/* when `last` was emitted */
+	double tokens;
+	struct timespec refill;	/* bucket last refilled */
+	unsigned long dropped;	/* by the bucket, not yet told */
+} lg = { .mu = PTHREAD_MUTEX_INITIALIZER, .tokens = LOG_BURST };
+
+static bool log_take_token(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (lg.refill.tv_sec) {
+		double dt = (double)(now.tv_sec - lg.refill.tv_sec) +
+			    (double)(now.tv_nsec - lg.refill.tv_nsec) / 1e9;
+
+		lg.tokens += dt * LOG_RATE;
+		if (lg.tokens > LOG_BURST)
+			lg.tokens = LOG_BURST;
+	}
+	lg.refill = now;
+	if (lg.tokens < 1.0)
+		return false;
+	lg.tokens -= 1.0;
+	return true;
+}
+
 void fs_log(const char *fmt, ...)
 {
+	char line[2048], note[128];
+	time_t now = time(NULL);
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (log_syslog) {
-		vsyslog(LOG_NOTICE, fmt, ap);
-	} else {
-		char line[2048];
-
-		/* One fprintf per line so lines of threads don't interleave. */
-		vsnprintf(line, sizeof line, fmt, ap);
-		fprintf(stderr, "sbxfs: %s\n", line);
-	}
+	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
+	pthread_mutex_lock(&lg.mu);
+	bool same = strcmp(line, lg.last) == 0 &&
+		    now - lg.last_t < LOG_REPEAT_S;
+
+	if (same) {
+		lg.repeats++;
+		pthread_mutex_unlock(&lg.mu);
+		return;
+	}
+	if (!log_take_token()) {
+		lg.dropped++;
+		pthread_mutex_unlock(&lg.mu);
+		return;
+	}
+	/* What was held back is told first, in one line that costs a
+	 * token too, so the bucket bounds every line written. */
+	if (lg.repeats || lg.dropped) {
+		if (lg.dropped)
+			snprintf(note, sizeof note, "last message repeated "
+				 "%lu times; %lu more lines dropped (over %.0f "
+				 "a second)", lg.repeats, lg.dropped,
+				 LOG_RATE);
+		else
+			snprintf(note, sizeof note, "last message repeated "
+				 "%lu times", lg.repeats);
+		log_emit(note);
+		lg.repeats = lg.dropped = 0;
+		if (!log_take_token()) {
+			lg.dropped++;
+			lg.last[0] = '\0';
+			pthread_mutex_unlock(&lg.mu);
+			return;
+		}
+	}
+	memcpy(lg.last, line, sizeof lg.last);
+	lg.last_t = now;
+	log_emit(line);
+	pthread_mutex_unlock(&lg.mu);
 }
 
 void fs_reply_text(fuse_req_t req, const char *text, size_t len, size_t size,
@@ -122,6 +206,85 @@ void fs_dir_reply(fuse_req_t req, const struct fs_dir *d, size_t size,
 }
 
 /* ---- ctl command parsing ------------------------------------------------ */
+
+int fs_ctl_check(const char *buf, size_t size, char *msg, size_t msglen)
+{
+	for (size_t i = 0; i < size; i++) {
+		unsigned char ch = (unsigned char)buf[i];
+
+		if (ch == '\n' || ch == '\t' || (ch >= 0x20 && ch != 0x7f))
+			continue;
+		if (ch == 0)
+			snprintf(msg, msglen, "byte %zu is a NUL byte; nothing "
+				 "was done", i + 1);
+		else
+			snprintf(msg, msglen, "byte %zu is the control "
+				 "character 0x%02x; nothing was done", i + 1,
+				 ch);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Keys of settings: what backends document (template, network, tag...). */
+static bool key_valid(const char *k, size_t n)
+{
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)k[i];
+
+		if (!isalnum(ch) && ch != '_' && ch != '-' && ch != '.')
+			return false;
+	}
+	return true;
+}
+
+int fs_new_parse(char *line, struct fs_cmd *c, char *msg, size_t msglen)
+{
+	if (fs_cmd_parse(line, c)) {
+		snprintf(msg, msglen, "more than %d words in one line",
+			 FS_CMD_MAXF);
+		return -EINVAL;
+	}
+	if (c->nf == 0)
+		return 0;
+	if (strcmp(c->f[0], "new") != 0) {
+		snprintf(msg, msglen, "unknown verb '%.64s'; verbs: new NAME "
+			 "[key=value ...]", c->f[0]);
+		return -EINVAL;
+	}
+	if (c->nf < 2) {
+		snprintf(msg, msglen, "'new' needs a NAME");
+		return -EINVAL;
+	}
+	if (!fs_name_valid(c->f[1]) || fs_name_reserved(c->f[1])) {
+		snprintf(msg, msglen, "new %.64s: %s", c->f[1],
+			 fs_name_reserved(c->f[1]) ? "that name is reserved" :
+			 FS_NAME_RULE);
+		return -EINVAL;
+	}
+	for (int i = 2; i < c->nf; i++) {
+		const char *eq = strchr(c->f[i], '=');
+
+		if (!eq || !key_valid(c->f[i], (size_t)(eq - c->f[i]))) {
+			snprintf(msg, msglen, "new %s: '%.64s' is not "
+				 "key=value (key: letters, digits, '_', '-', "
+				 "'.')", c->f[1], c->f[i]);
+			return -EINVAL;
+		}
+		for (int k = 2; k < i; k++) {
+			size_t kl = (size_t)(eq - c->f[i]);
+
+			if (!strncmp(c->f[k], c->f[i], kl + 1)) {
+				snprintf(msg, msglen, "new %s: '%.*s' given "
+					 "twice", c->f[1], (int)kl, c->f[i]);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
 
 int fs_cmd_parse(char *line, struct fs_cmd *c)
 {
@@ -280,16 +443,27 @@ bool fs_name_valid(const char *name)
 {
 	size_t n = strlen(name);
 
-	if (n == 0 || n >= 64 || strcmp(name, ".") == 0 ||
-	    strcmp(name, "..") == 0)
+	/* The first character is a letter or digit: no "-rf" that tools
+	 * take for an option, no ".hidden" that ls hides, no "." / "..". */
+	if (n == 0 || n > FS_NAME_MAX || !isalnum((unsigned char)name[0]))
 		return false;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 1; i < n; i++) {
 		unsigned char ch = (unsigned char)name[i];
 
 		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
 			return false;
 	}
 	return true;
+}
+
+bool fs_name_reserved(const char *name)
+{
+	static const char *const reserved[] = { "ctl", "err", "templates" };
+
+	for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+		if (!strcmp(name, reserved[i]))
+			return true;
+	return false;
 }
 
 /* ---- directories listed at open (fi->fh owns a malloc'd fs_dir) -------- */

@@ -163,11 +163,74 @@ Test(fs_name, valid)
 	} t[] = {
 		{ "box1", true }, { "a.b_c-d", true }, { "", false },
 		{ ".", false }, { "..", false }, { "a/b", false },
-		{ "a b", false }, { "a\nb", false }, { "...", true },
-		{ "x$(id)", false },
+		{ "a b", false }, { "a\nb", false }, { "...", false },
+		{ "x$(id)", false }, { "-rf", false }, { ".hidden", false },
+		{ "_x", false }, { "9.", true },
 		{ "0123456789012345678901234567890123456789012345678901234567"
 		  "89012345", false },
+		{ "0123456789012345678901234567890123456789012345678901234567"
+		  "89012", true },
 	};
 	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
 		cr_assert_eq(fs_name_valid(t[i].name), t[i].ok, "row %zu", i);
+}
+
+/* ---- bad input ------------------------------------------------------------ */
+
+Test(fs_ctl, check)
+{
+	static const struct {
+		const char *buf;
+		size_t len;
+		int ret;
+	} t[] = {
+		{ "pause\n", 6, 0 },	    { "pause\nresume\n", 13, 0 },
+		{ "stop\t5\n", 7, 0 },    { "pause\0resume\n", 13, -EINVAL },
+		{ "new a\rb", 7, -EINVAL }, { "\x1b[1m", 4, -EINVAL },
+		{ "x\x7f", 2, -EINVAL },    { "caf\xc3\xa9", 5, 0 },
+		{ "", 0, 0 },
+	};
+	char msg[128];
+
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+		cr_assert_eq(fs_ctl_check(t[i].buf, t[i].len, msg, sizeof msg),
+			     t[i].ret, "row %zu", i);
+	fs_ctl_check("ab\0", 3, msg, sizeof msg);
+	cr_assert_str_eq(msg, "byte 3 is a NUL byte; nothing was done");
+}
+
+Test(fs_ctl, new_parse)
+{
+	static const struct {
+		const char *line;
+		int ret, nf;
+	} t[] = {
+		{ "new box", 0, 2 },
+		{ "  new   box  template=base network=none ", 0, 4 },
+		{ "", 0, 0 },
+		{ "new", -EINVAL, 0 },
+		{ "make box", -EINVAL, 0 },
+		{ "new -rf", -EINVAL, 0 },
+		{ "new ctl", -EINVAL, 0 },
+		{ "new err", -EINVAL, 0 },
+		{ "new box template", -EINVAL, 0 },
+		{ "new box =x", -EINVAL, 0 },
+		{ "new box a=1 a=2", -EINVAL, 0 },
+		{ "new box a=1 ab=2", 0, 4 },
+		{ "new box k=", 0, 3 },
+		{ "new box k$=1", -EINVAL, 0 },
+		{ "new a b c d e f g h i j k l m n o p q", -EINVAL, 0 },
+	};
+	char msg[256];
+
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+		char line[128];
+		struct fs_cmd c;
+
+		snprintf(line, sizeof line, "%s", t[i].line);
+		cr_assert_eq(fs_new_parse(line, &c, msg, sizeof msg), t[i].ret,
+			     "row %zu (%s)", i, msg);
+		if (!t[i].ret)
+			cr_assert_eq(c.nf, t[i].nf, "row %zu", i);
+	}
 }
