@@ -54,6 +54,38 @@ static const struct fuse_opt main_spec[] = {
 	FUSE_OPT_END
 };
 
+/* Sizes take a K, M or G suffix (powers of 1024), for every option whose
+ * name ends in "_max" (wrenn_upload_max=64M): rewritten here to the plain
+ * byte count the backends parse.  1: arg replaced in outargs; 0: not a
+ * size with a suffix (left alone); -1: bad or too large. */
+static int size_opt(const char *arg, struct fuse_args *outargs)
+{
+	const char *eq = strchr(arg, '=');
+	char *end, buf[256];
+	unsigned long long v;
+	unsigned shift;
+
+	if (!eq || eq - arg < 4 || strncmp(eq - 4, "_max", 4) ||
+	    eq[1] < '0' || eq[1] > '9')
+		return 0;
+	errno = 0;
+	v = strtoull(eq + 1, &end, 10);
+	switch (*end) {
+	case 'k': case 'K': shift = 10; break;
+	case 'm': case 'M': shift = 20; break;
+	case 'g': case 'G': shift = 30; break;
+	default: return 0; /* plain bytes: the backend checks them */
+	}
+	if (errno || end[1] || v > (~0ull >> shift)) {
+		fprintf(stderr, "sbxfs: bad size '%s': want bytes, or a number "
+			"with K, M or G\n", arg);
+		return -1;
+	}
+	snprintf(buf, sizeof buf, "-o%.*s%llu", (int)(eq + 1 - arg), arg,
+		 v << shift);
+	return fuse_opt_add_arg(outargs, buf) == -1 ? -1 : 1;
+}
+
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
 {
@@ -95,38 +127,65 @@ static int opt_proc(void *data, const char *arg, int key,
 		/* x-systemd.automount, x-gvfs-show...: userspace only */
 		if (!strncmp(arg, "x-", 2))
 			return 0;
-		return 1;
+		switch (size_opt(arg, outargs)) {
+		case 1:
+			return 0;
+		case -1:
+			return -1;
+		default:
+			return 1;
+		}
 	default:
 		return 1;
 	}
 }
 
+/* --help: every source first, then each option once with its default;
+ * the backends' own options come from their tables (api_print_help). */
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
 	       "\n"
-	       "Mounts code-execution sandboxes as files.  SOURCE picks the "
-	       "platform:\n"
-	       "    local            the embedded local runtime (default)\n"
-	       "    local:DATADIR    the same, state kept in DATADIR\n"
+	       "Mounts code-execution sandboxes as files.\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
+	       "\n"
+	       "SOURCE picks the platform:\n"
+	       "    local                  the embedded local runtime "
+	       "(default), state in\n"
+	       "                           /var/lib/sbxfs\n"
+	       "    local:DATADIR          the same, state kept in DATADIR\n"
+	       "    wrenn[:BASE_URL]       Wrenn capsules (key: "
+	       "$WRENN_API_KEY or -o keyfile=)\n"
+	       "    cwsandbox[:URL]        CW Sandbox (key: "
+	       "$CWSANDBOX_API_KEY or -o keyfile=)\n"
 	       "\n"
 	       "General options:\n"
 	       "    -h, --help             print this help\n"
 	       "    -V, --version          print the version\n"
-	       "    -f                     stay in the foreground\n"
+	       "    -f                     stay in the foreground (default: "
+	       "daemonize, log to\n"
+	       "                           syslog)\n"
 	       "    -d, -o debug           debug output (implies -f)\n"
-	       "    -s                     single-threaded loop\n"
+	       "    -s                     single-threaded loop (default: "
+	       "multi-threaded)\n"
 	       "    -o opt,[opt...]        mount options\n"
 	       "\n"
-	       "sbxfs options:\n"
+	       "Mount options:\n"
 	       "    -o poll=SECONDS        status poll interval (default 2)\n"
-	       "    -o template=NAME       default template of new "
-	       "sandboxes\n"
+	       "    -o template=NAME       default template of new sandboxes "
+	       "(default: none)\n"
 	       "    -o attr_timeout=SECS   kernel attribute cache of fs/ "
 	       "files (default 1)\n"
-	       "    -o allow_other         let other users in (implies "
-	       "default_permissions)\n"
+	       "    -o allow_other         let other users in, with "
+	       "default_permissions\n"
+	       "                           (default: only the mounting "
+	       "user)\n"
+	       "    -o allow_root          let root in too (default: off)\n"
+	       "    -o auto_unmount        unmount when sbxfs ends (default: "
+	       "off)\n"
+	       "Sizes (options ending in _max) take bytes, or K, M, G "
+	       "(powers of 1024):\n"
+	       "    -o wrenn_upload_max=64M\n"
 	       "\n",
 	       prog);
 }
@@ -186,11 +245,9 @@ int main(int argc, char *argv[])
 	if (fuse_opt_parse(&args, &mo, main_spec, opt_proc) == -1)
 		goto out;
 	if (mo.help) {
+		/* libfuse's own help would list allow_other a second time;
+		 * its three options are in ours. */
 		usage(argv[0]);
-		printf("FUSE options:\n");
-		fflush(stdout);
-		fuse_lowlevel_help();
-		printf("\n");
 		api_print_help();
 		ret = 0;
 		goto out;
