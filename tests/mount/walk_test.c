@@ -127,7 +127,7 @@ Test(walk, mkdir_status_running)
 	int n;
 
 	mkbox("box1");
-	expect_out("box1\nctl\n", LS);
+	expect_out("box1\nctl\nerr\n", LS);
 	if (wrenn())	/* the capsule ID is a symlink to the NAME dir */
 		ok("id=$(ls | grep '^cl-') && [ -L \"$id\" ] && "
 		   "[ \"$(readlink \"$id\")\" = box1 ] && [ -d \"$id/fs\" ]");
@@ -365,7 +365,7 @@ Test(walk, rmdir_destroys)
 	}
 	ok(RMDIR1);
 	ok("! [ -e box1 ]");
-	expect_out("box2\nctl\n", LS);
+	expect_out("box2\nctl\nerr\n", LS);
 	expect_out("running\n", "head -1 box2/status");
 	if (!local())
 		return;
@@ -406,7 +406,7 @@ Test(walk, remount_keeps_sandboxes)
 	ok("echo kept > box1/fs/tmp/kept && echo pause > box2/ctl");
 	r = mnt_remount(&m);
 	cr_assert_eq(r, 0, "remount: %d\n%s", r, mnt_log_tail(&m, 30));
-	expect_out("box1\nbox2\nctl\n", LS);
+	expect_out("box1\nbox2\nctl\nerr\n", LS);
 	expect_out("running\n", "head -1 box1/status");
 	expect_out("paused\n", "head -1 box2/status");
 	expect_out("kept\n", "cat box1/fs/tmp/kept");
