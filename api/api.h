@@ -101,8 +101,8 @@ int api_verb_parse(const char *word);
 #define API_CAP_RENAME (1u << 19)	/* native rename (else exec mv) */
 #define API_CAP_SETATTR (1u << 20)	/* native chmod/utimens/truncate */
 #define API_CAP_SYMLINK (1u << 21)	/* native symlink/readlink */
-#define API_CAP_ALIAS (1u << 22)	/* platform assigns IDs: NAME is a
-					   symlink to the ID directory */
+#define API_CAP_ALIAS (1u << 22)	/* platform assigns IDs: the ID is a
+					   symlink to the NAME directory */
 #define API_CAP_RANDOM_WRITE (1u << 23) /* pwrite at any offset without
 					   staging (local) */
 #define API_CAP_MKNOD (1u << 24)	/* native FIFOs and sockets (else exec

@@ -10,9 +10,10 @@
  * Limits of the platform, stated honestly:
  *  - output "data" is the bytes as a lossy UTF-8 string (quirk 23): text
  *    is exact, bytes that are not valid UTF-8 arrive as U+FFFD;
- *  - there is no stdin on exec/stream, and the PTY endpoint drops input
- *    when its buffer is full and merges stdout with stderr, so want_stdin
- *    and tty are refused with EOPNOTSUPP;
+ *  - there is no stdin on exec/stream: stdin is uploaded in numbered
+ *    chunk files that a feeder in the capsule writes into a FIFO (see
+ *    "stdin" below); the PTY endpoint drops input when its buffer is full
+ *    and merges stdout with stderr, so tty is refused with EOPNOTSUPP;
  *  - signals go through a second (foreground) exec that signals the
  *    wrapper's descendants, found through /proc/PID/task/TID/children.
  *
