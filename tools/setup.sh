@@ -22,7 +22,8 @@ source=${SBXFS_SOURCE:-local}
 # sbxfs-server wire tests; libnghttp2 + protobuf-c for its gRPC side and
 # the cwsandbox backend; node + npm for the gRPC wire tests' client;
 # man-db, systemd (systemd-analyze, the unit dir) and bash-completion for
-# the installed man pages, units and completion and tests/system).
+# the installed man pages, units and completion and tests/system; clang
+# and its runtime (libFuzzer) for tests/fuzz).
 deps=(
 	meson ninja-build pkg-config gcc libc6-dev
 	libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev libwebsockets-dev
@@ -32,6 +33,7 @@ deps=(
 	libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nodejs
 	libseccomp-dev mmdebstrap
 	man-db systemd bash-completion
+	clang libclang-rt-14-dev
 )
 
 install_deps() {
