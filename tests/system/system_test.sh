@@ -28,6 +28,9 @@ T=$(mktemp -d "$base/sbxfs-sys-XXXXXX") || exit 1
 TAG=sbxfs-test-$$
 LINK=/usr/local/sbin/sbxfs
 made_link=
+made_sbin=
+had_fstab=
+[ -e /etc/fstab ] && had_fstab=1
 pids=()
 pass=0 fail=0
 
@@ -109,9 +112,11 @@ cleanup() {
 		wait "$p" 2>/dev/null
 	done
 	remove_fstab_lines
+	[ -z "$had_fstab" ] && [ ! -s /etc/fstab ] && rm -f /etc/fstab
 	if [ -n "$made_link" ] && [ -L "$LINK" ]; then
 		rm -f "$LINK"
 	fi
+	[ -n "$made_sbin" ] && rmdir /usr/local/sbin 2>/dev/null
 	for d in "$T"/data-*; do
 		[ -d "$d" ] && sweep_data "$d"
 	done
@@ -218,7 +223,7 @@ fi
 if [ -e "$LINK" ] || [ -L "$LINK" ]; then
 	echo "# $LINK exists: fuse.sbxfs cases use it as installed"
 else
-	mkdir -p /usr/local/sbin
+	[ -d /usr/local/sbin ] || { mkdir -p /usr/local/sbin && made_sbin=1; }
 	ln -s "$BIN" "$LINK" && made_link=1
 fi
 
