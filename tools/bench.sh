@@ -3,7 +3,7 @@
 # former bench-fs.sh and bench-exec.sh, which it replaces), each printed
 # beside its reference from the same run, with the ratio sbxfs / reference.
 #
-#   tools/bench.sh [-r REPS] [-n ROUNDS] [-s MIB]     (as root; ~5 minutes)
+#   tools/bench.sh [-e] [-r REPS] [-n ROUNDS] [-s MIB]  (as root; ~5 min)
 #
 # Mounts its own sbxfs (local backend, a fresh data dir under $TMPDIR or
 # /tmp), creates one sandbox and compares:
@@ -15,8 +15,9 @@
 # Every row runs sbxfs and its reference alternately REPS times (default
 # 3) and prints the medians; exec rows are the mean of ROUNDS commands
 # (default 200) per repetition.  MIB (default 1024) sizes the big file and
-# the stdout stream.  The load average is printed first and last: on a
-# shared machine read the ratios, not the absolutes.
+# the stdout stream.  -e: the exec rows only (issue 10 item 2).  The load
+# average is printed first and last: on a shared machine read the ratios,
+# not the absolutes.
 #
 # Binaries: $SBXFS_BIN and $SBX, else BUILD/src/sbxfs and BUILD/tools/sbx
 # with BUILD = $SBXFS_BUILD or the clone's build/.  $SBXFS_OPTS adds -o
@@ -28,14 +29,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${SBXFS_BUILD:-$HERE/../build}
 BIN=${SBXFS_BIN:-$BUILD/src/sbxfs}
 SBX=${SBX:-$BUILD/tools/sbx}
-REPS=3 ROUNDS=200 MIB=1024
-while getopts r:n:s: o; do
+REPS=3 ROUNDS=200 MIB=1024 EXEC_ONLY=
+while getopts er:n:s: o; do
 	case $o in
+	e) EXEC_ONLY=1 ;;
 	r) REPS=$OPTARG ;;
 	n) ROUNDS=$OPTARG ;;
 	s) MIB=$OPTARG ;;
 	*)
-		echo "usage: $0 [-r REPS] [-n ROUNDS] [-s MIB]" >&2
+		echo "usage: $0 [-e] [-r REPS] [-n ROUNDS] [-s MIB]" >&2
 		exit 2
 		;;
 	esac
@@ -113,8 +115,9 @@ D=$U/direct
 mkdir "$M" "$D"
 row "mkdir sandbox (create + start)" "$(fmt "$t_new")" "" ""
 
-# ---- inputs (not timed) ------------------------------------------------
 BIG=$((MIB * 1048576))
+files_rows() {
+# ---- inputs (not timed) ------------------------------------------------
 head -c "$BIG" /dev/urandom >"$T/src.bin"
 TARSRC=
 for d in /usr/share/man /usr/share/perl; do
@@ -223,6 +226,9 @@ done
 cmp_row "ls -l of 10,000 entries" 0 "$a" "$b"
 n=$(ls "$M/../direct/many" | wc -l)
 [ "$n" = 10000 ] || echo "  (ls through sbxfs listed $n entries)"
+
+}
+[ -n "$EXEC_ONLY" ] || files_rows
 
 # ---- exec: round trip of true ------------------------------------------
 PID=$(tr -d ' \t\n' <"$MNT/bench/info" |
