@@ -216,14 +216,7 @@ static void root_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	(void)parent;
 	(void)mode;
 	if (!fs_name_valid(name) || fs_name_reserved(name)) {
-		/* never echo control characters into err and the log */
-		if (strpbrk(name, "\n\t") || !fs_name_valid(name))
-			for (const char *p = name; *p; p++)
-				if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-					name = "(a name with control "
-					       "characters)";
-					break;
-				}
+		/* fs_root_set_err blanks control characters */
 		fs_root_set_err(fs, "mkdir %.64s: %s", name,
 				fs_name_reserved(name) ?
 					"that name is reserved" :
@@ -445,6 +438,9 @@ void fs_root_set_err(struct fs *fs, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	for (char *p = msg; *p; p++) /* one line, nothing to forge lines */
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
 	pthread_mutex_lock(&fs->lock);
 	memcpy(fs->root_err, msg, sizeof msg);
 	pthread_mutex_unlock(&fs->lock);

@@ -218,9 +218,10 @@ void fs_sb_set_err(struct fs *fs, struct fs_sb *sb, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	/* One line: the err file's contract is "a sentence + newline". */
+	/* One line: the err file's contract is "a sentence + newline"; no
+	 * control characters from a server's message either. */
 	for (char *p = msg; *p; p++)
-		if (*p == '\n')
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
 	pthread_mutex_lock(&fs->lock);
 	snprintf(sb->err, sizeof sb->err, "%s", msg);

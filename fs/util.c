@@ -79,6 +79,11 @@ void fs_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
+	/* one line per message: a name or a server's text with a newline
+	 * or an escape sequence cannot forge or hide lines */
+	for (char *p = line; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
 	pthread_mutex_lock(&lg.mu);
 	bool same = strcmp(line, lg.last) == 0 &&
 		    now - lg.last_t < LOG_REPEAT_S;
