@@ -61,8 +61,10 @@ enum api_state api_state_parse(const char *word);
 #define API_ID_MAX 128
 
 struct api_sandbox {
-	char id[API_ID_MAX];	   /* platform ID: the directory name */
-	char name[API_ID_MAX];	   /* user alias, "" when it equals id */
+	char id[API_ID_MAX];	   /* platform ID: the directory name, or
+				      with API_CAP_ALIAS a symlink to NAME */
+	char name[API_ID_MAX];	   /* NAME the user chose (the directory
+				      with API_CAP_ALIAS), "" = id */
 	char template[API_ID_MAX]; /* template/snapshot it started from */
 	enum api_state state;
 	time_t created;		   /* unix seconds, 0 if unknown */
