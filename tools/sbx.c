@@ -130,6 +130,14 @@ static const char *sb_err(const char *sb, char *buf, size_t cap)
 	return buf;
 }
 
+/* A sandbox name names a directory of the mount, never a path that
+ * leads elsewhere on the host (`sbx rm ../x` would rmdir a host dir). */
+static bool name_ok(const char *name)
+{
+	return *name && !strchr(name, '/') && strcmp(name, ".") &&
+	       strcmp(name, "..");
+}
+
 /* ---- run ---------------------------------------------------------------- */
 
 /* What the signal handler needs: it removes the job (which kills the
@@ -398,8 +406,9 @@ static int cmd_run(int argc, char **argv)
 		usage();
 	if (!nostdin && stdin_is_empty())
 		nostdin = true;
-	if (snprintf(sbpath, sizeof sbpath, "%s/%s", mnt, sb) >=
-	    (int)sizeof sbpath - 8)
+	if (!name_ok(sb) ||
+	    snprintf(sbpath, sizeof sbpath, "%s/%s", mnt, sb) >=
+		    (int)sizeof sbpath - 8)
 		die("no sandbox '%s' under %s", sb, mnt);
 	line = make_line(argv, argc, &len);
 
@@ -517,6 +526,8 @@ static int cmd_rm(int argc, char **argv)
 
 	if (argc != 1)
 		usage();
+	if (!name_ok(argv[0]))
+		die("rm %s: not a sandbox name", argv[0]);
 	if (snprintf(path, sizeof path, "%s/%s", mnt, argv[0]) >=
 	    (int)sizeof path)
 		die("rm %s: name too long", argv[0]);
@@ -580,6 +591,8 @@ static int cmd_status(int argc, char **argv)
 
 	if (argc != 1)
 		usage();
+	if (!name_ok(argv[0]))
+		die_code(1, "%s: not a sandbox name", argv[0]);
 	if (snprintf(path, sizeof path, "%s/%s/status", mnt, argv[0]) >=
 	    (int)sizeof path)
 		die_code(1, "%s/%s/status: name too long", mnt, argv[0]);
