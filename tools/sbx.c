@@ -27,6 +27,7 @@
  * blocked read is one parked request in sbxfs and costs nothing while it
  * waits.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -37,15 +38,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
 
-#define PROG "sbx"
-#define IOBUF (1u << 20) /* the mount's request size */
-#define ERR_MAX 1024	 /* bytes of NAME/err shown in messages */
+#define PROG	  "sbx"
+#define IOBUF	  (1u << 20) /* the mount's request size */
+#define ERR_MAX	  1024	     /* bytes of NAME/err shown in messages */
 #define JOB_TRIES 20
 
 static const char *mnt = "/mnt/sbxfs";
@@ -406,16 +406,15 @@ static int cmd_run(int argc, char **argv)
 		usage();
 	if (!nostdin && stdin_is_empty())
 		nostdin = true;
-	if (!name_ok(sb) ||
-	    snprintf(sbpath, sizeof sbpath, "%s/%s", mnt, sb) >=
-		    (int)sizeof sbpath - 8)
+	if (!name_ok(sb) || snprintf(sbpath, sizeof sbpath, "%s/%s", mnt, sb) >=
+				(int)sizeof sbpath - 8)
 		die("no sandbox '%s' under %s", sb, mnt);
 	line = make_line(argv, argc, &len);
 
 	g_procfd = open(sbpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (g_procfd >= 0) {
-		int pfd = openat(g_procfd, "proc",
-				 O_PATH | O_DIRECTORY | O_CLOEXEC);
+		int pfd =
+		    openat(g_procfd, "proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
 
 		close(g_procfd);
 		g_procfd = pfd;
@@ -573,8 +572,7 @@ static int cmd_ls(int argc, char **argv)
 			nl = strchr(st, '\n');
 			if (nl)
 				*nl = '\0';
-			printf("%-24s %s\n", ents[i]->d_name,
-			       *st ? st : "?");
+			printf("%-24s %s\n", ents[i]->d_name, *st ? st : "?");
 		}
 		free(ents[i]);
 	}
