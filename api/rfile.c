@@ -663,6 +663,16 @@ void api_rfile_free(struct api_backend *be)
 		struct rf_node *n = rf->nodes;
 
 		rf->nodes = n->next;
+		/* nothing should wait at unmount; free what does */
+		while (n->waits || n->flushes || n->afters) {
+			struct rf_wait **l = n->waits ? &n->waits :
+					     n->flushes ? &n->flushes :
+							  &n->afters;
+			struct rf_wait *w = *l;
+
+			*l = w->next;
+			wait_free(w);
+		}
 		if (n->store_fd >= 0)
 			close(n->store_fd);
 		api_stage_free(n->st);
