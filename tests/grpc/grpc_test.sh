@@ -36,8 +36,28 @@ if ! cmp -s "$here/package-lock.json" "$moddir/package-lock.json" ||
 	}
 fi
 
-args=(--server "$server" --api cwsandbox)
+slog=$(mktemp "${SBXFS_TEST_TMP:-/tmp}/sbxfs-grpc-log.XXXXXX") ||
+	fail "no temp file"
+trap 'rm -f "$slog"' EXIT
+args=(--server "$server" --api cwsandbox --server-log "$slog")
 [ -n "$sbxfs" ] && args+=(--sbxfs "$sbxfs")
 GRPC_TEST_MODULES=$moddir/node_modules \
 	"$src/tools/with-server.sh" "${args[@]}" -- \
-	node "$here/wire.js"
+	node "$here/wire.js" | tee "$slog.out"
+rc=${PIPESTATUS[0]}
+# under ASan/UBSan the server reports at exit (after its SIGTERM): a
+# report in its log is one more failure
+if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$slog"; then
+	grep -E -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$slog" |
+		head -60
+	last=$(tail -1 "$slog.out")
+	p=${last%% passed*}
+	f=${last#*passed, }
+	f=${f%% failed*}
+	case $p$f in *[!0-9]*|'') p=0; f=0 ;; esac
+	echo "sanitizer report from sbxfs-server"
+	echo "$p passed, $((f + 1)) failed"
+	rc=1
+fi
+rm -f "$slog.out"
+exit "$rc"

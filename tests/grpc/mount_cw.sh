@@ -201,5 +201,12 @@ t_rmdir() {
 check "rmdir: gone, ID symlink too" t_rmdir
 
 umount_it || { fail=$((fail + 1)); echo "FAIL unmount"; }
+# under ASan/UBSan: a report in sbxfs's log is a failure
+if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+	fail=$((fail + 1))
+	echo "FAIL sanitizer report from sbxfs:"
+	grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log" |
+		head -40
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
