@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fs/fs_int.h"
+#include "src/notify.h"
 #include <fuse_opt.h>
 
 /* Our own -o options and flags. */
@@ -242,6 +243,7 @@ int main(int argc, char *argv[])
 	char fsopt[256];
 	int ret = 1, err;
 
+	notify_init();
 	if (fuse_opt_parse(&args, &mo, main_spec, opt_proc) == -1)
 		goto out;
 	if (mo.help) {
@@ -339,6 +341,10 @@ int main(int argc, char *argv[])
 	fs_attach(&fs, se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_free;
+	/* mounted and about to serve: Type=notify units are up (with -f;
+	 * a daemonized child is not the unit's main process) */
+	if (mo.foreground)
+		notify_ready();
 
 	if (mo.single) {
 		ret = fuse_session_loop(se);

@@ -372,14 +372,37 @@ if [ "$(ps -p 1 -o comm=)" = systemd ]; then
 	echo "# systemd is PID 1 here, yet units run by hand below"
 fi
 
+# Type=notify as systemd does it: a datagram socket in $NOTIFY_SOCKET; the
+# unit is up when READY=1 arrives.  notify_listen NAME starts a listener
+# (python3) that writes what it receives to $T/NAME.got; notify_env gives
+# the environment for the service; notify_wait waits for READY=1.
+notify_listen() {
+	rm -f "$T/$1.sock" "$T/$1.got" "$T/$1.sock.bound"
+	python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1]); s.settimeout(60)
+open(sys.argv[1] + ".bound", "w").close()
+try:
+    m = s.recv(4096).decode()
+except socket.timeout:
+    m = "timeout"
+open(sys.argv[2], "w").write(m + "\n")' "$T/$1.sock" "$T/$1.got" &
+	pids+=("$!")
+	wait_for 10 test -e "$T/$1.sock.bound"
+}
+notify_wait() { # NAME: true once READY=1 came (60 s at most)
+	wait_for 60 test -s "$T/$1.got" && grep -qx 'READY=1' "$T/$1.got"
+}
+
 # sbxfs@.service: ExecStart= with %f, ${SOURCE} and $OPTIONS filled in as
-# systemd would from /etc/sbxfs/INSTANCE.conf, then ExecStartPost=, stop
+# systemd would from /etc/sbxfs/INSTANCE.conf, READY=1 (Type=notify), stop
 # (SIGTERM to sbxfs only: KillMode=process), start again.
 D4=$T/data-4 M4=$T/m-4
 mkdir -p "$D4"
 read -r -a SP <<<"$(setpriv_args "$U1")"
 start_unit() {
-	local cmd post
+	local cmd
 	cmd=$(unit_get "$U1" ExecStart)
 	cmd=${cmd//%f/$M4}
 	cmd=${cmd//'${SOURCE}'/local:$D4}
@@ -387,16 +410,18 @@ start_unit() {
 	read -r -a argv <<<"$cmd"
 	argv[0]=$BIN
 	mkdir -p "$M4"
-	setpriv "${SP[@]}" -- "${argv[@]}" >>"$T/unit.log" 2>&1 &
+	notify_listen unit
+	NOTIFY_SOCKET=$T/unit.sock setpriv "${SP[@]}" -- "${argv[@]}" \
+		>>"$T/unit.log" 2>&1 &
 	upid=$!
 	pids+=("$upid")
-	post=$(unit_get "$U1" ExecStartPost)
-	post=${post//%f/$M4}
-	post=${post//\$\$/\$}
-	eval "$post" # /bin/sh -c '...' sh MOUNT, quotes as written
+	# Type=notify: mounted by the time READY=1 arrives
+	notify_wait unit && mounted "$M4"
 }
-if start_unit && mounted "$M4"; then
-	ok "sbxfs@.service: ExecStart under setpriv ${SP[*]}, ExecStartPost"
+[ "$(unit_get "$U1" Type)" = notify ] ||
+	ko "sbxfs@.service: Type=notify" "$(unit_get "$U1" Type)"
+if start_unit; then
+	ok "sbxfs@.service: ExecStart under setpriv ${SP[*]}: READY=1, mounted"
 	st=$(grep -E '^(NoNewPrivs|CapBnd)' "/proc/$upid/status" | tr '\n' ' ')
 	echo "# sbxfs runs with: $st"
 	check_use "sbxfs@.service" "$M4"
@@ -426,7 +451,7 @@ if start_unit && mounted "$M4"; then
 	wait_for 30 gone "$upid"
 	wait "$upid" 2>/dev/null
 else
-	ko "sbxfs@.service: ExecStart under setpriv ${SP[*]}, ExecStartPost" \
+	ko "sbxfs@.service: ExecStart under setpriv ${SP[*]}: READY=1, mounted" \
 		"$(tail -5 "$T/unit.log")"
 fi
 
@@ -443,12 +468,14 @@ cmd=${cmd//\/var\/lib\/sbxfs-server/$D5}
 cmd=${cmd//'$SBXFS_SERVER_OPTS'/--port 0}
 read -r -a argv <<<"$cmd"
 argv[0]=$SERVER
-setpriv "${SP[@]}" -- "${argv[@]}" >"$T/server.out" 2>"$T/server.err" &
+notify_listen server
+NOTIFY_SOCKET=$T/server.sock setpriv "${SP[@]}" -- "${argv[@]}" \
+	>"$T/server.out" 2>"$T/server.err" &
 spid=$!
 pids+=("$spid")
 has_port() { grep -q '^listening on' "$T/server.out"; }
-if wait_for 20 has_port; then
-	ok "sbxfs-server.service: ExecStart under setpriv ${SP[*]}"
+if notify_wait server && has_port; then
+	ok "sbxfs-server.service: ExecStart under setpriv ${SP[*]}: READY=1"
 	port=$(sed -n 's/^listening on 127.0.0.1://p' "$T/server.out")
 	WRENN_API_KEY=$key5 XDG_STATE_HOME=$T/state \
 		"$BIN" -f "wrenn:http://127.0.0.1:$port" "$M5" \

@@ -15,6 +15,7 @@
 #include <libwebsockets.h>
 
 #include "grpc.h"
+#include "src/notify.h"
 #include "srv.h"
 
 struct srv srv_g = {
@@ -179,6 +180,7 @@ int main(int argc, char **argv)
 	char *e, *colon;
 	int c, rc, i;
 
+	notify_init();
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -329,6 +331,7 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	if (!api_wrenn) {
+		notify_ready(); /* systemd Type=notify */
 		/* signals set srv_g.stopping; nothing else to serve here */
 		sigset_t none;
 
@@ -368,6 +371,7 @@ int main(int argc, char **argv)
 	printf("listening on %s:%d\n", addr,
 	       vh ? lws_get_vhost_listen_port(vh) : (int)port);
 	fflush(stdout);
+	notify_ready(); /* systemd Type=notify */
 
 	srv_capsule_reaper_start();
 	while (!srv_g.stopping)
