@@ -329,6 +329,37 @@ else
 		"wrenn fstab case skipped"
 fi
 
+# 4. a cwsandbox source from an fstab line (sbxfs-server --api cwsandbox
+#    on a private data dir), the key in a key file
+DC=$T/data-cw MC=$T/m-cw KC=$T/cw.key
+mkdir -p -m 700 "$DC" "$MC"
+keyc=wrn_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+(umask 077 && printf '%s\n' "$keyc" >"$DC/server-key" &&
+	printf '%s\n' "$keyc" >"$KC")
+"$SERVER" --api cwsandbox --port 0 --data "$DC" >"$T/cw.out" 2>"$T/cw.err" &
+cpid=$!
+pids+=("$cpid")
+cw_up() { grep -q '^listening on' "$T/cw.out"; }
+if wait_for 20 cw_up; then
+	cport=$(sed -n 's/^listening on 127.0.0.1://p' "$T/cw.out")
+	printf 'cwsandbox:http://127.0.0.1:%s %s fuse.sbxfs noauto,_netdev,keyfile=%s,comment=%s 0 0\n' \
+		"$cport" "$MC" "$KC" "$TAG" >>/etc/fstab
+	if env -u CWSANDBOX_API_KEY timeout 60 mount "$MC" 2>"$T/err" &&
+		mounted "$MC"; then
+		ok "fstab cwsandbox: mount with keyfile="
+		t=$(findmnt -n -o FSTYPE "$MC")
+		[ "$t" = fuse.cwsandbox ] && ok "fstab cwsandbox: type" ||
+			ko "fstab cwsandbox: type" "got $t"
+		check_use "fstab cwsandbox" "$MC"
+		check_umount "fstab cwsandbox" "$MC"
+	else
+		ko "fstab cwsandbox: mount with keyfile=" "$(cat "$T/err")"
+	fi
+	remove_fstab_lines
+else
+	ko "sbxfs-server --api cwsandbox starts" "$(cat "$T/cw.err")"
+fi
+
 # ---- systemd units ----------------------------------------------------
 # The value of KEY= in unit file $1 (continuation lines joined)
 unit_get() {
