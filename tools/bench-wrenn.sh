@@ -105,7 +105,12 @@ umount_it() {
 
 mount_it "$M" "$SBXFS_SERVER_URL"
 mkdir "$M/box" || exit 2
-ID=$(readlink "$M/box")
+# NAME is the directory, the capsule ID a symlink to it
+ID=
+for l in "$M"/cl-*; do
+	[ "$(readlink "$l")" = box ] && ID=${l##*/}
+done
+[ -n "$ID" ] || { echo "no capsule ID for box" >&2; exit 2; }
 B=$M/box
 sh_in() { # run a command line in the capsule through the mount
 	( exec 3<>"$B/exec"; printf '%s\n' "$1" >&3; cat <&3 )
