@@ -32,6 +32,7 @@
 #define FILE_CAP (32u << 20)		/* the platform's unary file cap */
 #define LIST_MAX (64u << 20)		/* largest listing we accept */
 #define PIECE (1u << 20)		/* stdin piece of a streamed store */
+#define INFLIGHT 4			/* pieces queued at once */
 #define FMT "%m %y %s %A@ %T@ %C@ %U %G %n %i %f\\0"
 
 /* ---- stderr -> errno ---------------------------------------------------- */
@@ -469,6 +470,8 @@ struct xfer {
 	void *ud;
 	struct api_exec *x;
 	int err;
+	int inflight;		/* pieces written, not yet taken */
+	bool closed;
 	char msg[512];
 	char errtxt[512];
 	size_t nerr;
@@ -517,43 +520,49 @@ static void x_wrote(void *ud, int err, const char *msg)
 {
 	struct xfer *t = ud;
 
-	if (err) {
-		if (!t->err) {
-			t->err = err;
-			snprintf(t->msg, sizeof(t->msg), "%s",
-				 msg ? msg : "cannot send the content");
-		}
-		cw_exec_close_stdin(t->be, t->x);
-		return;
+	t->inflight--;
+	if (err && !t->err) {
+		t->err = err;
+		snprintf(t->msg, sizeof(t->msg), "%s",
+			 msg ? msg : "cannot send the content");
 	}
 	x_feed(t);
 }
 
-/* Send the next piece of the file to the command's stdin. */
+static void x_close(struct xfer *t)
+{
+	if (t->closed)
+		return;
+	t->closed = true;
+	cw_exec_close_stdin(t->be, t->x);
+}
+
+/* Keep up to INFLIGHT pieces of the file queued on the command's stdin;
+ * EOF after the last one was taken. */
 static void x_feed(struct xfer *t)
 {
 	uint8_t *buf;
 	size_t n;
 	ssize_t got;
 
-	if (t->off >= t->len || t->err) {
-		cw_exec_close_stdin(t->be, t->x);
-		return;
-	}
-	n = t->len - t->off > PIECE ? PIECE : t->len - t->off;
-	buf = malloc(n);
-	got = buf ? pread(t->fd, buf, n, (off_t)t->off) : -1;
-	if (got != (ssize_t)n) {
+	while (!t->err && t->off < t->len && t->inflight < INFLIGHT) {
+		n = t->len - t->off > PIECE ? PIECE : t->len - t->off;
+		buf = malloc(n);
+		got = buf ? pread(t->fd, buf, n, (off_t)t->off) : -1;
+		if (got != (ssize_t)n) {
+			free(buf);
+			t->err = -EIO;
+			snprintf(t->msg, sizeof(t->msg), "cannot read the "
+				 "staged copy");
+			break;
+		}
+		t->off += n;
+		t->inflight++;
+		cw_exec_write(t->be, t->x, buf, n, x_wrote, t);
 		free(buf);
-		t->err = -EIO;
-		snprintf(t->msg, sizeof(t->msg), "cannot read the staged "
-			 "copy");
-		cw_exec_close_stdin(t->be, t->x);
-		return;
 	}
-	t->off += n;
-	cw_exec_write(t->be, t->x, buf, n, x_wrote, t);
-	free(buf);
+	if (!t->inflight && (t->err || t->off >= t->len))
+		x_close(t);
 }
 
 static void x_started(void *ud, int err, const char *msg)

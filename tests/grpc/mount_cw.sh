@@ -78,8 +78,12 @@ t_mkdir() {
 check "mkdir NAME: status running" t_mkdir
 
 t_alias() {
-	id=$(ls | grep -v -x -e box -e ctl) && [ -L "$id" ] &&
-		[ "$(readlink "$id")" = box ] && [ -d "$id/fs" ] &&
+	local f
+	id=
+	for f in *; do
+		[ -L "$f" ] && [ "$(readlink "$f")" = box ] && id=$f
+	done
+	[ -n "$id" ] && [ -d "$id/fs" ] &&
 		grep -q "\"sandboxId\":[[:space:]]*\"$id\"" box/info &&
 		grep -q 'sbxfs-name=box' box/info
 }
@@ -196,7 +200,7 @@ t_stop() {
 check "stop GRACE: DeleteSandbox, status stopped" t_stop
 
 t_rmdir() {
-	rmdir box box2 && [ ! -e box ] && [ -z "$(ls | grep -v -x ctl)" ]
+	rmdir box box2 && [ ! -e box ] && [ -z "$(find . -maxdepth 1 -type l)" ]
 }
 check "rmdir: gone, ID symlink too" t_rmdir
 
