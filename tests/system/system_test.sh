@@ -135,6 +135,13 @@ if [ "$(id -u)" != 0 ]; then
 	echo "system_test: needs root (mount, /etc/fstab)" >&2
 	exit 1
 fi
+# One run at a time on a machine (several clones or builds may run their
+# suites at once): /etc/fstab and /usr/local/sbin/sbxfs are shared.
+exec 9>/run/lock/sbxfs-system-test.lock
+if ! flock -w 400 9; then
+	echo "system_test: another run held the lock for 400 s" >&2
+	exit 1
+fi
 
 # a sandbox works: created by mkdir, runs a command, takes a file, goes
 check_use() { # NAME MOUNT
@@ -220,6 +227,11 @@ else
 fi
 
 # ---- mount(8) and /etc/fstab ------------------------------------------
+if [ -L "$LINK" ] &&
+	case $(readlink "$LINK") in */src/sbxfs) true ;; *) false ;; esac; then
+	# a build's sbxfs: left by a run that was killed (we hold the lock)
+	rm -f "$LINK"
+fi
 if [ -e "$LINK" ] || [ -L "$LINK" ]; then
 	echo "# $LINK exists: fuse.sbxfs cases use it as installed"
 else
