@@ -19,6 +19,9 @@
 
 static struct mnt m;
 
+/* Wrenn-like platforms show each capsule's ID as a symlink to its NAME */
+#define LS "ls | grep -v '^cl-'"
+
 static void setup(void)
 {
 	int r = mnt_start(&m, NULL, NULL);
@@ -77,7 +80,7 @@ Test(badinput, root_ctl_nul)
 	ok("grep -q 'NUL byte; nothing was done' err");
 	expect_einval("env printf 'new a\\033[1m\\n' > ctl");
 	ok("grep -q 'control character 0x1b' err");
-	expect_out("ctl\nerr\n", "ls");
+	expect_out("ctl\nerr\n", LS);
 }
 
 Test(badinput, sandbox_ctl_nul_changes_nothing)
@@ -123,7 +126,7 @@ Test(badinput, names)
 	/* 64 characters: one too many; 63 is the documented maximum */
 	expect_einval("mkdir a$(printf '%063d' 0)");
 	ok("mkdir b$(printf '%062d' 0)");
-	expect_out("ctl\nerr\n", "ls | grep -v '^b0*$'");
+	expect_out("ctl\nerr\n", LS " | grep -v '^b0*$'");
 	ok("rmdir b$(printf '%062d' 0)");
 	/* jobs follow the same rule */
 	mkbox();
@@ -134,7 +137,7 @@ Test(badinput, names)
 	expect_einval("env echo 'new c1 =x' > ctl");
 	expect_einval("env echo 'new c1 a=1 a=2' > ctl");
 	expect_einval("env printf 'new c1\\nnew c1\\n' > ctl");
-	expect_out("box\nctl\nerr\n", "ls");
+	expect_out("box\nctl\nerr\n", LS);
 }
 
 /* ---- MOUNT/err ---------------------------------------------------------- */
@@ -149,10 +152,12 @@ Test(badinput, root_err)
 	sh_free(&o);
 	o = sh_run("cat err");
 	SH_OK(o);
-	cr_assert(strstr(o.out, "new box3: ") && strstr(o.out, "nosuch"),
+	/* the platform's reason (local names the template; wrenn says
+	 * "not found") */
+	cr_assert(!strncmp(o.out, "new box3: ", 10) && strlen(o.out) > 12,
 		  "err: %s", o.out);
 	sh_free(&o);
-	expect_out("ctl\nerr\n", "ls");
+	expect_out("ctl\nerr\n", LS);
 	ok(": > err");
 	expect_out("", "cat err");
 	expect_einval("env echo frob > ctl");
@@ -226,7 +231,7 @@ Test(badinput, flood_is_quiet_and_flat, .timeout = 600)
 	 * exit. */
 	(void)rss0;
 #endif
-	expect_out("box\nctl\nerr\n", "ls");
+	expect_out("box\nctl\nerr\n", LS);
 	expect_out("running\n", "head -1 box/status");
 	struct sh_out o = sh_run("grep -c 'repeated\\|dropped' '%s'", m.log);
 
