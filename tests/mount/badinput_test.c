@@ -322,3 +322,29 @@ Test(badinput, never_started_job_blocks)
 	   "rmdir box/proc/m; wait $p; echo \"rc=$?\" >> $TMPD/r");
 	expect_out("rc=0\n", "cat $TMPD/r");
 }
+
+/* ---- --help and sizes ----------------------------------------------------- */
+
+/* Every source before the first option; allow_other once; a size with a
+ * suffix reaches the backend as bytes (64M is accepted, 64Q refused). */
+Test(badinput, help_and_sizes)
+{
+	expect_out("local\nlocal:DATADIR\nwrenn[:BASE_URL]\ncwsandbox[:URL]\n",
+		   "\"$SBXFS_BIN\" --help | "
+		   "sed -n '/^SOURCE picks/,/^$/p' | sed 1d | "
+		   "awk 'NF > 1 { print $1 }'");
+	expect_out("1\n", "\"$SBXFS_BIN\" --help | grep -c -- '-o allow_other'");
+	ok("\"$SBXFS_BIN\" --help | grep -q 'wrenn_upload_max=64M'");
+	struct sh_out o = sh_run("WRENN_API_KEY=x \"$SBXFS_BIN\" -f -o "
+				 "wrenn_upload_max=64Q wrenn:http://127.0.0.1:9 "
+				 "$TMPD/nomnt");
+	SH_FAILS(o);
+	cr_assert(strstr(o.err, "bad wrenn_upload_max: 64Q"), "%s", o.err);
+	sh_free(&o);
+	o = sh_run("WRENN_API_KEY=x \"$SBXFS_BIN\" -f -o "
+		   "wrenn_upload_max=99999999999G wrenn:http://127.0.0.1:9 "
+		   "$TMPD/nomnt");
+	SH_FAILS(o);
+	cr_assert(strstr(o.err, "bad size"), "%s", o.err);
+	sh_free(&o);
+}
