@@ -1150,6 +1150,7 @@ struct sh_op {
 	char id[API_ID_MAX];
 	wrenn_sh_cb cb;
 	void *ud;
+	bool keep_listings; /* the caller knows what the command changed */
 };
 
 static char *field_decode(const cJSON *v, bool b64, size_t *len)
@@ -1196,7 +1197,8 @@ static void sh_got(void *ud, int err, const char *msg,
 	bool b64;
 	int c = -1;
 
-	wrenn_dcache_drop(op->w, op->id, NULL);
+	if (!op->keep_listings)
+		wrenn_dcache_drop(op->w, op->id, NULL);
 	if (!err) {
 		code = cJSON_GetObjectItemCaseSensitive(r->json, "exit_code");
 		if (!cJSON_IsNumber(code)) {
@@ -1224,8 +1226,23 @@ static void sh_got(void *ud, int err, const char *msg,
 	free(op);
 }
 
+static void sh_run(struct wrenn *w, const char *id, const char *script,
+		   wrenn_sh_cb cb, void *ud, bool keep);
+
 void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 	      wrenn_sh_cb cb, void *ud)
+{
+	sh_run(w, id, script, cb, ud, false);
+}
+
+void wrenn_sh_keep(struct wrenn *w, const char *id, const char *script,
+		   wrenn_sh_cb cb, void *ud)
+{
+	sh_run(w, id, script, cb, ud, true);
+}
+
+static void sh_run(struct wrenn *w, const char *id, const char *script,
+		   wrenn_sh_cb cb, void *ud, bool keep)
 {
 	struct sh_op *op = calloc(1, sizeof(*op));
 	cJSON *j = cJSON_CreateObject(), *args;
@@ -1250,6 +1267,7 @@ void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 	snprintf(op->id, sizeof(op->id), "%s", id);
 	op->cb = cb;
 	op->ud = ud;
+	op->keep_listings = keep;
 	snprintf(path, sizeof(path), "/v1/capsules/%s/exec", id);
 	wrenn_call(w, "POST", path, body, sh_got, op);
 	free(body);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/rfile.h"
@@ -291,6 +292,53 @@ static const struct api_dirent *dc_find(const struct api_dirent *ents,
 	struct api_dirent key = { .name = name };
 
 	return n ? bsearch(&key, ents, n, sizeof(*ents), ent_cmp) : NULL;
+}
+
+/* Loop: a store replaced dir/name with a regular file of st: update a
+ * fresh cached listing in place (a tar x then lists a directory once,
+ * not once a file); anything unusual drops the listing instead. */
+static void dc_upsert(struct wrenn *w, const char *id, const char *dir,
+		      const char *name, const struct stat *st)
+{
+	struct wrenn_dcache *d;
+	struct api_dirent *e, *ne;
+	size_t i;
+
+	for (d = w->dcache; d; d = d->next)
+		if (!strcmp(d->id, id) && !strcmp(d->dir, dir))
+			break;
+	if (!d)
+		return;
+	if (d->loading || d->stale) {
+		wrenn_dcache_drop(w, id, dir);
+		return;
+	}
+	e = (struct api_dirent *)dc_find(d->ents, d->n, name);
+	if (e) {
+		if (!S_ISREG(e->st.st_mode)) { /* was a link: rename hit
+						  its target */
+			wrenn_dcache_drop(w, id, dir);
+			return;
+		}
+		e->st = *st;
+		return;
+	}
+	ne = realloc(d->ents, (d->n + 1) * sizeof(*ne));
+	if (!ne) {
+		wrenn_dcache_drop(w, id, dir);
+		return;
+	}
+	d->ents = ne;
+	for (i = d->n; i > 0 && strcmp(ne[i - 1].name, name) > 0; i--)
+		ne[i] = ne[i - 1];
+	ne[i].name = strdup(name);
+	ne[i].st = *st;
+	if (!ne[i].name) {
+		memmove(&ne[i], &ne[i + 1], (d->n - i) * sizeof(*ne));
+		wrenn_dcache_drop(w, id, dir);
+		return;
+	}
+	d->n++;
 }
 
 /* ---- path operations ---------------------------------------------------- */
@@ -888,7 +936,22 @@ static void script_done(void *ud, int err, const char *msg, int code,
 
 	(void)out;
 	wrenn_keep_put(x->w, x->id);
-	wrenn_dcache_drop(x->w, x->id, x->parent);
+	if (!x->up_err && !err && !code) {
+		struct stat st;
+
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFREG | (x->sa.mode & 07777);
+		st.st_nlink = 1;
+		st.st_size = (off_t)x->len;
+		st.st_blksize = 4096;
+		st.st_blocks = (st.st_size + 511) / 512;
+		st.st_mtime = st.st_ctime = st.st_atime = time(NULL);
+		if (x->sa.mask & API_SET_MTIME)
+			st.st_mtim = x->sa.mtime;
+		dc_upsert(x->w, x->id, x->parent, x->base, &st);
+	} else {
+		wrenn_dcache_drop(x->w, x->id, NULL);
+	}
 	if (x->up_err) { /* cleanup after a failed upload */
 		xfer_end(x, x->up_err, x->up_msg);
 		return;
@@ -977,7 +1040,7 @@ out:
 		xfer_end(x, x->up_err, x->up_msg);
 		return;
 	}
-	wrenn_sh(x->w, x->id, s, script_done, x);
+	wrenn_sh_keep(x->w, x->id, s, script_done, x);
 	free(s);
 }
 

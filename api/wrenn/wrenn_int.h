@@ -203,6 +203,10 @@ typedef void (*wrenn_sh_cb)(void *ud, int err, const char *msg, int code,
 			    const char *out);
 void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 	      wrenn_sh_cb cb, void *ud);
+/* The same, keeping cached listings (the caller updates what the script
+ * changed: a store touches one entry). */
+void wrenn_sh_keep(struct wrenn *w, const char *id, const char *script,
+		   wrenn_sh_cb cb, void *ud);
 
 /* ---- files.c ---- */
 
