@@ -51,7 +51,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l | sed 's/^\./0./' | cut -c1-5; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
 
 "$SBXFS_BIN" -f "$SBXFS_TEST_SOURCE" "$M" >"$T/sbxfs.log" 2>&1 &
 fpid=$!
