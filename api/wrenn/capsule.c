@@ -689,6 +689,27 @@ static void reconcile_poll(struct wrenn *w, struct wrenn_timer *t)
 	wrenn_call(w, "GET", "/v1/capsules", NULL, reconcile_listed, op);
 }
 
+/* At shutdown: reconciles still waiting for their next poll are dropped
+ * (their user was answered long ago); frees what they hold. */
+void wrenn_reconcile_drop_all(struct wrenn *w)
+{
+	struct wrenn_timer **pp = &w->timers;
+
+	while (*pp) {
+		struct wrenn_timer *t = *pp;
+
+		if (t->fn == reconcile_poll) {
+			*pp = t->next;
+			t->armed = false;
+			reconcile_end((struct sb_op *)((char *)t -
+						       offsetof(struct sb_op,
+								timer)));
+		} else {
+			pp = &t->next;
+		}
+	}
+}
+
 /* The create failed without an answer: tell the user now, then look for
  * what the server may have made anyway (op lives on). */
 static bool reconcile_start(struct sb_op *op, int err, const char *msg)

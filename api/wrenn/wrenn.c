@@ -361,6 +361,7 @@ static void wrenn_destroy(struct wrenn *w)
 	 * streams still in flight are cancelled with ECANCELED. */
 	wrenn_exec_free_all(w);
 	wrenn_http_abort_all(w);
+	wrenn_reconcile_drop_all(w);
 	wrenn_dcache_free(w);
 	wrenn_alias_free(w);
 	while (w->keeps) {

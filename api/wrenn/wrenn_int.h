@@ -38,6 +38,11 @@ struct wrenn_work {
 };
 
 /* A one-shot timer (loop thread only). */
+/* capsule.c: free the timed-out creates still being reconciled (at
+ * shutdown, after the loop thread stopped). */
+struct wrenn;
+void wrenn_reconcile_drop_all(struct wrenn *w);
+
 struct wrenn_timer {
 	struct wrenn_timer *next;
 	int64_t due_ms; /* monotonic */
