@@ -740,6 +740,79 @@ void api_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
 	be->ops->sb_metrics(be, id, cb, ud);
 }
 
+void api_tpl_list(struct api_backend *be, api_tpl_fn cb, void *ud)
+{
+	char msg[160];
+
+	if (!be->ops->tpl_list || !api_has(be, API_CAP_TEMPLATES)) {
+		snprintf(msg, sizeof(msg), "the %s platform cannot list "
+			 "templates", be->ops->name);
+		cb(ud, -EOPNOTSUPP, msg, NULL, 0);
+		return;
+	}
+	be->ops->tpl_list(be, cb, ud);
+}
+
+void api_tpl_delete(struct api_backend *be, const char *name, api_done_fn cb,
+		    void *ud)
+{
+	char msg[160];
+
+	if (!be->ops->tpl_delete || !api_has(be, API_CAP_TEMPLATES)) {
+		snprintf(msg, sizeof(msg), "the %s platform cannot delete "
+			 "templates", be->ops->name);
+		cb(ud, -EOPNOTSUPP, msg);
+		return;
+	}
+	be->ops->tpl_delete(be, name, cb, ud);
+}
+
+void api_sb_port(struct api_backend *be, const char *id, unsigned port,
+		 api_str_fn cb, void *ud)
+{
+	char msg[160];
+
+	if (!be->ops->sb_port || !api_has(be, API_CAP_PORTS)) {
+		snprintf(msg, sizeof(msg), "the %s platform has no port "
+			 "URLs", be->ops->name);
+		cb(ud, -EOPNOTSUPP, msg, NULL);
+		return;
+	}
+	if (port < 1 || port > 65535) {
+		snprintf(msg, sizeof(msg), "port %u: want 1 to 65535", port);
+		cb(ud, -EINVAL, msg, NULL);
+		return;
+	}
+	be->ops->sb_port(be, id, port, cb, ud);
+}
+
+void api_sb_ports(struct api_backend *be, const char *id, api_str_fn cb,
+		  void *ud)
+{
+	if (!be->ops->sb_ports || !api_has(be, API_CAP_PORTS)) {
+		cb(ud, 0, NULL, ""); /* nothing known: PORT still works */
+		return;
+	}
+	be->ops->sb_ports(be, id, cb, ud);
+}
+
+bool api_tag_valid(const char *tag)
+{
+	size_t n = strlen(tag);
+
+	if (n == 0 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = tag[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9');
+
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
+	}
+	return true;
+}
+
 void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		 const char *arg, api_done_fn cb, void *ud)
 {

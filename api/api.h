@@ -69,6 +69,19 @@ struct api_sandbox {
 	enum api_state state;
 	time_t created;		   /* unix seconds, 0 if unknown */
 	const char *info_json;	   /* platform's record as JSON, or NULL */
+	const char *tags;	   /* API_CAP_TAGS: the tags given at create
+				      as "a,b,c" (each [A-Za-z0-9._-]), or
+				      NULL / "" for none */
+};
+
+/* A template or snapshot new sandboxes can start from (MOUNT/templates/,
+ * API_CAP_TEMPLATES). */
+struct api_template {
+	char name[API_ID_MAX];	/* what `new NAME template=` takes */
+	char kind[16];		/* "snapshot", "template", "base", ... */
+	long long size;		/* bytes on the platform, -1 unknown */
+	time_t created;		/* unix seconds, 0 unknown */
+	const char *info_json;	/* the platform's record as JSON, or NULL */
 };
 
 /* key=value settings given to `new NAME k=v ...` or mount defaults. */
@@ -111,6 +124,11 @@ int api_verb_parse(const char *word);
 					   mkfifo; sockets EOPNOTSUPP) */
 #define API_CAP_LINK (1u << 25)		/* native hard links (else exec ln) */
 #define API_CAP_METRICS (1u << 26)	/* sb_metrics: NAME/metrics */
+#define API_CAP_TEMPLATES (1u << 27)	/* tpl_list, tpl_delete:
+					   MOUNT/templates/ */
+#define API_CAP_PORTS (1u << 28)	/* sb_port(s): NAME/ports/PORT */
+#define API_CAP_TAGS (1u << 29)		/* new NAME tag=T, api_sandbox.tags:
+					   MOUNT/.tags/T/ */
 
 /* ---- files -------------------------------------------------------------- */
 
@@ -196,6 +214,8 @@ typedef void (*api_data_fn)(void *ud, int err, const char *msg,
 typedef void (*api_size_fn)(void *ud, int err, const char *msg, size_t n);
 typedef void (*api_str_fn)(void *ud, int err, const char *msg,
 			   const char *s);
+typedef void (*api_tpl_fn)(void *ud, int err, const char *msg,
+			   const struct api_template *t, size_t n);
 
 struct api_backend;
 
@@ -232,6 +252,19 @@ struct api_ops {
 	void (*sb_verb)(struct api_backend *be, const char *id,
 			enum api_verb verb, const char *arg, api_done_fn cb,
 			void *ud);
+	/* Templates and snapshots (API_CAP_TEMPLATES): the list, and delete
+	 * one by name (-ENOENT unknown, -EPERM a platform's own, -EBUSY in
+	 * use where the platform says so). */
+	void (*tpl_list)(struct api_backend *be, api_tpl_fn cb, void *ud);
+	void (*tpl_delete)(struct api_backend *be, const char *name,
+			   api_done_fn cb, void *ud);
+	/* API_CAP_PORTS: the URL (one line, no newline) a client on this
+	 * machine uses to reach TCP `port` (1-65535) in the sandbox; and the
+	 * ports the platform knows of as "PORT\n" lines ("" if none). */
+	void (*sb_port)(struct api_backend *be, const char *id,
+			unsigned port, api_str_fn cb, void *ud);
+	void (*sb_ports)(struct api_backend *be, const char *id,
+			 api_str_fn cb, void *ud);
 
 	/* files; paths are absolute inside the sandbox ("/etc/passwd") */
 	void (*file_stat)(struct api_backend *be, const char *id,
@@ -378,6 +411,15 @@ void api_sb_metrics(struct api_backend *be, const char *id, api_str_fn cb,
 		    void *ud);
 void api_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		 const char *arg, api_done_fn cb, void *ud);
+void api_tpl_list(struct api_backend *be, api_tpl_fn cb, void *ud);
+void api_tpl_delete(struct api_backend *be, const char *name, api_done_fn cb,
+		    void *ud);
+void api_sb_port(struct api_backend *be, const char *id, unsigned port,
+		 api_str_fn cb, void *ud);
+void api_sb_ports(struct api_backend *be, const char *id, api_str_fn cb,
+		  void *ud);
+/* Tag names: [A-Za-z0-9][A-Za-z0-9._-]*, 1 to 63 bytes. */
+bool api_tag_valid(const char *tag);
 void api_file_stat(struct api_backend *be, const char *id, const char *path,
 		   api_stat_fn cb, void *ud);
 void api_file_readdir(struct api_backend *be, const char *id,

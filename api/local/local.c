@@ -315,6 +315,7 @@ static void local_free(struct api_backend *be)
 
 	if (!l)
 		return;
+	local_ports_fini(l);
 	local_exec_fini(l);
 	local_files_forget(l, NULL);
 	pthread_mutex_lock(&l->lock);
@@ -339,7 +340,8 @@ const struct api_ops api_local_ops = {
 		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
 		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_RENAME |
 		API_CAP_SETATTR | API_CAP_SYMLINK | API_CAP_RANDOM_WRITE |
-		API_CAP_MKNOD | API_CAP_LINK | API_CAP_METRICS,
+		API_CAP_MKNOD | API_CAP_LINK | API_CAP_METRICS |
+		API_CAP_TEMPLATES | API_CAP_PORTS | API_CAP_TAGS,
 	.help = "    SOURCE local:DIR       data directory "
 		"(default " LOCAL_DEFAULT_DATADIR ")\n"
 		"    -o image=DIR           root image of new sandboxes (default "
@@ -347,7 +349,7 @@ const struct api_ops api_local_ops = {
 		"                           " LOCAL_DEFAULT_DATADIR
 		"/images/debian-12; build it with sbxfs-mkimage)\n"
 		"    create settings        template=SNAP  network=none|host  "
-		"cpus=N  memory=SIZE  pids=N\n",
+		"cpus=N  memory=SIZE  pids=N  tag=T...\n",
 	.init = local_init,
 	.free = local_free,
 	.sb_list = local_sb_list,
@@ -355,6 +357,10 @@ const struct api_ops api_local_ops = {
 	.sb_create = local_sb_create,
 	.sb_verb = local_sb_verb,
 	.sb_metrics = local_sb_metrics,
+	.tpl_list = local_tpl_list,
+	.tpl_delete = local_tpl_delete,
+	.sb_port = local_sb_port,
+	.sb_ports = local_sb_ports,
 	.file_stat = local_file_stat,
 	.file_readdir = local_file_readdir,
 	.file_open = local_file_open,

@@ -117,6 +117,38 @@ void local_sb_verb(struct api_backend *be, const char *id,
 		   enum api_verb verb, const char *arg, api_done_fn cb,
 		   void *ud);
 
+/* Where the sandbox's network is: its init's host PID (running only:
+ * -EBUSY / -ENOENT with a sentence otherwise) and whether it shares the
+ * host's network (network=host). */
+int local_sb_net(struct local *l, const char *id, pid_t *pid, bool *host,
+		 char *msg, size_t msglen);
+
+/* tags.c: the tags of a sandbox, "a,b,c" in meta.json's "tags" array. */
+#define LOCAL_TAGS_MAX 512
+struct cJSON;
+void local_tags_read(const struct cJSON *o, char *tags, size_t len);
+void local_tags_write(struct cJSON *o, const char *tags);
+/* Add tag `t` (api_tag_valid; a repeat is ignored).  0, or -EINVAL with a
+ * sentence. */
+int local_tags_add(char *tags, size_t len, const char *t, char *msg,
+		   size_t msglen);
+
+/* templates.c: MOUNT/templates/ (DATADIR/templates/SNAP/). */
+void local_tpl_list(struct api_backend *be, api_tpl_fn cb, void *ud);
+void local_tpl_delete(struct api_backend *be, const char *name,
+		      api_done_fn cb, void *ud);
+
+/* ports.c: NAME/ports/PORT.  A sandbox on the host's network is reached
+ * at 127.0.0.1:PORT; one with its own network through a forwarder (a
+ * listener on 127.0.0.1, ephemeral port, whose connections are made from
+ * inside the sandbox's network namespace), stopped when the sandbox goes
+ * or the backend is freed. */
+void local_sb_port(struct api_backend *be, const char *id, unsigned port,
+		   api_str_fn cb, void *ud);
+void local_sb_ports(struct api_backend *be, const char *id, api_str_fn cb,
+		    void *ud);
+void local_ports_fini(struct local *l);
+
 /* files.c */
 #define LOCAL_ROOTC 256
 /* Drop the cached root descriptor of sandbox `name` (NULL: all of l's);

@@ -73,6 +73,7 @@ struct sb_meta {
 			      namespaces (legacy, never started again) */
 	char image[1024];  /* root image (lower layer) */
 	struct local_limits lim;
+	char tags[LOCAL_TAGS_MAX]; /* new NAME tag=T...: "a,b", "" none */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -221,6 +222,7 @@ static int meta_read(struct local *l, const char *name, struct sb_meta *m)
 		m->lim.memory = (long long)json_num(lim, "memory");
 		m->lim.pids = (long)json_num(lim, "pids");
 	}
+	local_tags_read(o, m->tags, sizeof(m->tags));
 	err = json_layers(o, m->layers, &m->nlayers);
 	cJSON_Delete(o);
 	return err;
@@ -247,6 +249,7 @@ static cJSON *meta_json(struct local *l, const struct sb_meta *m)
 	cJSON_AddNumberToObject(lim, "cpus", m->lim.cpus);
 	cJSON_AddNumberToObject(lim, "memory", (double)m->lim.memory);
 	cJSON_AddNumberToObject(lim, "pids", (double)m->lim.pids);
+	local_tags_write(o, m->tags);
 	sb_dir(l, m->name, "root", root, sizeof(root));
 	cJSON_AddStringToObject(o, "root", root);
 	return o;
@@ -405,6 +408,7 @@ static enum api_state sb_state(struct local *l, const struct sb_meta *m)
 struct sb_rec {
 	struct api_sandbox sb;
 	char *json;
+	char tags[LOCAL_TAGS_MAX];
 };
 
 static void sb_fill(struct local *l, const struct sb_meta *m,
@@ -417,6 +421,8 @@ static void sb_fill(struct local *l, const struct sb_meta *m,
 	snprintf(r->sb.template, sizeof(r->sb.template), "%s", m->template);
 	r->sb.state = sb_state(l, m);
 	r->sb.created = m->created;
+	snprintf(r->tags, sizeof(r->tags), "%s", m->tags);
+	r->sb.tags = r->tags;
 	o = meta_json(l, m);
 	if (o) {
 		cJSON_ReplaceItemInObject(
@@ -471,8 +477,10 @@ void local_sb_list(struct api_backend *be, api_list_fn cb, void *ud)
 	if (!sbs) {
 		cb(ud, -ENOMEM, api_strerror(ENOMEM), NULL, 0);
 	} else {
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			sbs[i] = recs[i].sb;
+			sbs[i].tags = recs[i].tags; /* recs moved */
+		}
 		cb(ud, 0, NULL, sbs, n);
 	}
 	for (size_t i = 0; i < n; i++)
@@ -543,6 +551,23 @@ int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
 			 "first", id);
 		return -EBUSY;
 	}
+}
+
+int local_sb_net(struct local *l, const char *id, pid_t *pid, bool *host,
+		 char *msg, size_t msglen)
+{
+	struct sb_meta m;
+	int err = local_sb_init_pid(l, id, pid, msg, msglen);
+
+	if (err)
+		return err;
+	err = meta_read(l, id, &m);
+	if (err) {
+		snprintf(msg, msglen, "no sandbox named '%.63s'", id);
+		return -ENOENT;
+	}
+	*host = m.net_host;
+	return 0;
 }
 
 int local_sb_cgroup_fds(struct local *l, const char *id, int *fds, int max)
@@ -2282,6 +2307,11 @@ void local_sb_create(struct api_backend *be, const char *name,
 				goto bad;
 			}
 			snprintf(j->m.template, sizeof(j->m.template), "%s", v);
+		} else if (!strcmp(k, "tag")) {
+			err = local_tags_add(j->m.tags, sizeof(j->m.tags), v,
+					     msg, sizeof(msg));
+			if (err)
+				goto bad;
 		} else if (!strcmp(k, "network")) {
 			if (strcmp(v, "host") && strcmp(v, "none")) {
 				snprintf(msg, sizeof(msg), "network=%.63s: "
@@ -2326,7 +2356,7 @@ void local_sb_create(struct api_backend *be, const char *name,
 		} else {
 			snprintf(msg, sizeof(msg), "local sandboxes have no "
 				 "setting '%.63s' (known: template, network, "
-				 "cpus, memory, pids)", k);
+				 "cpus, memory, pids, tag)", k);
 			err = -EINVAL;
 			goto bad;
 		}
