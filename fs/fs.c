@@ -44,6 +44,14 @@ static const struct kind *kind_of(fuse_ino_t ino)
 		[FS_K_JOB_STATUS] = { &fs_job_file_ops, S_IFREG | 0444 },
 		[FS_K_FILE] = { &fs_file_ops, 0 },
 		[FS_K_SB_METRICS] = { &fs_sb_metrics_ops, S_IFREG | 0444 },
+		[FS_K_TPL_DIR] = { &fs_tpl_dir_ops, S_IFDIR | 0755 },
+		[FS_K_TPL] = { &fs_tpl_ops, S_IFDIR | 0755 },
+		[FS_K_TPL_INFO] = { &fs_tpl_info_ops, S_IFREG | 0444 },
+		[FS_K_PORTS_DIR] = { &fs_ports_dir_ops, S_IFDIR | 0755 },
+		[FS_K_PORT] = { &fs_port_ops, S_IFREG | 0444 },
+		[FS_K_TAGS_DIR] = { &fs_tags_dir_ops, S_IFDIR | 0755 },
+		[FS_K_TAG_DIR] = { &fs_tag_dir_ops, S_IFDIR | 0755 },
+		[FS_K_TAG_LINK] = { &fs_tag_link_ops, S_IFLNK | 0777 },
 	};
 	enum fs_kind k = fs_ino_kind(ino);
 

@@ -54,6 +54,14 @@ enum fs_kind {
 	FS_K_FILE,	 /* NAME/fs and everything under it (files.c) */
 	FS_K_SB_METRICS, /* NAME/metrics (metrics.c) */
 	FS_K_ROOT_ERR,	 /* MOUNT/err (root.c) */
+	FS_K_TPL_DIR,	 /* MOUNT/templates/ (templates.c) */
+	FS_K_TPL,	 /* MOUNT/templates/X/: sb slot = name index */
+	FS_K_TPL_INFO,	 /* MOUNT/templates/X/info */
+	FS_K_PORTS_DIR,	 /* NAME/ports/ (ports.c) */
+	FS_K_PORT,	 /* NAME/ports/PORT: job slot/gen = port >> 12 / & 4095 */
+	FS_K_TAGS_DIR,	 /* MOUNT/.tags/ (tags.c) */
+	FS_K_TAG_DIR,	 /* MOUNT/.tags/T/: job slot = tag index */
+	FS_K_TAG_LINK,	 /* MOUNT/.tags/T/NAME -> ../../NAME */
 	FS_K__COUNT
 };
 
@@ -149,6 +157,7 @@ struct fs_sb {
 	unsigned long seq;	 /* (L) a status list started before poll
 				    sequence `seq` must not change state or
 				    existence (it raced a create or verb) */
+	char tags[512];		 /* (L) "a,b" given at create (API_CAP_TAGS) */
 };
 
 struct fs_opts {
@@ -215,6 +224,16 @@ extern const struct fuse_lowlevel_ops fs_job_file_ops;	/* job.c: cmd, ctl,
 							   stderr, wait,
 							   status */
 extern const struct fuse_lowlevel_ops fs_file_ops;	/* files.c */
+extern const struct fuse_lowlevel_ops fs_tpl_dir_ops;	/* templates.c */
+extern const struct fuse_lowlevel_ops fs_tpl_ops;	/* templates.c */
+extern const struct fuse_lowlevel_ops fs_tpl_info_ops;	/* templates.c */
+extern const struct fuse_lowlevel_ops fs_ports_dir_ops;	/* ports.c */
+extern const struct fuse_lowlevel_ops fs_port_ops;	/* ports.c */
+extern const struct fuse_lowlevel_ops fs_tags_dir_ops;	/* tags.c */
+extern const struct fuse_lowlevel_ops fs_tag_dir_ops;	/* tags.c */
+extern const struct fuse_lowlevel_ops fs_tag_link_ops;	/* tags.c */
+/* Does the "a,b,c" list hold tag t? (tags.c) */
+bool fs_tags_has(const char *tags, const char *t);
 
 /* Every node kind answers getattr through this (fs.c dispatches); kinds
  * provide it through their table's `getattr` slot or, for simple

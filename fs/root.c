@@ -41,6 +41,14 @@ static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	if ((!strcmp(name, "templates") &&
+	     api_has(fs->be, API_CAP_TEMPLATES)) ||
+	    (!strcmp(name, ".tags") && api_has(fs->be, API_CAP_TAGS))) {
+		entry_of(fs, fs_ino_make(name[0] == '.' ? FS_K_TAGS_DIR :
+					 FS_K_TPL_DIR, 0, 0, 0, 0), &e);
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	sb = fs_sb_get_name(fs, name);
 	if (!sb) {
 		fuse_reply_err(req, ENOENT);
@@ -77,6 +85,14 @@ static void root_opendir(fuse_req_t req, fuse_ino_t ino,
 	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_ERR, 0, 0, 0, 0), &st);
 	if (!err)
 		err = fs_dir_add(d, "err", &st);
+	if (!err && api_has(fs->be, API_CAP_TEMPLATES)) {
+		fs_stat_node(fs, fs_ino_make(FS_K_TPL_DIR, 0, 0, 0, 0), &st);
+		err = fs_dir_add(d, "templates", &st);
+	}
+	if (!err && api_has(fs->be, API_CAP_TAGS)) {
+		fs_stat_node(fs, fs_ino_make(FS_K_TAGS_DIR, 0, 0, 0, 0), &st);
+		err = fs_dir_add(d, ".tags", &st);
+	}
 
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned s = 0; s < FS_SB_MAX && !err; s++) {
@@ -348,6 +364,31 @@ static void rctl_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 	fs_reply_text(req, root_verbs, sizeof root_verbs - 1, size, off);
 }
 
+/* tag=T settings: valid names, on a platform that keeps them.  0, or
+ * -errno with a sentence in MOUNT/err. */
+static int check_tags(struct fs *fs, const struct fs_cmd *c)
+{
+	for (int i = 2; i < c->nf; i++) {
+		const char *t = c->f[i] + 4;
+
+		if (strncmp(c->f[i], "tag=", 4) != 0)
+			continue;
+		if (!api_has(fs->be, API_CAP_TAGS)) {
+			fs_root_set_err(fs, "ctl: new %s: the %s platform has "
+					"no tags", c->f[1], fs->be->ops->name);
+			return -EOPNOTSUPP;
+		}
+		if (!api_tag_valid(t)) {
+			fs_root_set_err(fs, "ctl: new %s: tag '%.64s': a tag "
+					"is 1 to 63 letters, digits, '.', '_' "
+					"or '-', starting with a letter or "
+					"digit", c->f[1], t);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void rctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		       size_t size, off_t off, struct fuse_file_info *fi)
 {
@@ -402,6 +443,7 @@ static void rctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		}
 		if (c->nf == 0)
 			continue;
+		err = check_tags(fs, c);
 		for (int k = 0; k < j->ncmd && !err; k++) {
 			if (!strcmp(j->cmds[k].f[1], c->f[1])) {
 				fs_root_set_err(fs, "ctl: new %s: twice in "

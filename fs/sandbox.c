@@ -106,6 +106,8 @@ static bool sb_apply(struct fs_sb *sb, const struct api_sandbox *r)
 		sb->created = r->created;
 	if (r->template[0])
 		snprintf(sb->template, sizeof sb->template, "%s", r->template);
+	if (r->tags)
+		snprintf(sb->tags, sizeof sb->tags, "%s", r->tags);
 	if (r->info_json) {
 		char *j = strdup(r->info_json);
 
@@ -314,6 +316,7 @@ static const struct entry sb_entries[] = {
 	{ "info", FS_K_SB_INFO, 0 },
 	{ "err", FS_K_SB_ERR, 0 },
 	{ "metrics", FS_K_SB_METRICS, API_CAP_METRICS },
+	{ "ports", FS_K_PORTS_DIR, API_CAP_PORTS },
 	{ "fs", FS_K_FILE, API_CAP_FILES },
 	{ "exec", FS_K_SB_EXEC, API_CAP_EXEC },
 	{ "proc", FS_K_PROC_DIR, API_CAP_EXEC },

@@ -278,7 +278,8 @@ int fs_new_parse(char *line, struct fs_cmd *c, char *msg, size_t msglen)
 				 "'.')", c->f[1], c->f[i]);
 			return -EINVAL;
 		}
-		for (int k = 2; k < i; k++) {
+		/* tag=T is the one repeatable setting */
+		for (int k = 2; k < i && strncmp(c->f[i], "tag=", 4); k++) {
 			size_t kl = (size_t)(eq - c->f[i]);
 
 			if (!strncmp(c->f[k], c->f[i], kl + 1)) {
