@@ -1214,6 +1214,27 @@ int api_exec_pid(struct api_backend *be, struct api_exec *x)
 	return be->ops->exec_pid(be, x);
 }
 
+int api_exec_jobs(struct api_backend *be, const char *id, char ***jobs)
+{
+	*jobs = NULL;
+	if (!be->ops->exec_jobs)
+		return 0;
+	return be->ops->exec_jobs(be, id, jobs);
+}
+
+void api_exec_attach(struct api_backend *be, const char *id, const char *job,
+		     const struct api_exec_cbs *cbs, void *ud,
+		     struct api_exec **out, struct api_exec_info *info)
+{
+	*out = NULL;
+	if (!be->ops->exec_attach) {
+		cbs->started(ud, -EOPNOTSUPP, "this platform cannot recover "
+			     "commands");
+		return;
+	}
+	be->ops->exec_attach(be, id, job, cbs, ud, out, info);
+}
+
 void api_exec_free(struct api_backend *be, struct api_exec *x)
 {
 	if (x && be->ops->exec_free)

@@ -170,6 +170,17 @@ struct api_exec_req {
 	bool tty;		 /* run on a pseudo-terminal */
 	bool want_stdin;	 /* stdin is a stream fed by exec_write; when
 				    false stdin is empty (/dev/null) */
+	const char *job;	 /* non-NULL: keep the command recoverable
+				    under this name (exec_jobs/exec_attach
+				    after a restart); NULL: it dies with us */
+};
+
+/* A recovered command (exec_attach): what was recorded at its start and
+ * how much output was lost while nobody was attached. */
+struct api_exec_info {
+	char *cmd;		 /* malloc'd command line (caller frees) */
+	struct timespec t_start; /* CLOCK_REALTIME at start */
+	uint64_t lost[2];	 /* stdout, stderr bytes dropped */
 };
 
 /* A running (or finished) command.  Opaque; owned by the caller from
@@ -351,6 +362,18 @@ struct api_ops {
 	/* PID of the command as seen inside the sandbox, or -errno (the
 	 * slot may be NULL: -ENOSYS).  Never blocks. */
 	int (*exec_pid)(struct api_backend *be, struct api_exec *x);
+	/* Recoverable commands (started with req->job) of sandbox `id` left
+	 * by an earlier instance: a NULL-terminated malloc'd array of
+	 * malloc'd names; count or -errno.  Optional. */
+	int (*exec_jobs)(struct api_backend *be, const char *id,
+			 char ***jobs);
+	/* Take over the command recorded under `job`: like exec_start
+	 * (started(0), output spooled while detached then live, exited),
+	 * info filled before it returns when *out is set. */
+	void (*exec_attach)(struct api_backend *be, const char *id,
+			    const char *job, const struct api_exec_cbs *cbs,
+			    void *ud, struct api_exec **out,
+			    struct api_exec_info *info);
 };
 
 struct api_rfile;
@@ -475,6 +498,10 @@ void api_exec_resume(struct api_backend *be, struct api_exec *x);
 int api_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
 void api_exec_free(struct api_backend *be, struct api_exec *x);
 int api_exec_pid(struct api_backend *be, struct api_exec *x);
+int api_exec_jobs(struct api_backend *be, const char *id, char ***jobs);
+void api_exec_attach(struct api_backend *be, const char *id, const char *job,
+		     const struct api_exec_cbs *cbs, void *ud,
+		     struct api_exec **out, struct api_exec_info *info);
 
 /* Quote one argument for /bin/sh (single quotes; safe for any byte
  * string).  Returns a malloc'd string or NULL on ENOMEM. */

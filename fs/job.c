@@ -637,7 +637,8 @@ static void job_started(void *ud, int err, const char *msg)
 		}
 		fs_pollers_wake(&j->pollers);
 	} else {
-		clock_gettime(CLOCK_REALTIME, &j->t_start);
+		if (!j->t_start.tv_sec) /* a recovered job keeps its own */
+			clock_gettime(CLOCK_REALTIME, &j->t_start);
 		if (j->x_pending) {
 			/* exec_start has not returned to fs_job_start yet
 			 * (the backend's thread was quicker): answering the
@@ -820,6 +821,9 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	xr.cwd = cwd;
 	xr.env = (const char *const *)env;
 	xr.want_stdin = j->in_stream;
+	/* a job outlives a crash of sbxfs (fs/README.md "Jobs"); the exec
+	 * session is one user's terminal and dies with the mount */
+	xr.job = j->exec_session ? NULL : j->name;
 	/* `line` and env stay valid: only this job's state change frees
 	 * them, and that cannot happen while state is STARTING. */
 	api_exec_start(be, j->sb_id, &xr, &job_cbs, j, &x);
@@ -842,6 +846,49 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 		job_resume(j);
 	if (pump)
 		stdin_pump(j);
+}
+
+void fs_job_attach(struct fs_job *j)
+{
+	struct api_backend *be = j->fs->be;
+	struct api_exec_info info = { 0 };
+	struct api_exec *x = NULL;
+	struct done d = { 0 };
+
+	pthread_mutex_lock(&j->lock);
+	j->state = FS_JOB_STARTING;
+	j->in_stream = false;
+	j->in_closed = true;
+	j->xbusy++;
+	j->x_pending = true;
+	j->start_ok = false;
+	pthread_mutex_unlock(&j->lock);
+
+	api_exec_attach(be, j->sb_id, j->name, &job_cbs, j, &x, &info);
+
+	pthread_mutex_lock(&j->lock);
+	j->x = x;
+	j->x_pending = false;
+	if (x) {
+		free(j->cmd);
+		j->cmd = info.cmd;
+		info.cmd = NULL;
+		if (info.t_start.tv_sec)
+			j->t_start = info.t_start;
+	}
+	if (j->start_ok) {
+		j->start_ok = false;
+		start_finish(j, &d);
+	}
+	x_leave(j);
+	pthread_mutex_unlock(&j->lock);
+	done_flush(&d);
+	free(info.cmd);
+	if (info.lost[0] || info.lost[1])
+		job_err(j, "%s: recovered after a restart; output lost while "
+			"no sbxfs ran: %llu bytes of stdout, %llu of stderr",
+			j->name, (unsigned long long)info.lost[0],
+			(unsigned long long)info.lost[1]);
 }
 
 void fs_job_remove(struct fs_job *j)

@@ -167,6 +167,10 @@ void fs_job_put_v(void *j);
  * once, when the job leaves the table; the table's reference is dropped
  * by the caller afterwards. */
 void fs_job_remove(struct fs_job *j);
+/* A job left running by an earlier sbxfs (api_exec_jobs): take it over
+ * (state, cmd, start time, spooled output, exit).  Called once, right
+ * after the job entered the table. */
+void fs_job_attach(struct fs_job *j);
 
 /* Write of a command line (job cmd, first write of exec): starts the job
  * and replies once started() said whether it runs. */

@@ -17,6 +17,8 @@ struct fs_jobs {
 	unsigned njobs;
 	struct fs_job *slots[FS_JOB_MAX];
 	unsigned gens[FS_JOB_MAX];
+	pthread_mutex_t rec_lock; /* held while recovering */
+	bool recovered;	   /* (rec_lock) jobs of an earlier sbxfs taken */
 };
 
 /* sb->jobs is read and replaced under tables_lock, so a table cannot be
@@ -38,6 +40,7 @@ static struct fs_jobs *jobs_get(struct fs_sb *sb, bool create)
 		t = calloc(1, sizeof *t);
 		if (t) {
 			pthread_mutex_init(&t->lock, NULL);
+			pthread_mutex_init(&t->rec_lock, NULL);
 			t->refs = 1;
 			sb->jobs = t;
 		}
@@ -57,6 +60,7 @@ static void jobs_put(struct fs_jobs *t)
 	if (left)
 		return;
 	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->rec_lock);
 	free(t);
 }
 
@@ -125,6 +129,54 @@ static struct fs_job *find_name(struct fs_jobs *t, const char *name)
 	return NULL;
 }
 
+/* The table of sb with the jobs an earlier sbxfs left running taken over
+ * (once per table, at the first look at proc/), or NULL. */
+static struct fs_jobs *jobs_open(struct fs *fs, struct fs_sb *sb)
+{
+	struct fs_jobs *t = jobs_get(sb, true);
+	char **names = NULL;
+	int n;
+
+	if (!t)
+		return NULL;
+	pthread_mutex_lock(&t->rec_lock);
+	if (t->recovered) {
+		pthread_mutex_unlock(&t->rec_lock);
+		return t;
+	}
+	t->recovered = true;
+	n = api_exec_jobs(fs->be, sb->id, &names);
+	for (int i = 0; i < n; i++) {
+		struct fs_job *j = NULL;
+		unsigned slot;
+
+		pthread_mutex_lock(&t->lock);
+		for (slot = 0; slot < FS_JOB_MAX && t->slots[slot]; slot++)
+			;
+		if (fs_name_valid(names[i]) && !find_name(t, names[i]) &&
+		    slot < FS_JOB_MAX) {
+			t->gens[slot] = (t->gens[slot] + 1) & FS_GEN_MASK;
+			j = fs_job_new(fs, sb, names[i], slot, t->gens[slot]);
+		}
+		if (j) {
+			fs_job_get(j);
+			t->slots[slot] = j;
+			t->njobs++;
+			if (slot >= t->hi)
+				t->hi = slot + 1;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (j) {
+			fs_job_attach(j);
+			fs_job_put(j);
+		}
+		free(names[i]);
+	}
+	free(names);
+	pthread_mutex_unlock(&t->rec_lock);
+	return t;
+}
+
 static fuse_ino_t job_ino(const struct fs_job *j, enum fs_kind k)
 {
 	return fs_ino_make(k, j->sb_slot, j->sb_gen, j->slot, j->gen);
@@ -179,7 +231,7 @@ static void pd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	t = jobs_get(sb, false);
+	t = jobs_open(fs, sb);
 	fs_sb_put(fs, sb);
 	if (t) {
 		pthread_mutex_lock(&t->lock);
@@ -221,7 +273,7 @@ static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	t = jobs_get(sb, true);
+	t = jobs_open(fs, sb);
 	if (!t) {
 		fs_sb_put(fs, sb);
 		fuse_reply_err(req, ENOENT);
@@ -326,7 +378,7 @@ static void pd_opendir(fuse_req_t req, fuse_ino_t ino,
 	fs_stat_node(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0, 0),
 		     &st);
 	err = err ? err : fs_dir_add(d, "..", &st);
-	t = jobs_get(sb, false);
+	t = jobs_open(fs, sb);
 	fs_sb_put(fs, sb);
 	if (t) {
 		pthread_mutex_lock(&t->lock);

@@ -50,13 +50,17 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sched.h>
 #include <termios.h>
@@ -147,6 +151,11 @@ struct api_exec {
 	bool watched[W__N];
 	struct exwatch w[W__N];
 	bool tty, want_stdin;
+	bool shim;	/* fd[W_PID] is the monitor's socket, not a pidfd */
+	bool attach;	/* recovered by exec_attach */
+	int spool[2];	/* attach: output spooled while detached, read
+			   before the pipes (loop thread) */
+	const char *lost; /* attach: the exit status is lost (why) */
 
 	/* loop thread only */
 	bool started, failed, exit_seen, exited_sent, paused, closing_in;
@@ -403,6 +412,372 @@ static __attribute__((noreturn)) void child_a(const struct spawn *sp)
 	_exit(0);
 }
 
+/* ---- the job monitor (runs in a forked child: raw system calls only) ---
+ *
+ * A command started with req->job gets a monitor S on the host side: S is
+ * forked (twice, so that init adopts it and a crash of sbxfs leaves it
+ * running), makes itself a session leader and not dumpable, and forks A,
+ * whose CLONE_PARENT makes the command B S's child.  S holds copies of
+ * B's output pipes and a pidfd of B, and talks to sbxfs over a
+ * SOCK_SEQPACKET pair:
+ *   - attached (sbxfs holds the other end): S reads nothing, sbxfs reads
+ *     the pipes (backpressure as before); at B's exit S writes `exit`
+ *     (atomically, by rename) and sends M_EXIT; it keeps B's zombie until
+ *     sbxfs sends M_RELEASE (exec_free), so B's PID stays B's;
+ *   - detached (the pair hung up: sbxfs died): S drains the pipes into
+ *     out.spool/err.spool in the job directory, up to SHIM_SPOOL_CAP each,
+ *     counting what it had to drop beyond; it listens on `sock` there;
+ *   - a new sbxfs connects to `sock` (exec_attach): S stops draining and
+ *     sends M_HELLO with the pipes and the spools (SCM_RIGHTS), unlinks
+ *     the spool files and is attached again.
+ * The job directory, DATADIR/sandboxes/ID/jobs/JOB/ (0700), also holds
+ * `cmd` (start time and command line, written by sbxfs).  S removes the
+ * directory and exits once released and B reaped.  Nothing of S is inside
+ * the sandbox: not its PID namespace, not its mount namespace, not its
+ * cgroup. */
+
+#define SHIM_SPOOL_CAP (8u << 20)
+#define SHIM_BUF (64 * 1024)
+
+enum { M_REC = 1, M_EXIT, M_HELLO, M_RELEASE };
+/* M_HELLO flags */
+enum { H_EXITED = 1, H_OUT = 2, H_ERR = 4, H_SOUT = 8, H_SERR = 16 };
+
+struct shim_msg {
+	int32_t type, a, b, c; /* M_REC: stage, val; M_EXIT: code;
+				  M_HELLO: flags, code, pid */
+	uint64_t d, e;	       /* M_HELLO: bytes dropped (out, err) */
+};
+
+struct shim {
+	int ctl;	   /* to sbxfs, -1 while detached */
+	int lfd;	   /* listening socket in the job directory */
+	int jobs;	   /* DATADIR/sandboxes/ID/jobs */
+	int dir;	   /* the job directory */
+	int pipe[2];	   /* B's stdout, stderr (read ends) */
+	int sp[2];	   /* spool files being written, -1 */
+	uint64_t held[2], dropped[2];
+	int pidfd;	   /* B */
+	pid_t b;
+	bool exited, released;
+	int code;
+	const char *name;
+};
+
+static const char *const spool_name[2] = { "out.spool", "err.spool" };
+
+static void shim_send(int fd, const struct shim_msg *m, const int *fds,
+		      int nfd)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { (void *)m, sizeof(*m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+
+	if (nfd > 0) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)nfd * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfd * sizeof(int));
+	}
+	while (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+static __attribute__((noreturn)) void shim_exit(struct shim *s)
+{
+	static const char *const files[] = { "sock", "exit", "exit.tmp",
+					     "out.spool", "err.spool", "cmd" };
+	siginfo_t si;
+	size_t i;
+
+	memset(&si, 0, sizeof(si));
+	if (s->pidfd >= 0)
+		waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si, WEXITED);
+	struct stat a, b;
+
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		unlinkat(s->dir, files[i], 0);
+	/* only our directory: a new job of the same name may have its own */
+	if (fstat(s->dir, &a) == 0 &&
+	    fstatat(s->jobs, s->name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlinkat(s->jobs, s->name, AT_REMOVEDIR);
+	_exit(0);
+}
+
+static void shim_on_exit(struct shim *s)
+{
+	siginfo_t si;
+	char buf[16];
+	int n = 0, fd, v;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si,
+		   WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+		return;
+	s->exited = true;
+	s->code = si.si_code == CLD_EXITED ? (si.si_status & 0xff) :
+		  128 + si.si_status;
+	/* "%d\n" without stdio */
+	v = s->code;
+	if (v >= 100)
+		buf[n++] = (char)('0' + v / 100);
+	if (v >= 10)
+		buf[n++] = (char)('0' + v / 10 % 10);
+	buf[n++] = (char)('0' + v % 10);
+	buf[n++] = '\n';
+	fd = openat(s->dir, "exit.tmp",
+		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		if (write(fd, buf, (size_t)n) == n && fsync(fd) == 0)
+			renameat(s->dir, "exit.tmp", s->dir, "exit");
+		close(fd);
+	}
+	if (s->ctl >= 0) {
+		struct shim_msg m = { .type = M_EXIT, .a = s->code };
+
+		shim_send(s->ctl, &m, NULL, 0);
+	}
+	if (s->released)
+		shim_exit(s);
+}
+
+/* Detached: move what B wrote into the spool (or count it as dropped). */
+static void shim_drain(struct shim *s, int k)
+{
+	static char buf[SHIM_BUF];
+	ssize_t n, w;
+	size_t room;
+
+	n = read(s->pipe[k], buf, sizeof(buf));
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		close(s->pipe[k]);
+		s->pipe[k] = -1;
+		return;
+	}
+	room = s->held[k] < SHIM_SPOOL_CAP ? SHIM_SPOOL_CAP - s->held[k] : 0;
+	if (room && s->sp[k] < 0)
+		s->sp[k] = openat(s->dir, spool_name[k],
+				  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				  0600);
+	if (room > (size_t)n)
+		room = (size_t)n;
+	w = s->sp[k] >= 0 && room ? write(s->sp[k], buf, room) : 0;
+	if (w < 0)
+		w = 0;
+	s->held[k] += (uint64_t)w;
+	s->dropped[k] += (uint64_t)(n - w);
+}
+
+static void shim_accept(struct shim *s)
+{
+	struct shim_msg m = { .type = M_HELLO };
+	int c, fds[4], nfd = 0, k, sfd[2];
+
+	c = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return;
+	if (s->ctl >= 0) { /* one sbxfs at a time */
+		close(c);
+		return;
+	}
+	for (k = 0; k < 2; k++) {
+		if (s->sp[k] >= 0) {
+			close(s->sp[k]);
+			s->sp[k] = -1;
+		}
+		sfd[k] = openat(s->dir, spool_name[k], O_RDONLY | O_CLOEXEC);
+	}
+	m.a = s->exited ? H_EXITED : 0;
+	m.b = s->code;
+	m.c = (int32_t)s->b;
+	m.d = s->dropped[0];
+	m.e = s->dropped[1];
+	if (s->pipe[0] >= 0) {
+		m.a |= H_OUT;
+		fds[nfd++] = s->pipe[0];
+	}
+	if (s->pipe[1] >= 0) {
+		m.a |= H_ERR;
+		fds[nfd++] = s->pipe[1];
+	}
+	for (k = 0; k < 2; k++) {
+		if (sfd[k] >= 0) {
+			m.a |= k ? H_SERR : H_SOUT;
+			fds[nfd++] = sfd[k];
+		}
+	}
+	shim_send(c, &m, fds, nfd);
+	for (k = 0; k < 2; k++) {
+		if (sfd[k] >= 0) {
+			close(sfd[k]);
+			unlinkat(s->dir, spool_name[k], 0);
+		}
+		s->held[k] = s->dropped[k] = 0;
+	}
+	s->ctl = c;
+}
+
+static __attribute__((noreturn)) void shim_loop(struct shim *s)
+{
+	struct pollfd pf[5];
+	struct shim_msg m;
+	int n, k;
+	ssize_t r;
+
+	for (;;) {
+		n = 0;
+		pf[n++] = (struct pollfd){ .fd = s->lfd, .events = POLLIN };
+		pf[n++] = (struct pollfd){ .fd = s->exited ? -1 : s->pidfd,
+					   .events = POLLIN };
+		pf[n++] = (struct pollfd){ .fd = s->ctl, .events = POLLIN };
+		for (k = 0; k < 2; k++)
+			pf[n++] = (struct pollfd){
+				.fd = s->ctl < 0 && !s->released ?
+				      s->pipe[k] : -1,
+				.events = POLLIN };
+		if (poll(pf, (nfds_t)n, -1) < 0)
+			continue;
+		if (pf[1].revents)
+			shim_on_exit(s);
+		if (pf[2].revents) {
+			memset(&m, 0, sizeof(m));
+			r = recv(s->ctl, &m, sizeof(m), MSG_DONTWAIT);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			if (r == (ssize_t)sizeof(m) && m.type == M_RELEASE) {
+				s->released = true;
+				/* nobody may attach any more; the name is
+				 * free for a new job at once */
+				unlinkat(s->dir, "sock", 0);
+				close(s->lfd);
+				s->lfd = -1;
+				if (s->exited)
+					shim_exit(s);
+				continue;
+			}
+			if (r <= 0) { /* sbxfs is gone */
+				close(s->ctl);
+				s->ctl = -1;
+				if (s->released) {
+					/* wait for B only */
+					for (k = 0; k < 2; k++) {
+						if (s->pipe[k] >= 0)
+							close(s->pipe[k]);
+						s->pipe[k] = -1;
+					}
+				}
+			}
+		}
+		for (k = 0; k < 2; k++)
+			if (pf[3 + k].revents && s->pipe[k] >= 0 && s->ctl < 0)
+				shim_drain(s, k);
+		if (pf[0].revents && !s->released)
+			shim_accept(s);
+	}
+}
+
+/* Close every descriptor but 0-2 and those in keep[] (sorted here). */
+static void close_except(int *keep, int n)
+{
+	int i, j, t, lo = 3;
+
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+			t = keep[j];
+			keep[j] = keep[j - 1];
+			keep[j - 1] = t;
+		}
+	for (i = 0; i < n; i++) {
+		if (keep[i] < lo)
+			continue;
+		if (keep[i] > lo)
+			syscall(SYS_close_range, lo, keep[i] - 1, 0);
+		lo = keep[i] + 1;
+	}
+	syscall(SYS_close_range, lo, ~0U, 0);
+}
+
+struct shim_start {
+	const struct spawn *sp;
+	int ctl, lfd, jobs, dir, out, err, st;
+	const char *name;
+};
+
+/* In the child of spawn(): becomes S (grandchild), forks A. */
+static __attribute__((noreturn)) void shim_main(const struct shim_start *a)
+{
+	struct shim s = { .ctl = a->ctl, .lfd = a->lfd, .jobs = a->jobs,
+			  .dir = a->dir, .pipe = { a->out, a->err },
+			  .sp = { -1, -1 }, .pidfd = -1, .name = a->name };
+	struct shim_msg m = { .type = M_REC, .a = -1, .b = EIO };
+	struct st_rec rec;
+	pid_t p;
+	int keep[7], fd, wst;
+	ssize_t n;
+
+	p = fork();
+	if (p != 0)
+		_exit(p < 0 ? 1 : 0);
+	setsid();
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	p = fork();
+	if (p == 0)
+		child_a(a->sp);
+	close(a->sp->stw);
+	if (p > 0) {
+		do
+			n = read(a->st, &rec, sizeof(rec));
+		while (n < 0 && errno == EINTR);
+		while (waitpid(p, &wst, 0) < 0 && errno == EINTR)
+			;
+		if (n == (ssize_t)sizeof(rec)) {
+			m.a = rec.stage;
+			m.b = rec.val;
+		}
+	}
+	if (m.a == ST_PID) {
+		s.b = m.b;
+		s.pidfd = (int)syscall(SYS_pidfd_open, s.b, 0);
+		if (s.pidfd < 0) {
+			kill(s.b, SIGKILL);
+			m.a = ST_CLONE;
+			m.b = errno;
+		}
+	}
+	shim_send(s.ctl, &m, NULL, 0);
+	if (m.a != ST_PID) {
+		if (s.b > 0)
+			waitpid(s.b, &wst, 0);
+		shim_exit(&s);
+	}
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+	}
+	keep[0] = s.ctl;
+	keep[1] = s.lfd;
+	keep[2] = s.jobs;
+	keep[3] = s.dir;
+	keep[4] = s.pipe[0];
+	keep[5] = s.pipe[1];
+	keep[6] = s.pidfd;
+	close_except(keep, 7);
+	shim_loop(&s);
+}
+
 static const char *stage_what(int stage)
 {
 	switch (stage) {
@@ -580,6 +955,219 @@ static void stdio_close(struct spawn *sp)
 		sp->stdio[i] = -1;
 }
 
+/* sockaddr of `sock` in the directory open as dirfd (the path through
+ * /proc/self/fd keeps it short whatever DATADIR is). */
+static socklen_t sock_addr(struct sockaddr_un *sa, int dirfd)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/sock",
+		 dirfd);
+	return (socklen_t)sizeof(*sa);
+}
+
+static int jobs_dir(struct local *l, const char *id, bool create)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/jobs",
+		 local_datadir(l), id);
+	if (create && mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static bool job_name_ok(const char *n)
+{
+	return n[0] && n[0] != '.' && !strchr(n, '/') &&
+	       strlen(n) < EXEC_NAME_MAX;
+}
+
+/* Connect to the monitor of the job directory dirfd: socket or -errno. */
+static int shim_connect(int dirfd)
+{
+	struct sockaddr_un sa;
+	socklen_t sl = sock_addr(&sa, dirfd);
+	int c = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	if (c < 0)
+		return -errno;
+	if (connect(c, (struct sockaddr *)&sa, sl) < 0) {
+		int e = -errno;
+
+		close(c);
+		return e;
+	}
+	return c;
+}
+
+/* Remove what a job directory holds, then the directory. */
+static void job_dir_remove(int jobs, const char *name)
+{
+	static const char *const files[] = { "sock", "exit", "exit.tmp",
+					     "out.spool", "err.spool", "cmd" };
+	int d = openat(jobs, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+		       O_NOFOLLOW);
+
+	if (d >= 0) {
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+			unlinkat(d, files[i], 0);
+		close(d);
+	}
+	unlinkat(jobs, name, AT_REMOVEDIR);
+}
+
+static const struct timeval shim_tmo = { .tv_sec = 10 };
+
+/* One message and up to max descriptors; bytes received or -errno. */
+static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
+			 int *nfd)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { m, sizeof(*m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c;
+	ssize_t n;
+
+	*nfd = 0;
+	memset(m, 0, sizeof(*m));
+	do
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+		for (int i = 0; i < k; i++) {
+			int v;
+
+			memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(v));
+			if (*nfd < max)
+				fds[(*nfd)++] = v;
+			else
+				close(v);
+		}
+	}
+	return n;
+}
+
+struct jobprep {
+	int jobs, dir, lfd, ctl[2];
+};
+
+static void jobprep_close(struct jobprep *jp)
+{
+	closefd(&jp->jobs);
+	closefd(&jp->dir);
+	closefd(&jp->lfd);
+	closefd(&jp->ctl[0]);
+	closefd(&jp->ctl[1]);
+}
+
+/* The job directory (cmd written), the monitor's listening socket and
+ * its socket pair.  0/-errno with a sentence. */
+static int job_prepare(struct local *l, const char *id,
+		       const struct api_exec_req *req, struct jobprep *jp,
+		       char *msg, size_t mlen)
+{
+	struct sockaddr_un sa;
+	struct timespec ts;
+	socklen_t sl;
+	int r, fd;
+	FILE *f;
+
+	if (!job_name_ok(req->job)) {
+		snprintf(msg, mlen, "bad job name");
+		return -EINVAL;
+	}
+	jp->jobs = jobs_dir(l, id, true);
+	if (jp->jobs < 0) {
+		r = jp->jobs;
+		goto fail;
+	}
+	if (mkdirat(jp->jobs, req->job, 0700) < 0) {
+		if (errno != EEXIST) {
+			r = -errno;
+			goto fail;
+		}
+		fd = openat(jp->jobs, req->job, O_RDONLY | O_DIRECTORY |
+			    O_CLOEXEC | O_NOFOLLOW);
+		r = fd >= 0 ? shim_connect(fd) : -ENOENT;
+		if (fd >= 0)
+			close(fd);
+		if (r >= 0) {
+			close(r);
+			snprintf(msg, mlen, "a job named %s from an earlier "
+				 "mount still has a monitor", req->job);
+			return -EEXIST;
+		}
+		job_dir_remove(jp->jobs, req->job);
+		if (mkdirat(jp->jobs, req->job, 0700) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	jp->dir = openat(jp->jobs, req->job, O_RDONLY | O_DIRECTORY |
+			 O_CLOEXEC | O_NOFOLLOW);
+	if (jp->dir < 0) {
+		r = -errno;
+		goto fail;
+	}
+	fd = openat(jp->dir, "cmd", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	fprintf(f, "%lld %ld\n", (long long)ts.tv_sec, (long)ts.tv_nsec);
+	for (size_t i = 0; req->argv[i]; i++)
+		fprintf(f, "%s%s", i ? " " : "", req->argv[i]);
+	/* `sh -c LINE` is how fs/ runs a job: keep LINE alone */
+	if (req->argv[1] && req->argv[2] && !req->argv[3] &&
+	    !strcmp(req->argv[1], "-c")) {
+		rewind(f);
+		if (ftruncate(fd, 0) == 0)
+			fprintf(f, "%lld %ld\n%s", (long long)ts.tv_sec,
+				(long)ts.tv_nsec, req->argv[2]);
+	}
+	if (fclose(f) != 0) {
+		r = -EIO;
+		goto fail;
+	}
+	jp->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	sl = sock_addr(&sa, jp->dir);
+	if (jp->lfd < 0 || bind(jp->lfd, (struct sockaddr *)&sa, sl) < 0 ||
+	    listen(jp->lfd, 4) < 0 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+		       jp->ctl) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	setsockopt(jp->ctl[0], SOL_SOCKET, SO_RCVTIMEO, &shim_tmo,
+		   sizeof(shim_tmo));
+	return 0;
+fail:
+	snprintf(msg, mlen, "cannot set up the job's directory: %s",
+		 strerror(-r));
+	if (jp->jobs >= 0 && jp->dir >= 0)
+		job_dir_remove(jp->jobs, req->job);
+	return r;
+}
+
 /* Runs A and collects B's PID.  0/-errno with a sentence in msg. */
 static int spawn(struct api_exec *x, struct local *l, const char *id,
 		 pid_t ipid, const struct api_exec_req *req, char *msg,
@@ -591,6 +1179,8 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	char **env = NULL;
 	const char **shargv = NULL;
 	struct st_rec rec;
+	struct jobprep jp = { -1, -1, -1, { -1, -1 } };
+	bool job = req->job && !req->tty, forked = false;
 	int r, st[2] = { -1, -1 }, wst;
 	size_t argc = 0, i;
 	pid_t a;
@@ -658,6 +1248,11 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 		goto out;
 	}
 	sp.stw = st[1];
+	if (job) {
+		r = job_prepare(l, id, req, &jp, msg, mlen);
+		if (r)
+			goto out;
+	}
 
 	/* The children start with every signal blocked: a signal sent to B
 	 * before it reset its handlers (kill right after cmd) would run
@@ -668,6 +1263,15 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	a = fork();
+	if (a == 0 && job) {
+		struct shim_start ss = {
+			.sp = &sp, .ctl = jp.ctl[1], .lfd = jp.lfd,
+			.jobs = jp.jobs, .dir = jp.dir, .out = x->fd[W_OUT],
+			.err = x->fd[W_ERR], .st = st[0], .name = req->job,
+		};
+
+		shim_main(&ss);
+	}
 	if (a == 0)
 		child_a(&sp);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -676,11 +1280,29 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 		snprintf(msg, mlen, "fork: %s", strerror(errno));
 		goto out;
 	}
+	forked = true;
 	closefd(&st[1]);
 	stdio_close(&sp);
 	while (waitpid(a, &wst, 0) < 0 && errno == EINTR)
 		;
-	n = read(st[0], &rec, sizeof(rec));
+	if (job) {
+		struct shim_msg m;
+		int nfd;
+
+		/* the monitor's copies are its own now */
+		closefd(&jp.ctl[1]);
+		closefd(&jp.lfd);
+		n = shim_recv(jp.ctl[0], &m, NULL, 0, &nfd);
+		if (n == (ssize_t)sizeof(m) && m.type == M_REC) {
+			rec.stage = m.a;
+			rec.val = m.b;
+			n = sizeof(rec);
+		} else {
+			n = -1;
+		}
+	} else {
+		n = read(st[0], &rec, sizeof(rec));
+	}
 	if (n != (ssize_t)sizeof(rec)) {
 		r = -EIO;
 		snprintf(msg, mlen, "the exec helper died");
@@ -696,6 +1318,15 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 		goto out;
 	}
 	x->pid = rec.val;
+	if (job) {
+		/* the monitor is B's parent; it reports the exit */
+		x->shim = true;
+		x->fd[W_PID] = jp.ctl[0];
+		jp.ctl[0] = -1;
+		setsockopt(x->fd[W_PID], SOL_SOCKET, SO_RCVTIMEO,
+			   &(struct timeval){ 0 }, sizeof(struct timeval));
+		goto started;
+	}
 	x->fd[W_PID] = (int)syscall(SYS_pidfd_open, x->pid, 0);
 	if (x->fd[W_PID] < 0) {
 		r = -errno;
@@ -705,11 +1336,15 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 		x->pid = 0;
 		goto out;
 	}
+started:
 	x->fd[W_STATUS] = st[0];
 	st[0] = -1;
 	fcntl(x->fd[W_STATUS], F_SETFL, O_NONBLOCK);
 	r = 0;
 out:
+	if (r && job && !forked && jp.dir >= 0)
+		job_dir_remove(jp.jobs, req->job);
+	jobprep_close(&jp);
 	closefd(&st[0]);
 	closefd(&st[1]);
 	stdio_close(&sp);
@@ -834,7 +1469,19 @@ static void try_release(struct api_exec *x)
 
 	if (!x->freed)
 		return;
-	if (!x->reaped && x->fd[W_PID] >= 0) {
+	if (x->shim) {
+		/* the monitor reaps B (after our kill, if it still ran) and
+		 * removes the job's directory */
+		if (x->fd[W_PID] >= 0) {
+			struct shim_msg m = { .type = M_RELEASE };
+
+			send(x->fd[W_PID], &m, sizeof(m),
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+		pthread_mutex_lock(&x->lp->mu);
+		x->reaped = true;
+		pthread_mutex_unlock(&x->lp->mu);
+	} else if (!x->reaped && x->fd[W_PID] >= 0) {
 		memset(&si, 0, sizeof(si));
 		if (waitid((idtype_t)P_PIDFD, (id_t)x->fd[W_PID], &si,
 			   WEXITED | WNOHANG) == 0 && si.si_pid == 0)
@@ -849,7 +1496,8 @@ static void try_release(struct api_exec *x)
 
 static void maybe_exited(struct api_exec *x)
 {
-	bool eof = x->fd[W_OUT] < 0 && x->fd[W_ERR] < 0;
+	bool eof = x->fd[W_OUT] < 0 && x->fd[W_ERR] < 0 &&
+		   x->spool[0] < 0 && x->spool[1] < 0;
 
 	if (x->freed || !x->started || x->failed || x->exited_sent ||
 	    !x->exit_seen)
@@ -874,6 +1522,38 @@ static void pause_out(struct api_exec *x)
 	unwatch(x, W_OUT);
 	unwatch(x, W_ERR);
 	set_deadline(x, 0);
+}
+
+/* attach: what the monitor spooled while nobody was attached comes
+ * first, as fast as the reader takes it. */
+static void pump_spools(struct api_exec *x)
+{
+	struct exloop *lp = x->lp;
+	ssize_t n;
+
+	for (int s = 0; s < 2; s++) {
+		while (x->spool[s] >= 0 && !x->paused && !x->freed) {
+			n = read(x->spool[s], lp->buf, EXEC_BUF);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				closefd(&x->spool[s]);
+				break;
+			}
+			if (x->cbs.output(x->ud, s + 1, lp->buf, (size_t)n) ==
+			    1 && !x->freed)
+				pause_out(x);
+		}
+	}
+}
+
+/* Watch the output pipes whose spool is done. */
+static void watch_out(struct api_exec *x)
+{
+	if (x->spool[0] < 0)
+		watch(x, W_OUT, EPOLLIN);
+	if (x->spool[1] < 0)
+		watch(x, W_ERR, EPOLLIN);
 }
 
 /* Read from an output descriptor (once, or up to `reads` times when
@@ -977,17 +1657,59 @@ static void on_status(struct api_exec *x)
 	x->cbs.started(x->ud, 0, NULL);
 	if (x->freed)
 		return;
-	watch(x, W_OUT, EPOLLIN);
-	watch(x, W_ERR, EPOLLIN);
+	watch_out(x);
 	if (x->wq)
 		flush_stdin(x);
 	maybe_exited(x);
+}
+
+/* A message from the monitor: the exit, or its hang-up. */
+static void on_shim(struct api_exec *x)
+{
+	struct shim_msg m;
+	int nfd;
+	ssize_t n;
+
+	if (x->freed) {
+		try_release(x);
+		return;
+	}
+	n = recv(x->fd[W_PID], &m, sizeof(m), MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	(void)nfd;
+	if (n == (ssize_t)sizeof(m) && m.type == M_EXIT) {
+		x->code = m.a;
+		x->exit_seen = true;
+		maybe_exited(x);
+		return;
+	}
+	unwatch(x, W_PID);
+	if (x->exit_seen)
+		return;
+	x->code = -1;
+	x->exit_seen = true;
+	if (x->started && !x->failed && !x->exited_sent) {
+		x->exited_sent = true;
+		drop(x, W_OUT);
+		drop(x, W_ERR);
+		closefd(&x->spool[0]);
+		closefd(&x->spool[1]);
+		fail_writes(x, -EPIPE, "the command has exited");
+		if (!x->freed)
+			x->cbs.exited(x->ud, -1, -ECHILD,
+				      "the job's monitor is gone");
+	}
 }
 
 static void on_pid(struct api_exec *x)
 {
 	siginfo_t si;
 
+	if (x->shim) {
+		on_shim(x);
+		return;
+	}
 	unwatch(x, W_PID);
 	if (x->freed) {
 		try_release(x);
@@ -1038,6 +1760,8 @@ static void do_free(struct api_exec *x)
 		if (k != W_PID)
 			drop(x, k);
 	}
+	closefd(&x->spool[0]);
+	closefd(&x->spool[1]);
 	set_deadline(x, 0);
 	if (x->fd[W_PID] >= 0)
 		watch(x, W_PID, EPOLLIN);
@@ -1049,6 +1773,27 @@ static void do_free(struct api_exec *x)
 		*done = true;
 	pthread_cond_broadcast(&lp->cond);
 	pthread_mutex_unlock(&lp->mu);
+}
+
+/* C_START of a recovered command: it runs already. */
+static void attach_run(struct api_exec *x)
+{
+	watch(x, W_PID, EPOLLIN);
+	x->started = true;
+	x->cbs.started(x->ud, 0, NULL);
+	if (x->freed)
+		return;
+	if (x->lost) {
+		x->exited_sent = true;
+		x->cbs.exited(x->ud, -1, -ECHILD, x->lost);
+		return;
+	}
+	pump_spools(x);
+	if (x->freed)
+		return;
+	if (!x->paused)
+		watch_out(x);
+	maybe_exited(x);
 }
 
 static void run_cmd(struct excmd *c)
@@ -1063,6 +1808,10 @@ static void run_cmd(struct excmd *c)
 		if (x->next)
 			x->next->prev = x;
 		x->lp->live = x;
+		if (x->attach) {
+			attach_run(x);
+			break;
+		}
 		watch(x, W_STATUS, EPOLLIN);
 		watch(x, W_PID, EPOLLIN);
 		/* B freezes if the sandbox is paused before it joined the
@@ -1100,10 +1849,12 @@ static void run_cmd(struct excmd *c)
 			break;
 		x->paused = false;
 		if (x->started && !x->failed) {
-			watch(x, W_OUT, EPOLLIN);
-			watch(x, W_ERR, EPOLLIN);
+			pump_spools(x);
+			if (!x->paused && !x->freed)
+				watch_out(x);
 		}
-		maybe_exited(x);
+		if (!x->freed)
+			maybe_exited(x);
 		break;
 	case C_FREE:
 		do_free(x);
@@ -1372,9 +2123,17 @@ void local_exec_fini(struct local *l)
 			kill(x->pid, SIGKILL);
 		}
 		fail_writes(x, -EPIPE, "backend shut down");
+		if (x->shim && x->fd[W_PID] >= 0) {
+			struct shim_msg m = { .type = M_RELEASE };
+
+			send(x->fd[W_PID], &m, sizeof(m),
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+		closefd(&x->spool[0]);
+		closefd(&x->spool[1]);
 		for (k = 0; k < W__N; k++)
 			closefd(&x->fd[k]);
-		if (x->pid > 0 && !x->reaped)
+		if (x->pid > 0 && !x->reaped && !x->shim)
 			waitpid(x->pid, NULL, WNOHANG);
 		free(x);
 	}
@@ -1431,6 +2190,7 @@ void local_exec_start(struct api_backend *be, const char *id,
 		x->w[k].x = x;
 		x->w[k].kind = k;
 	}
+	x->spool[0] = x->spool[1] = -1;
 	r = spawn(x, l, id, ipid, req, msg, sizeof(msg));
 	if (r) {
 		for (k = 0; k < W__N; k++)
@@ -1582,4 +2342,218 @@ int local_exec_pid(struct api_backend *be, struct api_exec *x)
 		p = e;
 	}
 	return v > 0 ? (int)v : -EIO;
+}
+
+/* ---- recovery ------------------------------------------------------------ */
+
+int local_exec_jobs(struct api_backend *be, const char *id, char ***out)
+{
+	struct local *l = local_of(be);
+	struct dirent *e;
+	char **v = NULL, **nv;
+	size_t n = 0;
+	int fd = jobs_dir(l, id, false);
+	DIR *d;
+
+	*out = NULL;
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((e = readdir(d))) {
+		if (e->d_type != DT_DIR || !job_name_ok(e->d_name))
+			continue;
+		nv = realloc(v, (n + 2) * sizeof(*v));
+		if (!nv)
+			break;
+		v = nv;
+		v[n] = strdup(e->d_name);
+		if (!v[n])
+			break;
+		v[++n] = NULL;
+	}
+	closedir(d);
+	*out = v;
+	return (int)n;
+}
+
+/* `cmd` of a job directory: start time, then the command line. */
+static void read_cmd(int dir, struct api_exec_info *info)
+{
+	char buf[8192], *nl;
+	long long sec = 0;
+	long nsec = 0;
+	ssize_t n = 0;
+	int fd = openat(dir, "cmd", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = 0;
+	if (sscanf(buf, "%lld %ld", &sec, &nsec) == 2) {
+		info->t_start.tv_sec = (time_t)sec;
+		info->t_start.tv_nsec = nsec;
+	}
+	nl = strchr(buf, '\n');
+	info->cmd = strdup(nl ? nl + 1 : "");
+}
+
+/* The exit status a monitor left in `exit`, or -1. */
+static int read_exit(int dir)
+{
+	char buf[16] = "";
+	int fd = openat(dir, "exit", O_RDONLY | O_CLOEXEC), v = -1;
+
+	if (fd >= 0) {
+		if (read(fd, buf, sizeof(buf) - 1) > 0)
+			v = atoi(buf);
+		close(fd);
+	}
+	return v >= 0 && v <= 255 ? v : -1;
+}
+
+void local_exec_attach(struct api_backend *be, const char *id,
+		       const char *job, const struct api_exec_cbs *cbs,
+		       void *ud, struct api_exec **out,
+		       struct api_exec_info *info)
+{
+	struct local *l = local_of(be);
+	struct exloop *lp = loop_of(l);
+	struct api_exec *x;
+	struct shim_msg m;
+	int jobs = -1, dir = -1, c = -1, fds[4], nfd = 0, k, i;
+	ssize_t n;
+
+	*out = NULL;
+	memset(info, 0, sizeof(*info));
+	if (!lp || lp->stop || !job_name_ok(job)) {
+		cbs->started(ud, -EINVAL, "no such job");
+		return;
+	}
+	jobs = jobs_dir(l, id, false);
+	if (jobs >= 0)
+		dir = openat(jobs, job, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+			     O_NOFOLLOW);
+	x = calloc(1, sizeof(*x));
+	if (dir < 0 || !x) {
+		cbs->started(ud, dir < 0 ? -ENOENT : -ENOMEM,
+			     dir < 0 ? "no such job" : "out of memory");
+		goto out;
+	}
+	x->lp = lp;
+	x->cbs = *cbs;
+	x->ud = ud;
+	x->attach = true;
+	x->spool[0] = x->spool[1] = -1;
+	snprintf(x->name, sizeof(x->name), "%s", job);
+	for (k = 0; k < W__N; k++) {
+		x->fd[k] = -1;
+		x->w[k].x = x;
+		x->w[k].kind = k;
+	}
+	read_cmd(dir, info);
+	c = shim_connect(dir);
+	if (c < 0) {
+		/* no monitor: what it recorded is all there is */
+		x->code = read_exit(dir);
+		x->exit_seen = true;
+		x->reaped = true;
+		if (x->code < 0)
+			x->lost = "the job's monitor is gone: its exit status "
+				  "is lost";
+		close(dir);
+		dir = -1;
+		job_dir_remove(jobs, job);
+		goto start;
+	}
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &shim_tmo, sizeof(shim_tmo));
+	n = shim_recv(c, &m, fds, 4, &nfd);
+	if (n != (ssize_t)sizeof(m) || m.type != M_HELLO) {
+		for (i = 0; i < nfd; i++)
+			close(fds[i]);
+		close(c);
+		free(x);
+		free(info->cmd);
+		info->cmd = NULL;
+		cbs->started(ud, -EBUSY, "the job's monitor serves another "
+			     "mount");
+		goto out;
+	}
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 0 },
+		   sizeof(struct timeval));
+	i = 0;
+	if ((m.a & H_OUT) && i < nfd)
+		x->fd[W_OUT] = fds[i++];
+	if ((m.a & H_ERR) && i < nfd)
+		x->fd[W_ERR] = fds[i++];
+	if ((m.a & H_SOUT) && i < nfd)
+		x->spool[0] = fds[i++];
+	if ((m.a & H_SERR) && i < nfd)
+		x->spool[1] = fds[i++];
+	for (k = W_OUT; k <= W_ERR; k++)
+		if (x->fd[k] >= 0)
+			fcntl(x->fd[k], F_SETFL, O_NONBLOCK);
+	x->shim = true;
+	x->fd[W_PID] = c;
+	x->pid = m.c;
+	if (m.a & H_EXITED) {
+		x->exit_seen = true;
+		x->code = m.b;
+	}
+	info->lost[0] = m.d;
+	info->lost[1] = m.e;
+start:
+	x->c_start.op = C_START;
+	x->c_start.x = x;
+	*out = x;
+	enqueue(lp, &x->c_start);
+out:
+	if (dir >= 0)
+		close(dir);
+	if (jobs >= 0)
+		close(jobs);
+}
+
+/* The sandbox goes: release every monitor nobody attached to (their
+ * commands die with the sandbox's cgroup; each monitor then exits). */
+void local_exec_forget(struct local *l, const char *id)
+{
+	char **names = NULL;
+	struct api_backend be = { .priv = l };
+	int n, jobs = jobs_dir(l, id, false);
+
+	if (jobs < 0)
+		return;
+	n = local_exec_jobs(&be, id, &names);
+	for (int i = 0; i < n; i++) {
+		struct shim_msg m;
+		int fds[4], nfd, c, d;
+
+		d = openat(jobs, names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+			   O_NOFOLLOW);
+		c = d >= 0 ? shim_connect(d) : -1;
+		if (c >= 0) {
+			setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &shim_tmo,
+				   sizeof(shim_tmo));
+			if (shim_recv(c, &m, fds, 4, &nfd) ==
+			    (ssize_t)sizeof(m) && m.type == M_HELLO) {
+				if (!(m.a & H_EXITED) && m.c > 0)
+					kill(-m.c, SIGKILL);
+				m = (struct shim_msg){ .type = M_RELEASE };
+				send(c, &m, sizeof(m), MSG_NOSIGNAL);
+			}
+			for (int k = 0; k < nfd; k++)
+				close(fds[k]);
+			close(c);
+		}
+		if (d >= 0)
+			close(d);
+		free(names[i]);
+	}
+	free(names);
+	close(jobs);
 }

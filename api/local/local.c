@@ -386,4 +386,6 @@ const struct api_ops api_local_ops = {
 	.exec_signal = local_exec_signal,
 	.exec_free = local_exec_free,
 	.exec_pid = local_exec_pid,
+	.exec_jobs = local_exec_jobs,
+	.exec_attach = local_exec_attach,
 };

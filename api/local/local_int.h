@@ -66,5 +66,13 @@ void local_exec_resume(struct api_backend *be, struct api_exec *x);
 int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig);
 void local_exec_free(struct api_backend *be, struct api_exec *x);
 int local_exec_pid(struct api_backend *be, struct api_exec *x);
+int local_exec_jobs(struct api_backend *be, const char *id, char ***jobs);
+void local_exec_attach(struct api_backend *be, const char *id,
+		       const char *job, const struct api_exec_cbs *cbs,
+		       void *ud, struct api_exec **out,
+		       struct api_exec_info *info);
+/* Sandbox `id` is being destroyed: release the monitors of its jobs that
+ * no exec is attached to (exec.c). */
+void local_exec_forget(struct local *l, const char *id);
 
 #endif

@@ -1772,6 +1772,7 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	err = sb_kill_all(l, m->name, 0, end, msg, msglen);
 	if (err)
 		return err;
+	local_exec_forget(l, m->name);
 	sb_umount(l, m->name);
 	sb_dir(l, m->name, NULL, dir, sizeof(dir));
 	/* vanish from listings at once, then remove at leisure */
