@@ -45,11 +45,26 @@ bool cw_in_loop(struct cw *w)
 	return w->thr_started && pthread_equal(pthread_self(), w->thr);
 }
 
+int64_t cw_op_left(struct cw *w, int64_t ms)
+{
+	int64_t spent;
+
+	if (!cw_in_loop(w) || !w->op_deadline)
+		return ms;
+	spent = cw_now_ms() + w->timeout_ms - w->op_deadline;
+	if (spent > 0)
+		ms -= spent;
+	return ms > 0 ? ms : 1;
+}
+
 void cw_post(struct cw *w, struct cw_work *wk,
 	     void (*fn)(struct cw *w, struct cw_work *wk))
 {
 	wk->fn = fn;
 	wk->next = NULL;
+	/* a new user operation, or a step of the one running here */
+	wk->deadline = cw_in_loop(w) && w->op_deadline ?
+			       w->op_deadline : cw_now_ms() + w->timeout_ms;
 	pthread_mutex_lock(&w->qlock);
 	if (w->qtail)
 		w->qtail->next = wk;
@@ -95,6 +110,7 @@ again:
 	for (t = w->timers; t; t = t->next)
 		if (t->due_ms <= now) {
 			cw_timer_cancel(w, t);
+			w->op_deadline = 0;	/* timers start their own */
 			t->fn(w, t);
 			goto again;	/* the list may have changed */
 		}
@@ -117,7 +133,9 @@ static void drain(struct cw *w)
 			return;
 		for (; wk; wk = next) {
 			next = wk->next;	/* fn may free wk */
+			w->op_deadline = wk->deadline;
 			wk->fn(w, wk);
+			w->op_deadline = 0;
 		}
 	}
 }

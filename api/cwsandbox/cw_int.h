@@ -33,6 +33,7 @@ struct cw;
 struct cw_work {
 	struct cw_work *next;
 	void (*fn)(struct cw *w, struct cw_work *wk);
+	int64_t deadline;	/* the user operation's (monotonic ms) */
 };
 
 struct cw_timer {
@@ -64,6 +65,11 @@ struct cw {
 	bool stopping;
 
 	/* ---- loop only ---- */
+	/* The deadline of the user operation whose step runs now (0: none):
+	 * set while a work item or a call's completion runs, so that the
+	 * calls it makes (a follow-up command after an upload, the create
+	 * after the name check) share the one bound of the operation. */
+	int64_t op_deadline;
 	struct cw_timer *timers;
 	struct cw_call *calls;	/* live calls */
 	struct api_exec *execs;	/* live StreamExecs */
@@ -78,6 +84,9 @@ struct cw {
 
 struct cw *cw_of(struct api_backend *be);
 int64_t cw_now_ms(void);
+/* A call's bound in ms: ms less what the running operation spent of its
+ * own bound already (at least 1; ms as is outside an operation). */
+int64_t cw_op_left(struct cw *w, int64_t ms);
 bool cw_in_loop(struct cw *w);
 void cw_post(struct cw *w, struct cw_work *wk,
 	     void (*fn)(struct cw *w, struct cw_work *wk));

@@ -66,6 +66,9 @@ struct api_exec {
 	uint8_t *early;		/* stdout before the PID line (rare) */
 	size_t nearly;
 	struct cw_work wk_start;
+	/* `ready` and the PID must come within the operation's bound */
+	struct cw_timer start_tm;
+	bool start_late;
 };
 
 static void strv_free(char **v)
@@ -82,6 +85,7 @@ static void x_free_now(struct cw *w, struct api_exec *x)
 	struct api_exec **pp;
 	struct wr *q;
 
+	cw_timer_cancel(w, &x->start_tm);
 	for (pp = &w->execs; *pp; pp = &(*pp)->next)
 		if (*pp == x) {
 			*pp = x->next;
@@ -345,12 +349,17 @@ static void on_end(struct cw *w, void *ud, const struct cw_status *st)
 	struct api_exec *x = ud;
 
 	x->call = NULL;
+	cw_timer_cancel(w, &x->start_tm);
 	fail_writes(x);
 	if (!x->started_sent && x->ready && (x->got_exit || x->emsg[0])) {
 		x->pid_done = true;	/* ended before it told its PID */
 		maybe_started(x);
 	}
-	if (!x->started_sent) {
+	if (!x->started_sent && x->start_late) {
+		say_started(x, -ETIMEDOUT, "the command did not start within "
+			    "the request timeout (no `ready` from the "
+			    "platform)");
+	} else if (!x->started_sent) {
 		say_started(x, st->err ? st->err : -EIO,
 			    st->err ? st->msg :
 			    "the command stream ended before `ready`");
@@ -366,6 +375,17 @@ static void on_end(struct cw *w, void *ud, const struct cw_status *st)
 }
 
 static const struct cw_stream_cbs stream_cbs = { on_msg, on_end, on_taken };
+
+static void start_late(struct cw *w, struct cw_timer *t)
+{
+	struct api_exec *x = (struct api_exec *)((char *)t -
+		offsetof(struct api_exec, start_tm));
+
+	if (x->started_sent || !x->call)
+		return;
+	x->start_late = true;
+	cw_stream_cancel(w, x->call);	/* on_end says started(ETIMEDOUT) */
+}
 
 static void start_run(struct cw *w, struct cw_work *wk)
 {
@@ -396,6 +416,8 @@ static void start_run(struct cw *w, struct cw_work *wk)
 		maybe_free(w, x);
 		return;
 	}
+	cw_timer_arm(w, &x->start_tm, cw_op_left(w, w->timeout_ms),
+		     start_late);
 	while (x->argv[n])
 		n++;
 	in.sandbox_id = x->id;

@@ -54,6 +54,7 @@ struct cw_call {
 	struct cw_status status;
 	bool got_status;
 	CURLcode rc;
+	int64_t op_deadline;	/* restored while done() runs */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -259,6 +260,13 @@ static struct cw_call *call_new(struct cw *w, const char *method,
 	if (!c)
 		return NULL;
 	c->w = w;
+	/* one bound per user operation: a step after the first gets what
+	 * is left of it */
+	if (deadline_ms > 0) {
+		deadline_ms = cw_op_left(w, deadline_ms);
+		c->op_deadline = cw_in_loop(w) && w->op_deadline ?
+			w->op_deadline : cw_now_ms() + deadline_ms;
+	}
 	snprintf(c->method, sizeof(c->method), "%s", method);
 	h = c->h = curl_easy_init();
 	if (!h) {
@@ -295,7 +303,9 @@ static struct cw_call *call_new(struct cw *w, const char *method,
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 	}
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)w->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(deadline_ms > 0 &&
+			 deadline_ms < w->timeout_ms ? deadline_ms :
+			 w->timeout_ms));
 	if (deadline_ms > 0)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)deadline_ms);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -500,6 +510,15 @@ static void finish_status(struct cw_call *c, CURLcode rc)
 			 "not a gRPC answer", c->http);
 	}
 	cw_err_map(st, rc);
+	/* one message while the platform cannot be reached, one when it
+	 * answers again */
+	if (st->err == -EHOSTUNREACH)
+		api_log_once("cwsandbox-unreachable", "cwsandbox: %s is "
+			     "unreachable (%s); further failures are counted "
+			     "quietly", c->w->base, st->msg);
+	else if (st->code >= 0)
+		api_log_clear("cwsandbox-unreachable", "cwsandbox: %s "
+			      "answers again", c->w->base);
 }
 
 void cw_rpc_done(struct cw *w, CURL *h, CURLcode rc)
@@ -537,7 +556,14 @@ void cw_rpc_done(struct cw *w, CURL *h, CURLcode rc)
 		if (w->trace)
 			fprintf(stderr, "sbxfs: cwsandbox: %s -> %d %s\n",
 				c->method, c->status.code, c->status.msg);
-		c->done(w, c->ud, &c->status, msg, len);
+		{
+			/* follow-up calls belong to the same operation */
+			int64_t saved = w->op_deadline;
+
+			w->op_deadline = c->op_deadline;
+			c->done(w, c->ud, &c->status, msg, len);
+			w->op_deadline = saved;
+		}
 		call_free(w, c);
 		return;
 	}
