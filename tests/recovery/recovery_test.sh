@@ -5,7 +5,9 @@
 # usage: recovery_test.sh [SBXFS_BINARY]        (prints "N passed, N failed")
 #
 # Points: mid-mkdir (a range of delays after the mkdir starts), mid-verb
-# (pause, stop), mid-cp (a file being written).  After each kill and
+# (pause, stop), mid-cp (a file being written), with jobs running (one
+# ends while sbxfs is down, one keeps running: status, wait, spooled
+# output and kill after the remount; no job monitor left behind).  After each kill and
 # remount: every sandbox the mount lists is "running" only if its init is
 # alive on the host (and "stopped"/"paused" only if it is not running), no
 # sandbox reads "creating" or "failed" when a live init exists, no sandbox
@@ -80,6 +82,11 @@ cg_live() {
 		done
 	done
 	[ "$n" -gt 0 ]
+}
+
+cg_pids() {
+	cat /sys/fs/cgroup/freezer/sbxfs/*-"$1"/cgroup.procs \
+		/sys/fs/cgroup/sbxfs/*-"$1"/cgroup.procs 2>/dev/null
 }
 
 # Compare the mount with the host.  Every sandbox an interrupted create
@@ -168,6 +175,87 @@ cmp -n "${sz:-0}" "$T/big" "$MNT/$v/fs/root/big" >/dev/null 2>&1 &&
 	ko "interrupted cp left wrong bytes"
 cp "$T/big" "$MNT/$v/fs/root/big" && cmp -s "$T/big" "$MNT/$v/fs/root/big" &&
 	ok "cp again after the remount" || ko "cp after the remount"
+
+# jobs: kill -9 with one job that finishes while sbxfs is down (exit 7,
+# output on both streams) and one that keeps running; after the remount
+# proc/ has both back with status, wait, output and kill, and no monitor
+# is left once they are removed.
+until_ok() { # tries (0.05 s apart), command...
+	local n=$1
+	shift
+	for _ in $(seq "$n"); do "$@" && return 0; sleep 0.05; done
+	return 1
+}
+# processes forked from a sbxfs of this test other than the mount itself
+monitors() {
+	local p n=0
+	for p in $(pgrep -f "local:$DATA"); do
+		[ "$p" = "${SPID:-}" ] || n=$((n + 1))
+	done
+	echo "$n"
+}
+J=$MNT/$v/proc
+JD=$DATA/sandboxes/$v/jobs
+if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
+	echo 'echo early; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late; echo oops >&2; exit 7' >"$J/j1/cmd" &&
+	echo 'exec sleep 300' >"$J/j2/cmd"; then
+	read -r line <"$J/j1/stdout"
+	[ "$line" = early ] &&
+		ok "job output before the crash" || ko "job output before the crash"
+	crash
+	j2pid=$(cg_pids "$v" | while read -r p; do
+		[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" = "sleep 300 " ] &&
+			echo "$p"
+	done | head -1)
+	touch "$DATA/sandboxes/$v/root/tmp/go"
+	until_ok 200 test -f "$JD/j1/exit" &&
+		[ "$(cat "$JD/j1/exit")" = 7 ] &&
+		ok "exit 7 recorded on the host while no sbxfs runs" ||
+		ko "exit status while down: $(cat "$JD/j1/exit" 2>&1)"
+	grep -q late "$JD/j1/out.spool" 2>/dev/null &&
+		ok "output while down spooled in the data dir" ||
+		ko "no spool: $(ls "$JD/j1" 2>&1)"
+	start
+	[ "$(ls "$J" 2>/dev/null | tr '\n' ' ')" = "j1 j2 " ] &&
+		ok "proc/ lists the jobs after the remount" ||
+		ko "proc/ after the remount: $(ls "$J" 2>&1)"
+	[ "$(head -1 "$J/j1/status" 2>/dev/null)" = exited ] &&
+		ok "status of the job that ended while down" ||
+		ko "status: $(head -1 "$J/j1/status" 2>&1)"
+	[ "$(timeout 10 cat "$J/j1/wait" 2>/dev/null)" = 7 ] &&
+		ok "wait gives the true exit code" ||
+		ko "wait: $(timeout 10 cat "$J/j1/wait" 2>&1)"
+	[ "$(timeout 10 cat "$J/j1/stdout" 2>/dev/null)" = late ] &&
+		[ "$(timeout 10 cat "$J/j1/stderr" 2>/dev/null)" = oops ] &&
+		ok "stdout and stderr written while down" ||
+		ko "output: $(timeout 10 cat "$J/j1/stdout" "$J/j1/stderr" 2>&1)"
+	grep -q "sleep 300" "$J/j1/status" "$J/j2/status" 2>/dev/null &&
+		[ "$(head -1 "$J/j2/status" 2>/dev/null)" = running ] &&
+		[ -n "$j2pid" ] && kill -0 "$j2pid" 2>/dev/null &&
+		ok "the running job is running, cmd kept" ||
+		ko "running job: $(head -3 "$J/j2/status" 2>&1) host pid ${j2pid:-none}"
+	echo kill >"$J/j2/ctl" 2>/dev/null
+	w=$(timeout 10 cat "$J/j2/wait" 2>/dev/null)
+	# gone, or the zombie kept until rmdir
+	st=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$j2pid/stat" 2>/dev/null)
+	{ [ "$w" = 137 ] || [ "$w" = 143 ]; } && { [ -z "$st" ] || [ "$st" = Z ]; } &&
+		ok "kill of a recovered job ($w)" || ko "kill: wait '$w'"
+	rmdir "$J/j1" "$J/j2"
+	until_ok 100 test "$(monitors)" = 0 && until_ok 100 test ! -e "$JD/j1" &&
+		until_ok 100 test ! -e "$JD/j2" &&
+		ok "no monitor or job directory left after rmdir" ||
+		ko "left: $(monitors) monitors, $(ls "$JD" 2>&1)"
+	# a job still running when its sandbox is destroyed while no mount
+	# looked at proc/: the monitor goes with the sandbox
+	mkdir "$J/j3" && echo 'exec sleep 300' >"$J/j3/cmd"
+	crash
+	start && rmdir "$MNT/$v" 2>/dev/null
+	until_ok 200 test "$(monitors)" = 0 &&
+		ok "destroy ends the monitors of unattached jobs" ||
+		ko "destroy left $(monitors) monitors"
+else
+	ko "jobs: $(cat "$MNT/$v/err" 2>/dev/null)"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
