@@ -24,13 +24,20 @@
 #define NBUCKETS (1u << 16)
 #define CACHE_N 16
 #define NAME_MAX_LEN 255
+#define FS_PATH_LIMIT (16 * PATH_MAX)
+#define OP_NO_CHOWN 0x80000000u /* op->flags: a link keeps its owner */
 
 struct node {
 	uint64_t id;
 	unsigned slot, gen;
 	char *path;	  /* NULL once unlinked or replaced */
 	uint64_t nlookup;
-	struct node *next_id, *next_path;
+	/* the object's own inode on the backend, and the inode number we
+	 * show: hard links show the same number, as on a disk */
+	dev_t hdev;
+	ino_t hino;	  /* 0: not keyed */
+	uint64_t rino;	  /* shown st_ino; 0: fs_ino_file(id) */
+	struct node *next_id, *next_path, *next_host;
 };
 
 struct lent {
@@ -49,7 +56,7 @@ struct listing {
 struct fs_files {
 	pthread_mutex_t mu;
 	uint64_t next_id;
-	struct node **by_id, **by_path;
+	struct node **by_id, **by_path, **by_host;
 	struct listing *cache[CACHE_N];
 };
 
@@ -87,6 +94,116 @@ static struct node *node_by_path(struct fs_files *f, unsigned slot,
 		      strcmp(n->path, path) == 0))
 		n = n->next_path;
 	return n;
+}
+
+static unsigned h_host(unsigned slot, unsigned gen, dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15ull) ^
+		     ((uint64_t)dev << 7) ^ slot ^ ((uint64_t)gen << 16);
+
+	return (unsigned)((h ^ (h >> 29)) % NBUCKETS);
+}
+
+static void unhash_host(struct fs_files *f, struct node *n)
+{
+	if (!n->hino)
+		return;
+	struct node **pp = &f->by_host[h_host(n->slot, n->gen, n->hdev,
+					      n->hino)];
+
+	while (*pp && *pp != n)
+		pp = &(*pp)->next_host;
+	if (*pp)
+		*pp = n->next_host;
+	n->next_host = NULL;
+	n->hino = 0;
+}
+
+/* The st_ino to show for node n whose object the backend describes as
+ * st.  Each node shows its own number, except that a second name of a
+ * file with more than one link shows the number the first one shows
+ * (found by the backend's device+inode among the live named nodes of the
+ * same sandbox), so `ls -i`, tar, cp -a and du see hard links as one. */
+static fuse_ino_t node_ino(struct fs_files *f, struct node *n,
+			   const struct stat *st)
+{
+	if (!S_ISDIR(st->st_mode) && st->st_ino &&
+	    (n->hino != st->st_ino || n->hdev != st->st_dev)) {
+		unhash_host(f, n);
+		n->rino = 0;
+		unsigned b = h_host(n->slot, n->gen, st->st_dev, st->st_ino);
+		if (st->st_nlink > 1) {
+			struct node *m = f->by_host[b];
+
+			while (m && !(m->slot == n->slot &&
+				      m->gen == n->gen && m->path &&
+				      m->hino == st->st_ino &&
+				      m->hdev == st->st_dev))
+				m = m->next_host;
+			if (m)
+				n->rino = m->rino ? m->rino
+						  : fs_ino_file(m->id);
+		}
+		n->hdev = st->st_dev;
+		n->hino = st->st_ino;
+		n->next_host = f->by_host[b];
+		f->by_host[b] = n;
+	}
+	return n->rino ? n->rino : fs_ino_file(n->id);
+}
+
+#define SIB_MAX 16
+
+/* Up to SIB_MAX inodes of the other live nodes naming the same backend
+ * object as n (its other hard links the kernel knows). */
+static size_t node_siblings(struct fs_files *f, const struct node *n,
+			    fuse_ino_t *out)
+{
+	size_t k = 0;
+
+	if (!n || !n->hino)
+		return 0;
+	for (struct node *m = f->by_host[h_host(n->slot, n->gen, n->hdev,
+						 n->hino)];
+	     m && k < SIB_MAX; m = m->next_host)
+		if (m != n && m->slot == n->slot && m->gen == n->gen &&
+		    m->hino == n->hino && m->hdev == n->hdev)
+			out[k++] = fs_ino_file(m->id);
+	return k;
+}
+
+/* Each name of a hard-linked file is its own inode to the kernel: when
+ * one changes the object (link, unlink, chmod, a write), the others'
+ * cached attributes are dropped so they show the new link count, mode and
+ * times at once, as one inode on a disk would.  Call without files->mu. */
+static void inval_attrs(struct fs *fs, const fuse_ino_t *inos, size_t k)
+{
+	for (size_t i = 0; i < k && fs->se; i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], -1, 0);
+}
+
+/* inval_attrs for the siblings of the node of FUSE inode ino. */
+static void inval_siblings(struct fs *fs, fuse_ino_t ino)
+{
+	fuse_ino_t sib[SIB_MAX];
+
+	pthread_mutex_lock(&fs->files->mu);
+	size_t k = node_siblings(fs->files,
+				 node_by_id(fs->files, fs_ino_file_id(ino)),
+				 sib);
+	pthread_mutex_unlock(&fs->files->mu);
+	inval_attrs(fs, sib, k);
+}
+
+/* node_ino for a node by its FUSE inode; ino itself when it is gone. */
+static fuse_ino_t shown_ino(struct fs_files *f, fuse_ino_t ino,
+			    const struct stat *st)
+{
+	pthread_mutex_lock(&f->mu);
+	struct node *n = node_by_id(f, fs_ino_file_id(ino));
+	fuse_ino_t r = n ? node_ino(f, n, st) : ino;
+	pthread_mutex_unlock(&f->mu);
+	return r;
 }
 
 static void unhash_path(struct fs_files *f, struct node *n)
@@ -151,6 +268,7 @@ static void node_unref(struct fs_files *f, struct node *n, uint64_t refs)
 	if (*pp)
 		*pp = n->next_id;
 	unhash_path(f, n);
+	unhash_host(f, n);
 	free(n);
 }
 
@@ -267,9 +385,11 @@ int fs_files_init(struct fs *fs)
 		return -ENOMEM;
 	f->by_id = calloc(NBUCKETS, sizeof *f->by_id);
 	f->by_path = calloc(NBUCKETS, sizeof *f->by_path);
-	if (!f->by_id || !f->by_path) {
+	f->by_host = calloc(NBUCKETS, sizeof *f->by_host);
+	if (!f->by_id || !f->by_path || !f->by_host) {
 		free(f->by_id);
 		free(f->by_path);
+		free(f->by_host);
 		free(f);
 		return -ENOMEM;
 	}
@@ -300,6 +420,7 @@ void fs_files_free(struct fs *fs)
 		listing_free(f->cache[i]);
 	free(f->by_id);
 	free(f->by_path);
+	free(f->by_host);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
 	fs->files = NULL;
@@ -476,7 +597,9 @@ static char *path_join(const char *dir, const char *name, int *err)
 	size_t dl = strlen(dir), nl = strlen(name);
 	char *p;
 
-	if (nl > NAME_MAX_LEN || dl + nl + 2 > PATH_MAX) {
+	/* deeper than PATH_MAX is fine (processes get there by relative
+	 * paths); the bound only caps the memory one node's path takes */
+	if (nl > NAME_MAX_LEN || dl + nl + 2 > FS_PATH_LIMIT) {
 		*err = -ENAMETOOLONG;
 		return NULL;
 	}
@@ -549,16 +672,22 @@ static void fill_entry(struct op *o, const struct stat *st,
 		       struct fuse_entry_param *e, bool *ok)
 {
 	struct fs_files *f = o->fs->files;
+	fuse_ino_t sib[SIB_MAX];
+	size_t k = 0;
 
 	memset(e, 0, sizeof *e);
 	pthread_mutex_lock(&f->mu);
 	struct node *n = node_get(f, o->slot, o->gen, o->path, 1);
-	if (n)
-		e->ino = fs_ino_file(n->id);
-	pthread_mutex_unlock(&f->mu);
-	*ok = n != NULL;
 	e->attr = *st;
-	e->attr.st_ino = e->ino;
+	if (n) {
+		e->ino = fs_ino_file(n->id);
+		e->attr.st_ino = node_ino(f, n, st);
+		if (o->flags & OP_NO_CHOWN) /* a new hard link */
+			k = node_siblings(f, n, sib);
+	}
+	pthread_mutex_unlock(&f->mu);
+	inval_attrs(o->fs, sib, k);
+	*ok = n != NULL;
 	e->attr_timeout = e->entry_timeout = o->fs->opts.attr_timeout;
 }
 
@@ -601,7 +730,7 @@ static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 	if (o->kind == OP_ATTR) {
 		struct stat a = *st;
 
-		a.st_ino = o->ino;
+		a.st_ino = shown_ino(o->fs->files, o->ino, st);
 		fuse_reply_attr(o->req, &a, o->fs->opts.attr_timeout);
 		op_free(o);
 	} else if (o->kind == OP_CREATE) {
@@ -667,15 +796,12 @@ static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	/* The parent's path is the child's up to its last slash. */
 	char *slash = strrchr(o->path, '/');
-	char dir[PATH_MAX];
-	if (slash == o->path)
-		snprintf(dir, sizeof dir, "/");
-	else
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - o->path),
-			 o->path);
+	char keep = slash[slash == o->path];
+	slash[slash == o->path] = '\0';
 	pthread_mutex_lock(&o->fs->files->mu);
-	hit = cache_find(o->fs, o->slot, o->gen, dir, name, &st);
+	hit = cache_find(o->fs, o->slot, o->gen, o->path, name, &st);
 	pthread_mutex_unlock(&o->fs->files->mu);
+	slash[slash == o->path] = keep;
 	if (hit > 0) {
 		reply_entry(o, &st);
 		return;
@@ -729,7 +855,7 @@ static void fstat_cb(void *ud, int err, const char *msg,
 	} else {
 		struct stat a = *st;
 
-		a.st_ino = c->ino;
+		a.st_ino = shown_ino(c->fs->files, c->ino, st);
 		fuse_reply_attr(c->req, &a, c->fs->opts.attr_timeout);
 	}
 	of_put(c->of);
@@ -795,6 +921,7 @@ static void setattr_cb(void *ud, int err, const char *msg)
 		op_fail(o, err, msg, "setattr");
 		return;
 	}
+	inval_siblings(o->fs, o->ino);
 	do_stat(o, OP_ATTR);
 }
 
@@ -957,7 +1084,6 @@ static void f_readlink(fuse_req_t req, fuse_ino_t ino)
 /* ---- namespace changes -------------------------------------------------- */
 
 /* mkdir, symlink: done, then describe the new entry. */
-#define OP_NO_CHOWN 0x80000000u /* op->flags: a link keeps its owner */
 
 static void owned_cb(void *ud, int err, const char *msg)
 {
@@ -1100,11 +1226,15 @@ static void removed_cb(void *ud, int err, const char *msg)
 		op_fail(o, err, msg, "remove");
 		return;
 	}
+	fuse_ino_t sib[SIB_MAX];
+	size_t k;
 	pthread_mutex_lock(&f->mu);
 	struct node *n = node_by_path(f, o->slot, o->gen, o->path);
+	k = node_siblings(f, n, sib); /* their link count dropped */
 	if (n)
 		unhash_path(f, n);
 	pthread_mutex_unlock(&f->mu);
+	inval_attrs(o->fs, sib, k);
 	fuse_reply_err(o->req, 0);
 	op_free(o);
 }
@@ -1444,8 +1574,10 @@ static void f_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	/* Always asked: a remote backend writes back what any descriptor
 	 * of the file left dirty (free when nothing is). */
-	if (io->of->dirty)
+	if (io->of->dirty) {
 		invalidate(io->fs, io->of->slot);
+		inval_siblings(io->fs, io->of->ino);
+	}
 	io->of->dirty = false;
 	api_file_flush(io->fs->be, io->of->f, done_cb, io);
 }
@@ -1578,11 +1710,12 @@ static void dir_reply(struct op *o)
 			p = path_join(d->path, name, &err);
 			pthread_mutex_lock(&f->mu);
 			nd = p ? node_get(f, d->slot, d->gen, p, 1) : NULL;
+			if (nd)
+				e.attr.st_ino = node_ino(f, nd, &st);
 			pthread_mutex_unlock(&f->mu);
 			free(p);
 			if (nd) {
 				e.ino = fs_ino_file(nd->id);
-				e.attr.st_ino = e.ino;
 				e.attr_timeout = e.entry_timeout =
 					fs->opts.attr_timeout;
 			}

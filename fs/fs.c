@@ -133,12 +133,17 @@ static void d_init(void *ud, struct fuse_conn_info *conn)
 	 * drop cached pages when mtime/size move. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
-	/* Write-back caching for files that live on this machine: writes
-	 * gather in the page cache and reach us in big requests.  Remote
-	 * backends keep it off: their shared cached copy (api/rfile.c)
+	/* Write-back caching (writes gather in the page cache and reach us
+	 * in big requests) only on request, SBXFS_WRITEBACK=1: with it the
+	 * kernel trusts its own size and mtime of a cached regular file
+	 * over ours for as long as the inode lives, so a file a sandbox
+	 * process grows or truncates would keep its old size through the
+	 * mount, and so would the other names of a hard-linked file.
+	 * Remote backends never: their shared cached copy (api/rfile.c)
 	 * decides O_APPEND and sizes itself. */
 	fs->page_cache = api_has(fs->be, API_CAP_RANDOM_WRITE);
-	if (fs->page_cache && !getenv("SBXFS_NO_WRITEBACK") &&
+	if (fs->page_cache && getenv("SBXFS_WRITEBACK") &&
+	    !strcmp(getenv("SBXFS_WRITEBACK"), "1") &&
 	    (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		fs->writeback = true;

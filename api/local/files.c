@@ -64,6 +64,31 @@ static void f_own(const struct fop *op, int dirfd, const char *name)
 			 AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH));
 }
 
+/* The kernel applied the caller's umask already; ours (sbxfs's own) must
+ * not take more bits away, and a chown by f_own clears set-ID bits: give
+ * what we made exactly the mode asked for (a directory keeps the set-GID
+ * bit it inherits).  `name` is a single component, never followed. */
+static void f_mode(int dirfd, const char *name, mode_t mode)
+{
+	char fp[64];
+	struct stat st;
+	int fd = *name ? openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+		       : dirfd;
+
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && !S_ISLNK(st.st_mode)) {
+		mode &= 07777;
+		if (S_ISDIR(st.st_mode))
+			mode |= st.st_mode & S_ISGID;
+		snprintf(fp, sizeof(fp), "/proc/self/fd/%d", fd);
+		if ((st.st_mode & 07777) != mode)
+			(void)chmod(fp, mode);
+	}
+	if (fd != dirfd)
+		close(fd);
+}
+
 /* ---- root descriptors, cached per sandbox ------------------------------
  *
  * Every file operation starts from a descriptor of the sandbox's merged
@@ -227,21 +252,19 @@ static void f_done(struct fop *op)
 	op->rootfd = -1;
 }
 
-static int f_resolve(int rootfd, const char *path, int flags, mode_t mode)
+static int f_openat2(int dirfd, const char *path, int flags, mode_t mode,
+		     unsigned long long resolve)
 {
 	struct open_how how = {
 		.flags = (unsigned long long)(flags | O_CLOEXEC),
 		.mode = (flags & O_CREAT) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
-			   RESOLVE_NO_XDEV,
+		.resolve = resolve | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
 	int fd;
 
-	if (!path || !*path)
-		path = "/";
 	/* EAGAIN: a concurrent rename raced a ".." walk; just retry */
 	for (int i = 0; i < 16; i++) {
-		fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 		if (fd >= 0)
 			return fd;
 		if (errno != EAGAIN)
@@ -250,34 +273,109 @@ static int f_resolve(int rootfd, const char *path, int flags, mode_t mode)
 	return -errno;
 }
 
-/* Split "/a/b/c/" into parent "/a/b" and name "c". */
-static int f_split(const char *path, char *parent, size_t plen, char *name,
-		   size_t nlen)
+/* Longest prefix of `p` (at most `max` bytes, ending before a slash) that
+ * can be walked in one call; 0 when one name alone is too long. */
+static size_t f_chunk(const char *p, size_t max)
+{
+	size_t cut = max;
+
+	while (cut > 0 && p[cut] != '/')
+		cut--;
+	return cut;
+}
+
+/* Open `path` inside the sandbox root.  A path the kernel takes in one
+ * call is resolved with RESOLVE_IN_ROOT from the root.  A longer one (a
+ * tree deeper than PATH_MAX, which sandbox processes reach through
+ * relative paths) is walked in pieces: the first piece in the root, each
+ * next one RESOLVE_BENEATH the directory reached so far, which can only
+ * be a directory of the same overlay, so nothing escapes either way; a
+ * symlink in a later piece that points above that directory or to an
+ * absolute target answers ENAMETOOLONG (it would need the whole path). */
+static int f_resolve(int rootfd, const char *path, int flags, mode_t mode)
+{
+	const unsigned long long in_root = RESOLVE_IN_ROOT;
+	size_t len, cut;
+	int dfd, fd;
+
+	if (!path || !*path)
+		path = "/";
+	len = strlen(path);
+	if (len < PATH_MAX)
+		return f_openat2(rootfd, path, flags, mode, in_root);
+	char *buf = strdup(path);
+	if (!buf)
+		return -ENOMEM;
+	cut = f_chunk(buf, PATH_MAX - 1);
+	if (!cut) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
+	buf[cut] = '\0';
+	dfd = f_openat2(rootfd, buf, O_PATH | O_DIRECTORY, 0, in_root);
+	const char *rest = buf + cut + 1;
+	while (dfd >= 0) {
+		while (*rest == '/')
+			rest++;
+		if (strlen(rest) < PATH_MAX) {
+			fd = f_openat2(dfd, *rest ? rest : ".", flags, mode,
+				       RESOLVE_BENEATH);
+			close(dfd);
+			free(buf);
+			return fd == -EXDEV ? -ENAMETOOLONG : fd;
+		}
+		cut = f_chunk(rest, PATH_MAX - 1);
+		if (!cut) {
+			close(dfd);
+			free(buf);
+			return -ENAMETOOLONG;
+		}
+		((char *)rest)[cut] = '\0';
+		fd = f_openat2(dfd, rest, O_PATH | O_DIRECTORY, 0,
+			       RESOLVE_BENEATH);
+		close(dfd);
+		dfd = fd == -EXDEV ? -ENAMETOOLONG : fd;
+		rest += cut + 1;
+	}
+	free(buf);
+	return dfd;
+}
+
+/* Split "/a/b/c/" into parent "/a/b" (malloc'd) and name "c". */
+static int f_split(const char *path, char **parentp, char *name, size_t nlen)
 {
 	size_t n = path ? strlen(path) : 0;
 	const char *slash;
+	char *parent;
 
+	*parentp = NULL;
 	while (n > 0 && path[n - 1] == '/')
 		n--;
 	if (n == 0)
 		return -EBUSY; /* the root itself */
-	if (n >= plen)
-		return -ENAMETOOLONG;
+	parent = malloc(n + 2);
+	if (!parent)
+		return -ENOMEM;
 	memcpy(parent, path, n);
 	parent[n] = '\0';
 	slash = strrchr(parent, '/');
 	const char *base = slash ? slash + 1 : parent;
-	if (strlen(base) >= nlen || strlen(base) > NAME_MAX)
+	if (strlen(base) >= nlen || strlen(base) > NAME_MAX) {
+		free(parent);
 		return -ENAMETOOLONG;
+	}
 	memmove(name, base, strlen(base) + 1);
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
+	if (!strcmp(name, ".") || !strcmp(name, "..")) {
+		free(parent);
 		return -EINVAL;
+	}
 	if (!slash)
-		snprintf(parent, plen, "/");
+		snprintf(parent, n + 2, "/");
 	else if (slash == parent)
 		parent[1] = '\0';
 	else
 		*(char *)slash = '\0';
+	*parentp = parent;
 	return 0;
 }
 
@@ -285,12 +383,14 @@ static int f_split(const char *path, char *parent, size_t plen, char *name,
 static int f_parent(struct fop *op, const char *path, char *name,
 		    size_t nlen)
 {
-	char parent[PATH_MAX];
-	int err = f_split(path, parent, sizeof(parent), name, nlen);
+	char *parent;
+	int err = f_split(path, &parent, name, nlen);
 
 	if (err)
 		return err;
-	return f_resolve(op->rootfd, parent, O_PATH | O_DIRECTORY, 0);
+	err = f_resolve(op->rootfd, parent, O_PATH | O_DIRECTORY, 0);
+	free(parent);
+	return err;
 }
 
 static const char *f_msg(struct fop *op, const char *what, const char *path,
@@ -416,9 +516,21 @@ void local_file_open(struct api_backend *be, const char *id,
 
 	if (err)
 		goto out;
-	/* O_NONBLOCK: a FIFO must not hang the caller; cleared below */
+	/* O_NONBLOCK: a FIFO must not hang the caller; cleared below.
+	 * A create is tried exclusive first, so we know whether we made
+	 * the file (its owner and mode are then ours to set). */
+	int oflags = (flags & allowed) | O_NOCTTY | O_NONBLOCK;
+	bool created = false;
 	fd = f_resolve(op.rootfd, path,
-		       (flags & allowed) | O_NOCTTY | O_NONBLOCK, mode & 07777);
+		       (flags & O_CREAT) ? oflags | O_EXCL : oflags,
+		       mode & 07777);
+	if (fd >= 0)
+		created = (flags & O_CREAT) != 0;
+	else if (fd == -EEXIST && !(flags & O_EXCL))
+		fd = f_resolve(op.rootfd, path, oflags & ~O_CREAT, 0);
+	if (fd == -ENOENT && (flags & O_CREAT) && !(flags & O_EXCL))
+		/* a dangling symlink: O_CREAT makes its target */
+		fd = f_resolve(op.rootfd, path, oflags, mode & 07777);
 	if (fd < 0) {
 		err = fd;
 		fd = -1;
@@ -429,8 +541,15 @@ void local_file_open(struct api_backend *be, const char *id,
 		goto out;
 	}
 	/* made just now by us (the sandbox never owns host uid 0) */
-	if ((flags & O_CREAT) && op.base && st.st_uid == 0)
+	if (created) {
 		f_own(&op, fd, "");
+		if (S_ISREG(st.st_mode) &&
+		    ((st.st_mode & 07777) != (mode & 07777) ||
+		     (op.base && (mode & 06000))))
+			(void)fchmod(fd, mode & 07777);
+	} else if ((flags & O_CREAT) && op.base && st.st_uid == 0) {
+		f_own(&op, fd, "");
+	}
 	if (S_ISDIR(st.st_mode)) {
 		err = -EISDIR;
 		goto out;
@@ -622,8 +741,11 @@ static void f_nsop(struct api_backend *be, const char *id, const char *path,
 	}
 	if (r)
 		err = -errno;
-	else if (kind == F_MKDIR || kind == F_SYMLINK || kind == F_MKNOD)
+	else if (kind == F_MKDIR || kind == F_SYMLINK || kind == F_MKNOD) {
 		f_own(&op, pfd, name);
+		if (kind != F_SYMLINK)
+			f_mode(pfd, name, mode);
+	}
 	close(pfd);
 out:
 	f_done(&op);
