@@ -605,6 +605,7 @@ struct list_call {
 	char msg[256];
 	struct api_sandbox *recs;
 	char **infos;
+	char **tags; /* copies of recs[i].tags */
 	size_t n;
 };
 
@@ -615,9 +616,12 @@ static void list_call_put(struct list_call *c)
 	pthread_mutex_unlock(&c->mu);
 	if (refs)
 		return;
-	for (size_t i = 0; i < c->n; i++)
+	for (size_t i = 0; i < c->n; i++) {
 		free(c->infos[i]);
+		free(c->tags[i]);
+	}
 	free(c->infos);
+	free(c->tags);
 	free(c->recs);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cond);
@@ -637,7 +641,8 @@ static void list_cb(void *ud, int err, const char *msg,
 	} else if (n) {
 		c->recs = calloc(n, sizeof *c->recs);
 		c->infos = calloc(n, sizeof *c->infos);
-		if (!c->recs || !c->infos) {
+		c->tags = calloc(n, sizeof *c->tags);
+		if (!c->recs || !c->infos || !c->tags) {
 			c->err = -ENOMEM;
 			snprintf(c->msg, sizeof c->msg, "out of memory");
 		} else {
@@ -647,6 +652,9 @@ static void list_cb(void *ud, int err, const char *msg,
 				c->infos[i] = sbs[i].info_json ?
 					strdup(sbs[i].info_json) : NULL;
 				c->recs[i].info_json = c->infos[i];
+				c->tags[i] = sbs[i].tags ?
+					strdup(sbs[i].tags) : NULL;
+				c->recs[i].tags = c->tags[i];
 			}
 		}
 	}
