@@ -520,6 +520,9 @@ out:
 
 static void wrenn_free(struct api_backend *be)
 {
+	/* queued small files land before the service thread stops */
+	if (be->priv)
+		api_rfile_drain(be, be->timeout);
 	wrenn_destroy(be->priv);
 	be->priv = NULL;
 }
@@ -544,7 +547,8 @@ const struct api_ops api_wrenn_ops = {
 		API_CAP_VERB(API_VERB_PING) |
 		API_CAP_VERB(API_VERB_SNAPSHOT) |
 		API_CAP_VERB(API_VERB_DESTROY) | API_CAP_FILES |
-		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_ALIAS,
+		API_CAP_EXEC | API_CAP_EXEC_STDIN | API_CAP_ALIAS |
+		API_CAP_TEMPLATES | API_CAP_PORTS,
 	.help = wrenn_help,
 	.init = wrenn_init,
 	.free = wrenn_free,
@@ -552,6 +556,9 @@ const struct api_ops api_wrenn_ops = {
 	.sb_get = wrenn_sb_get,
 	.sb_create = wrenn_sb_create,
 	.sb_verb = wrenn_sb_verb,
+	.tpl_list = wrenn_tpl_list,
+	.tpl_delete = wrenn_tpl_delete,
+	.sb_port = wrenn_sb_port,
 	.file_stat = wrenn_file_stat,
 	.file_readdir = wrenn_file_readdir,
 	.file_mkdir = wrenn_file_mkdir,

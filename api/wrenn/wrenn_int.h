@@ -213,6 +213,12 @@ void wrenn_sh(struct wrenn *w, const char *id, const char *script,
 void wrenn_sh_keep(struct wrenn *w, const char *id, const char *script,
 		   wrenn_sh_cb cb, void *ud);
 
+/* ---- features.c: MOUNT/templates/ and NAME/ports/PORT ---- */
+void wrenn_tpl_list(struct api_backend *be, api_tpl_fn cb, void *ud);
+void wrenn_tpl_delete(struct api_backend *be, const char *name,
+		      api_done_fn cb, void *ud);
+void wrenn_sb_port(struct api_backend *be, const char *id, unsigned port,
+		   api_str_fn cb, void *ud);
 /* ---- files.c ---- */
 
 /* Parse one FileEntry into st; returns the name or NULL if malformed. */

@@ -4,6 +4,10 @@
 #
 # usage: features_test.sh [SBXFS_BINARY]        (prints "N passed, N failed")
 #
+# With SBXFS_TEST_SOURCE=wrenn:URL (tools/with-server.sh: a private
+# sbxfs-server) the Wrenn part runs instead: templates through the
+# server's /v1/snapshots, the port proxy URL form, tags refused.
+#
 # Mounts sbxfs (local backend, a fresh data dir) in a temp dir and drives it
 # with shell tools, checking the sandbox side (meta.json and the template
 # store in the data dir, the forwarder's listener with ss, the request in
@@ -72,8 +76,9 @@ fails_with() { # fails_with TEXT CMD...: CMD fails and says TEXT
 }
 sbx() { timeout "${TMO:-60}" "$SBX" "$@"; }
 
+SOURCE=${SBXFS_TEST_SOURCE:-local:$DATA}
 start_sbxfs() {
-	"$BIN" -f "local:$DATA" "$MNT" >>"$T/sbxfs.log" 2>&1 &
+	"$BIN" -f "$SOURCE" "$MNT" >>"$T/sbxfs.log" 2>&1 &
 	SPID=$!
 	until_ok 10 mounted
 }
@@ -89,6 +94,47 @@ stop_sbxfs() { # unmount; sbxfs must exit 0 with no sanitizer report
 [ "$(id -u)" = 0 ] || { echo "features tests need root"; echo "0 passed, 1 failed"; exit 1; }
 if ! start_sbxfs; then
 	echo "cannot mount"; cat "$T/sbxfs.log"; echo "0 passed, 1 failed"; exit 1
+fi
+
+if [ "${SOURCE%%:*}" = wrenn ]; then
+	port=${SOURCE##*:}
+	check "MOUNT/ lists templates/, no .tags/ (no tags on Wrenn)" \
+		bash -c "ls -a '$MNT' | grep -qx templates && ! ls -a '$MNT' | grep -qx .tags"
+	check "new NAME tag=T: EOPNOTSUPP" \
+		fails_with "not supported" bash -c "echo 'new t1 tag=a' >'$MNT/ctl'"
+	check "  ... with a sentence in MOUNT/err" grep -q "no tags" "$MNT/err"
+	mkdir "$MNT/box" || cat "$MNT/err"
+	id=$(find "$MNT" -maxdepth 1 -type l -lname box -printf '%f\n' | head -1)
+	check "cat NAME/ports/8080 is the proxy URL (8080-$id.127.0.0.1:$port)" \
+		bash -c "[ \"\$(cat '$MNT/box/ports/8080')\" = 'http://8080-$id.127.0.0.1:$port' ]"
+	check "ls NAME/ports: nothing known" bash -c "[ -z \"\$(ls '$MNT/box/ports')\" ]"
+	check "NAME/ports/x: EINVAL" fails_with "Invalid argument" cat "$MNT/box/ports/x"
+	check "ls MOUNT/templates lists the platform's template" \
+		bash -c "ls '$MNT/templates' | grep -qx minimal"
+	check "rmdir of a platform template: refused" \
+		fails_with "ermi" rmdir "$MNT/templates/minimal"
+	echo "snapshot snapw" >"$MNT/box/ctl" 2>"$T/e" || cat "$T/e" "$MNT/box/err"
+	check "a snapshot shows in MOUNT/templates" \
+		bash -c "ls '$MNT/templates' | grep -qx snapw"
+	check "MOUNT/templates/snapw/info is the platform's record" \
+		bash -c "jq -e '.name == \"snapw\" and .type == \"snapshot\"' '$MNT/templates/snapw/info' >/dev/null"
+	when=$(stat -c %Y "$MNT/templates/snapw" 2>/dev/null)
+	check "ls -l shows its date" bash -c "[ \$(( \$(date +%s) - ${when:-0} )) -lt 600 ]"
+	echo "new box2 template=snapw" >"$MNT/ctl" 2>"$T/e" || cat "$T/e" "$MNT/err"
+	check "rmdir of a template in use: EBUSY" \
+		fails_with "busy" rmdir "$MNT/templates/snapw"
+	check "  ... with the server's reason in MOUNT/err" grep -q "in use" "$MNT/err"
+	rmdir "$MNT/box2"
+	check "rmdir MOUNT/templates/snapw deletes it" rmdir "$MNT/templates/snapw"
+	check "  ... gone from the listing" \
+		bash -c "! ls '$MNT/templates' | grep -qx snapw"
+	check "rmdir of an unknown template: ENOENT" \
+		fails_with "No such file" rmdir "$MNT/templates/nosuch"
+	rmdir "$MNT/box"
+	check "unmount: sbxfs exits 0, no sanitizer report" stop_sbxfs
+	echo "$pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
 fi
 
 # ---- the root -------------------------------------------------------------
