@@ -520,9 +520,6 @@ out:
 
 static void wrenn_free(struct api_backend *be)
 {
-	/* queued small files land before the service thread stops */
-	if (be->priv)
-		api_rfile_drain(be, be->timeout);
 	wrenn_destroy(be->priv);
 	be->priv = NULL;
 }
