@@ -258,6 +258,38 @@ else
 	ok "memory=12Q and pids=-1 refused"
 fi
 
+# the monitor of a proc/ job (the parent of its command, on the host) is
+# out of reach: not in the sandbox's PID namespace or cgroup, its socket
+# and the job directory not in the sandbox's file system
+if mkdir "$MNT/box/proc/mon" && echo 'exec sleep 60' >"$MNT/box/proc/mon/cmd"; then
+	jd=$DATA/sandboxes/box/jobs/mon
+	mon= cg=
+	for _ in $(seq 100); do
+		cg=$(grep -l "^sleep" $(for p in $(cat /sys/fs/cgroup/sbxfs/*-box/cgroup.procs \
+			/sys/fs/cgroup/freezer/sbxfs/*-box/cgroup.procs 2>/dev/null); do
+			echo "/proc/$p/comm"; done) 2>/dev/null | head -1)
+		[ -n "$cg" ] && break
+		sleep 0.05
+	done
+	[ -n "$cg" ] && mon=$(awk '{ sub(/.*\) /, ""); print $2 }' "${cg%/comm}/stat")
+	if [ -n "$mon" ] && [ -S "$jd/sock" ]; then
+		inside box 'kill -0 '"$mon"' 2>&1; test -e '"$jd"' && echo reachable; ls -l /proc/*/fd 2>/dev/null | grep -c "sock" ; cat /proc/$$/stat | cut -d" " -f4'
+		same_pid=$([ "$(readlink "/proc/$mon/ns/pid")" = "$(readlink /proc/self/ns/pid)" ] && echo y)
+		mon_cg=$(cat "/proc/$mon/cgroup")
+		printf '%s' "$out" | grep -q 'No such process' &&
+			! printf '%s' "$out" | grep -q reachable && [ "$same_pid" = y ] &&
+			! printf '%s' "$mon_cg" | grep -q -- "-box" &&
+			[ "$(stat -c %a "$jd")" = 700 ] &&
+			ok "job monitor (pid $mon) on the host side: invisible inside, its socket unreachable, not in the sandbox's cgroup, job dir 0700" ||
+			ko "job monitor exposed: $out / cgroup $mon_cg / dir $(stat -c %a "$jd")"
+	else
+		ko "job monitor not found (sleep ${cg:-none}, parent ${mon:-none})"
+	fi
+	rmdir "$MNT/box/proc/mon"
+else
+	ko "proc/mon: $(cat "$MNT/box/err" 2>/dev/null)"
+fi
+
 rmdir "$MNT/box"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
