@@ -348,7 +348,8 @@ const struct api_ops api_cwsandbox_ops = {
 	.name = "cwsandbox",
 	.caps = API_CAP_VERB(API_VERB_STOP) | API_CAP_VERB(API_VERB_DESTROY) |
 		API_CAP_VERB(API_VERB_PING) | API_CAP_EXEC |
-		API_CAP_EXEC_STDIN | API_CAP_ALIAS | API_CAP_FILES,
+		API_CAP_EXEC_STDIN | API_CAP_ALIAS | API_CAP_FILES |
+		API_CAP_TAGS,
 	.help =
 	"    cwsandbox[:URL]        CW Sandbox (gRPC); URL default\n"
 	"                           $CWSANDBOX_BASE_URL, else " CW_DEFAULT_BASE

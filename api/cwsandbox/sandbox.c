@@ -296,6 +296,37 @@ static const char *name_tag(const Sandbox *s)
 	return "";
 }
 
+/* The user's tags of s ("a,b", without the NAME tag) stored after the
+ * NUL of the malloc'd *json, so they live and die with it; out->tags and
+ * out->info_json point into it (API_CAP_TAGS). */
+static void tags_attach(const Sandbox *s, struct api_sandbox *out,
+			char **json)
+{
+	char tags[1024] = "";
+	size_t n = 0, jl;
+	char *j;
+
+	for (size_t i = 0; s->spec && i < s->spec->n_tags; i++) {
+		const char *t = s->spec->tags[i];
+
+		if (!t || !strncmp(t, NAME_TAG, strlen(NAME_TAG)) ||
+		    !api_tag_valid(t) || n + strlen(t) + 2 > sizeof(tags))
+			continue;
+		n += (size_t)snprintf(tags + n, sizeof(tags) - n, "%s%s",
+				      n ? "," : "", t);
+	}
+	if (!*json)
+		return;
+	jl = strlen(*json);
+	j = realloc(*json, jl + 1 + n + 1);
+	if (!j)
+		return;
+	memcpy(j + jl + 1, tags, n + 1);
+	*json = j;
+	out->info_json = j;
+	out->tags = j + jl + 1;
+}
+
 /* Fill out from s; info_json malloc'd into *json (caller frees). */
 static void to_api(const Sandbox *s, struct api_sandbox *out, char **json)
 {
@@ -310,6 +341,8 @@ static void to_api(const Sandbox *s, struct api_sandbox *out, char **json)
 		out->created = s->status->create_time->seconds;
 	*json = json ? cw_msg_json(&s->base) : NULL;
 	out->info_json = json ? *json : NULL;
+	if (json)
+		tags_attach(s, out, json);
 }
 
 /* ---- what this mount stopped or destroyed (loop only) -------------------- */

@@ -137,6 +137,28 @@ if [ "${SOURCE%%:*}" = wrenn ]; then
 	exit
 fi
 
+if [ "${SOURCE%%:*}" = cwsandbox ]; then
+	check "MOUNT/ lists .tags/, no templates/ (not served)" \
+		bash -c "ls -a '$MNT' | grep -qx .tags && ! ls -a '$MNT' | grep -qx templates"
+	echo "new cbox tag=team-a tag=blue" >"$MNT/ctl" 2>"$T/e" || cat "$T/e" "$MNT/err"
+	check "new NAME tag=T tag=U: .tags/T/NAME links to the sandbox" \
+		bash -c "[ \"\$(readlink '$MNT/.tags/team-a/cbox')\" = ../../cbox ]"
+	check "  ... and .tags/U/NAME" \
+		bash -c "[ \"\$(ls '$MNT/.tags/blue')\" = cbox ]"
+	check "  ... the tags are in the platform's record (info)" \
+		bash -c "grep -q team-a '$MNT/cbox/info'"
+	check "no NAME/ports/ (not served)" test ! -e "$MNT/cbox/ports"
+	check "new NAME tag=a:b: EINVAL" \
+		fails_with "Invalid argument" bash -c "echo 'new cbad tag=a:b' >'$MNT/ctl'"
+	rmdir "$MNT/cbox"
+	check "rmdir: the tag directory goes with it" \
+		until_ok 10 bash -c "! ls '$MNT/.tags' | grep -qx team-a"
+	check "unmount: sbxfs exits 0, no sanitizer report" stop_sbxfs
+	echo "$pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
+fi
+
 # ---- the root -------------------------------------------------------------
 check "MOUNT/ lists templates/ and .tags/" \
 	bash -c "ls -a '$MNT' | grep -qx templates && ls -a '$MNT' | grep -qx .tags"
