@@ -349,7 +349,7 @@ const struct api_ops api_cwsandbox_ops = {
 	.caps = API_CAP_VERB(API_VERB_STOP) | API_CAP_VERB(API_VERB_DESTROY) |
 		API_CAP_VERB(API_VERB_PING) | API_CAP_EXEC |
 		API_CAP_EXEC_STDIN | API_CAP_ALIAS | API_CAP_FILES |
-		API_CAP_TAGS,
+		API_CAP_TAGS | API_CAP_PORTS,
 	.help =
 	"    cwsandbox[:URL]        CW Sandbox (gRPC); URL default\n"
 	"                           $CWSANDBOX_BASE_URL, else " CW_DEFAULT_BASE
@@ -364,6 +364,8 @@ const struct api_ops api_cwsandbox_ops = {
 	.free = cw_free,
 	.sb_list = cw_sb_list,
 	.sb_get = cw_sb_get,
+	.sb_port = cw_sb_port,
+	.sb_ports = cw_sb_ports,
 	.sb_create = cw_sb_create,
 	.sb_verb = cw_sb_verb,
 	.file_stat = cw_file_stat,

@@ -149,6 +149,11 @@ void cw_err_details(struct cw_status *st, const char *b64, size_t len);
 /* ---- sandbox.c ---- */
 
 void cw_sb_list(struct api_backend *be, api_list_fn cb, void *ud);
+/* ports.c: NAME/ports/PORT from status.services (GetSandbox). */
+void cw_sb_port(struct api_backend *be, const char *id, unsigned port,
+		api_str_fn cb, void *ud);
+void cw_sb_ports(struct api_backend *be, const char *id, api_str_fn cb,
+		 void *ud);
 void cw_sb_get(struct api_backend *be, const char *id, api_sandbox_fn cb,
 	       void *ud);
 void cw_sb_create(struct api_backend *be, const char *name,

@@ -147,7 +147,15 @@ if [ "${SOURCE%%:*}" = cwsandbox ]; then
 		bash -c "[ \"\$(ls '$MNT/.tags/blue')\" = cbox ]"
 	check "  ... the tags are in the platform's record (info)" \
 		bash -c "grep -q team-a '$MNT/cbox/info'"
-	check "no NAME/ports/ (not served)" test ! -e "$MNT/cbox/ports"
+	echo "new cport port=8080" >"$MNT/ctl" 2>"$T/e" || cat "$T/e" "$MNT/err"
+	check "ls NAME/ports lists the port exposed at create" \
+		bash -c "[ \"\$(ls '$MNT/cport/ports')\" = 8080 ]"
+	check "NAME/ports/PORT not exposed: ENOENT" \
+		fails_with "No such file" cat "$MNT/cport/ports/9090"
+	check "  ... with a sentence in NAME/err" grep -q "port=9090" "$MNT/cport/err"
+	check "an exposed port the server gives no URL for: EAGAIN" \
+		fails_with "temporarily unavailable" cat "$MNT/cport/ports/8080"
+	rmdir "$MNT/cport"
 	check "new NAME tag=a:b: EINVAL" \
 		fails_with "Invalid argument" bash -c "echo 'new cbad tag=a:b' >'$MNT/ctl'"
 	rmdir "$MNT/cbox"
