@@ -394,6 +394,18 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	child_fail(st, ST_EXEC, errno);
 }
 
+/* B forked inside the sandbox's PID namespace (by a monitor): joins the
+ * other namespaces and the root, then as child_b. */
+static __attribute__((noreturn)) void child_b_enter(const struct spawn *sp)
+{
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (syscall(SYS_setns, sp->pidfd, sp->nsflags & ~CLONE_NEWPID) < 0)
+		child_fail(sp->stw, ST_SETNS, errno);
+	if (fchdir(sp->rootfd) < 0 || chroot(".") < 0)
+		child_fail(sp->stw, ST_ROOT, errno);
+	child_b(sp);
+}
+
 /* A: joins the namespaces, clones B as our sibling (CLONE_PARENT). */
 static __attribute__((noreturn)) void child_a(const struct spawn *sp)
 {
@@ -721,31 +733,33 @@ static __attribute__((noreturn)) void shim_main(const struct shim_start *a)
 			  .dir = a->dir, .pipe = { a->out, a->err },
 			  .sp = { -1, -1 }, .pidfd = -1, .name = a->name };
 	struct shim_msg m = { .type = M_REC, .a = -1, .b = EIO };
-	struct st_rec rec;
 	pid_t p;
 	int keep[7], fd, wst;
-	ssize_t n;
 
 	p = fork();
 	if (p != 0)
 		_exit(p < 0 ? 1 : 0);
 	setsid();
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	p = fork();
-	if (p == 0)
-		child_a(a->sp);
-	close(a->sp->stw);
-	if (p > 0) {
-		do
-			n = read(a->st, &rec, sizeof(rec));
-		while (n < 0 && errno == EINTR);
-		while (waitpid(p, &wst, 0) < 0 && errno == EINTR)
-			;
-		if (n == (ssize_t)sizeof(rec)) {
-			m.a = rec.stage;
-			m.b = rec.val;
+	/* No helper A here: S joins only the sandbox's PID namespace for
+	 * its children (setns(CLONE_NEWPID) leaves S itself in the host's),
+	 * so B is born inside it as S's child and joins the rest itself. */
+	if (syscall(SYS_setns, a->sp->pidfd, CLONE_NEWPID) < 0) {
+		m.b = errno;
+		m.a = ST_SETNS;
+	} else {
+		p = fork();
+		if (p == 0)
+			child_b_enter(a->sp);
+		if (p < 0) {
+			m.b = errno;
+			m.a = ST_CLONE;
+		} else {
+			m.a = ST_PID;
+			m.b = p;
 		}
 	}
+	close(a->sp->stw);
 	if (m.a == ST_PID) {
 		s.b = m.b;
 		s.pidfd = (int)syscall(SYS_pidfd_open, s.b, 0);
