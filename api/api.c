@@ -948,6 +948,16 @@ void api_file_flush(struct api_backend *be, struct api_file *f,
 	be->ops->file_flush(be, f, cb, ud);
 }
 
+void api_file_fsync(struct api_backend *be, struct api_file *f,
+		    api_done_fn cb, void *ud)
+{
+	if (be->rf) {
+		api_rfile_fsync(be, f, cb, ud);
+		return;
+	}
+	api_file_flush(be, f, cb, ud);
+}
+
 void api_file_close(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud)
 {

@@ -453,6 +453,10 @@ void api_file_read(struct api_backend *be, struct api_file *f, off_t off,
 		   size_t size, api_data_fn cb, void *ud);
 void api_file_write(struct api_backend *be, struct api_file *f, off_t off,
 		    const void *buf, size_t len, api_size_fn cb, void *ud);
+/* fsync(2): like api_file_flush, but a remote backend that defers small
+ * files' write-back (api/rfile.h) writes this one back now and waits. */
+void api_file_fsync(struct api_backend *be, struct api_file *f,
+		    api_done_fn cb, void *ud);
 void api_file_flush(struct api_backend *be, struct api_file *f,
 		    api_done_fn cb, void *ud);
 void api_file_close(struct api_backend *be, struct api_file *f,

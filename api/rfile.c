@@ -22,7 +22,16 @@ enum rw_kind {
 	RW_OPEN,
 	RW_STORE, /* launch a write-back (n, path, fd in flags, len, sa) */
 	RW_SETATTR, /* launch an attribute-only write-back */
+	RW_BATCH, /* launch a batch (w->batch) */
 };
+
+/* Small-file batching: at most this many files, content bytes, script
+ * bytes (the script is one argv string: Linux caps one at 128 KiB) per
+ * batch; a queue idle this long is sent. */
+#define BATCH_N 512
+#define BATCH_BYTES (16u << 20)
+#define BATCH_SCRIPT 60000
+#define BATCH_IDLE_NS 30000000LL
 
 struct rf_node;
 
@@ -30,7 +39,10 @@ struct rf_node;
 struct rf_handle {
 	struct rf_node *n;
 	int flags;
+	uint64_t eseq; /* deferred errors of the sandbox seen up to here */
 };
+
+struct rf_batch;
 
 /* Something waiting on a node, or a completion to run unlocked. */
 struct rf_wait {
@@ -54,6 +66,8 @@ struct rf_wait {
 	unsigned flags;
 	mode_t mode;
 	struct api_setattr sa;
+	bool deferred; /* store: no close/fsync waits on its result */
+	struct rf_batch *batch;
 };
 
 struct rf_node {
@@ -63,6 +77,9 @@ struct rf_node {
 	char *path;	   /* NULL once unlinked or replaced */
 	int opens;	   /* descriptors */
 	bool fetching, storing;
+	bool queued;   /* waits in the batch queue (closed, dirty) */
+	bool in_batch; /* its store is part of a batch in flight */
+	bool via_link; /* opened through a symlink: stored alone */
 	struct api_stage *st;
 	enum rf_ld ld;
 	int ld_err;
@@ -86,7 +103,66 @@ struct api_rfile {
 	uint64_t cap;
 	pthread_mutex_t mu;
 	struct rf_node *nodes;
+	/* batching (ops->store_batch) */
+	bool batching, stop, kick, thr_on;
+	uint64_t batch_max;
+	size_t nqueued;
+	int64_t q_last; /* CLOCK_MONOTONIC ns of the last enqueue */
+	unsigned bseq;
+	pthread_t thr;
+	pthread_cond_t cv;	/* wakes the batch thread */
+	pthread_cond_t idle_cv; /* a store ended (drain) */
+	struct rf_eseq *eseq;
 };
+
+/* Deferred write-back errors of one sandbox (Linux's errseq_t): every
+ * descriptor open before an error sees it once, at close or fsync. */
+struct rf_eseq {
+	struct rf_eseq *next;
+	char id[API_ID_MAX];
+	uint64_t seq;
+	bool seen; /* reported to some descriptor */
+	int err;
+	char msg[256];
+};
+
+static struct rf_eseq *eseq_find(struct api_rfile *rf, const char *id,
+				 bool make)
+{
+	struct rf_eseq *e;
+
+	for (e = rf->eseq; e; e = e->next)
+		if (!strcmp(e->id, id))
+			return e;
+	if (!make || !(e = calloc(1, sizeof(*e))))
+		return NULL;
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	e->next = rf->eseq;
+	rf->eseq = e;
+	return e;
+}
+
+static void eseq_record(struct api_rfile *rf, const char *id, int err,
+			const char *msg)
+{
+	struct rf_eseq *e = eseq_find(rf, id, true);
+
+	if (!e)
+		return;
+	e->seq++;
+	e->seen = false;
+	e->err = err;
+	snprintf(e->msg, sizeof(e->msg), "%s", msg ? msg : api_strerror(err));
+}
+
+/* What a new descriptor starts from: an error nobody has seen yet is
+ * still reported to it (errseq_sample). */
+static uint64_t eseq_now(struct api_rfile *rf, const char *id)
+{
+	struct rf_eseq *e = eseq_find(rf, id, false);
+
+	return e ? e->seq - !e->seen : 0;
+}
 
 /* Completions collected under the lock, run after it is dropped. */
 struct rf_q {
@@ -112,6 +188,26 @@ static void wait_free(struct rf_wait *w)
 }
 
 static void store_done(void *ud, int err, const char *msg);
+static void batch_go(struct rf_batch *b);
+
+/* A close/fsync that succeeded reports a deferred error of its sandbox
+ * that this descriptor has not seen yet. */
+static void eseq_check(struct rf_wait *w)
+{
+	struct rf_handle *h = w->h;
+	struct api_rfile *rf = h->n->rf;
+	struct rf_eseq *e;
+
+	pthread_mutex_lock(&rf->mu);
+	e = eseq_find(rf, h->n->id, false);
+	if (e && e->seq != h->eseq) {
+		h->eseq = e->seq;
+		e->seen = true;
+		w->err = e->err;
+		snprintf(w->msg, sizeof(w->msg), "%s", e->msg);
+	}
+	pthread_mutex_unlock(&rf->mu);
+}
 
 static void q_run(struct rf_q *q)
 {
@@ -148,6 +244,17 @@ static void q_run(struct rf_q *q)
 			api_raw_file_setattr(w->be, w->n->id, w->path, &w->sa,
 					     store_done, w);
 			continue;
+		case RW_BATCH:
+			batch_go(w->batch);
+			free(w);
+			continue;
+		case RW_FLUSH:
+			if (!w->err && w->h)
+				eseq_check(w);
+			m = w->err ? (w->msg[0] ? w->msg :
+				      api_strerror(w->err)) : NULL;
+			((api_done_fn)w->cb)(w->ud, w->err, m);
+			break;
 		default:
 			((api_done_fn)w->cb)(w->ud, w->err, m);
 		}
@@ -180,6 +287,14 @@ static void list_add(struct rf_wait **head, struct rf_wait *w)
 	while (*head)
 		head = &(*head)->next;
 	*head = w;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int64_t now_ns(void)
@@ -262,7 +377,7 @@ static void maybe_free(struct rf_node *n)
 	struct rf_node **pp;
 
 	if (n->opens || n->fetching || n->storing || n->waits ||
-	    n->flushes || n->afters)
+	    n->flushes || n->afters || n->queued)
 		return;
 	for (pp = &n->rf->nodes; *pp; pp = &(*pp)->next)
 		if (*pp == n) {
@@ -503,6 +618,27 @@ static void fetch_start(struct rf_node *n, const char *path, uint64_t expect,
 /* ---- store -------------------------------------------------------------- */
 
 static void store_start(struct rf_node *n, struct rf_q *q);
+static bool enqueue(struct rf_node *n);
+
+/* A store failed: what it did not apply is pending again, unless set
+ * anew meanwhile. */
+static void merge_back(struct rf_node *n)
+{
+	struct api_setattr old = n->sa;
+
+	n->sa = n->store_sa;
+	if (old.mask & API_SET_MODE)
+		n->sa.mode = old.mode;
+	if (old.mask & API_SET_UID)
+		n->sa.uid = old.uid;
+	if (old.mask & API_SET_GID)
+		n->sa.gid = old.gid;
+	if (old.mask & API_SET_ATIME)
+		n->sa.atime = old.atime;
+	if (old.mask & API_SET_MTIME)
+		n->sa.mtime = old.mtime;
+	n->sa.mask |= old.mask;
+}
 
 static void store_done(void *ud, int err, const char *msg)
 {
@@ -515,6 +651,8 @@ static void store_done(void *ud, int err, const char *msg)
 
 	pthread_mutex_lock(&rf->mu);
 	n->storing = false;
+	n->in_batch = false;
+	pthread_cond_broadcast(&rf->idle_cv);
 	if (n->store_fd >= 0)
 		close(n->store_fd);
 	n->store_fd = -1;
@@ -525,22 +663,12 @@ static void store_done(void *ud, int err, const char *msg)
 			n->base.st_mode = (n->base.st_mode & S_IFMT) |
 					  (n->store_sa.mode & 07777);
 	} else {
-		/* what was not applied is pending again, unless reset */
-		struct api_setattr old = n->sa;
-
-		n->sa = n->store_sa;
-		if (old.mask & API_SET_MODE)
-			n->sa.mode = old.mode;
-		if (old.mask & API_SET_UID)
-			n->sa.uid = old.uid;
-		if (old.mask & API_SET_GID)
-			n->sa.gid = old.gid;
-		if (old.mask & API_SET_ATIME)
-			n->sa.atime = old.atime;
-		if (old.mask & API_SET_MTIME)
-			n->sa.mtime = old.mtime;
-		n->sa.mask |= old.mask;
+		merge_back(n);
 		n->failed_gen = n->store_gen;
+		/* nobody waits on it: the next close/fsync of the sandbox
+		 * reports it */
+		if (c->deferred)
+			eseq_record(rf, n->id, err, msg);
 		api_log("write-back of %s failed: %s",
 			n->path ? n->path : "an unlinked file",
 			msg ? msg : api_strerror(err));
@@ -561,7 +689,8 @@ static void store_done(void *ud, int err, const char *msg)
 	/* more to store: flushes still waiting, or the last close went
 	 * by while this store ran */
 	if (!err && !replay && n->path && dirty(n) && n->ld == RF_READY &&
-	    !n->storing && (n->flushes || !n->opens))
+	    !n->storing && (n->flushes || !n->opens) &&
+	    (n->flushes || !enqueue(n)))
 		store_start(n, &q);
 	maybe_free(n);
 	pthread_mutex_unlock(&rf->mu);
@@ -628,12 +757,613 @@ static void store_start(struct rf_node *n, struct rf_q *q)
 		c->sa.mask |= API_SET_MODE;
 		c->sa.mode = n->base.st_mode & 07777;
 	}
+	c->deferred = !n->flushes;
 	n->store_sa = c->sa;
 	n->sa.mask = 0;
 	n->storing = true;
 	n->store_gen = n->gen;
 	n->store_fd = fd;
 	q_add(q, c);
+}
+
+/* ---- small-file batching ------------------------------------------------ */
+
+/* A batch: the archive (local O_TMPFILE), the script that lands it and
+ * one store record per file (finished with store_done, as a lone store
+ * would be). */
+struct rf_batch {
+	struct api_rfile *rf;
+	char id[API_ID_MAX];
+	size_t n;
+	struct rf_wait **cs;
+	struct api_rf_member *m;
+	int fd;
+	uint64_t len;
+	char *apath, *script;
+};
+
+static bool batchable(const struct rf_node *n)
+{
+	const struct api_rfile *rf = n->rf;
+
+	return rf->batching && !rf->stop && n->path && n->ld == RF_READY &&
+	       !n->via_link && !n->storing &&
+	       (n->gen != n->clean_gen || !n->remote) &&
+	       api_stage_size(n->st) <= rf->batch_max;
+}
+
+/* Queue n for the next batch of its sandbox (rf->mu held): false when
+ * it must be stored alone. */
+static bool enqueue(struct rf_node *n)
+{
+	struct api_rfile *rf = n->rf;
+
+	if (!n->queued) {
+		if (!batchable(n))
+			return false;
+		n->queued = true;
+		rf->nqueued++;
+	}
+	rf->q_last = mono_ns();
+	pthread_cond_signal(&rf->cv);
+	return true;
+}
+
+static void dequeue(struct rf_node *n)
+{
+	if (n->queued) {
+		n->queued = false;
+		n->rf->nqueued--;
+	}
+}
+
+static int put_all(int fd, uint64_t *off, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t k;
+
+	while (len) {
+		k = pwrite(fd, p, len, (off_t)*off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		p += k;
+		len -= (size_t)k;
+		*off += (uint64_t)k;
+	}
+	return 0;
+}
+
+static int put_pad(int fd, uint64_t *off)
+{
+	static const char zero[512];
+	size_t r = (size_t)(*off % 512);
+
+	return r ? put_all(fd, off, zero, 512 - r) : 0;
+}
+
+static void oct_field(unsigned char *f, size_t w, uint64_t v)
+{
+	char tmp[32];
+
+	snprintf(tmp, sizeof(tmp), "%0*llo", (int)(w - 1),
+		 (unsigned long long)v);
+	memcpy(f, tmp, w - 1);
+	f[w - 1] = '\0';
+}
+
+static int ustar_block(int fd, uint64_t *off, const char *name, char type,
+		       mode_t mode, uid_t uid, gid_t gid, uint64_t size,
+		       int64_t mtime)
+{
+	unsigned char h[512];
+	unsigned sum = 0;
+	size_t nl = strlen(name), i;
+	char tmp[8];
+
+	memset(h, 0, sizeof(h));
+	memcpy(h, name, nl > 99 ? 99 : nl); /* a pax path says the rest */
+	oct_field(h + 100, 8, mode & 07777);
+	oct_field(h + 108, 8, uid > 07777777 ? 0 : uid);
+	oct_field(h + 116, 8, gid > 07777777 ? 0 : gid);
+	oct_field(h + 124, 12, size);
+	oct_field(h + 136, 12, mtime < 0 ? 0 : (uint64_t)mtime);
+	h[156] = (unsigned char)type;
+	memcpy(h + 257, "ustar", 6);
+	memcpy(h + 263, "00", 2);
+	memset(h + 148, ' ', 8);
+	for (i = 0; i < sizeof(h); i++)
+		sum += h[i];
+	snprintf(tmp, sizeof(tmp), "%06o", sum);
+	memcpy(h + 148, tmp, 7);
+	h[155] = ' ';
+	return put_all(fd, off, h, sizeof(h));
+}
+
+/* Append one pax record "LEN key=value\n" to *buf. */
+static int pax_rec(char **buf, size_t *len, const char *key, const char *val)
+{
+	size_t body = strlen(key) + strlen(val) + 3, n = body + 1, d;
+	char *nb, num[24];
+
+	for (;;) { /* LEN counts its own digits */
+		d = (size_t)snprintf(num, sizeof(num), "%zu", n);
+		if (body + d == n)
+			break;
+		n = body + d;
+	}
+	nb = realloc(*buf, *len + n + 1);
+	if (!nb)
+		return -ENOMEM;
+	snprintf(nb + *len, n + 1, "%zu %s=%s\n", n, key, val);
+	*buf = nb;
+	*len += n;
+	return 0;
+}
+
+/* One member: a pax header when the name, nanoseconds, atime or ids need
+ * it, the ustar header, the content of n. */
+static int tar_member(int fd, uint64_t *off, const char *name,
+		      const struct stat *st, bool atime, struct rf_node *n)
+{
+	char *pax = NULL, v[64];
+	size_t pl = 0;
+	uint64_t size = (uint64_t)st->st_size;
+	loff_t in = 0, out;
+	int err = 0;
+
+	if (strlen(name) > 99)
+		err = pax_rec(&pax, &pl, "path", name);
+	if (!err && st->st_mtim.tv_nsec) {
+		snprintf(v, sizeof(v), "%lld.%09ld",
+			 (long long)st->st_mtim.tv_sec,
+			 (long)st->st_mtim.tv_nsec);
+		err = pax_rec(&pax, &pl, "mtime", v);
+	}
+	if (!err && atime) {
+		snprintf(v, sizeof(v), "%lld.%09ld",
+			 (long long)st->st_atim.tv_sec,
+			 (long)st->st_atim.tv_nsec);
+		err = pax_rec(&pax, &pl, "atime", v);
+	}
+	if (!err && st->st_uid > 07777777) {
+		snprintf(v, sizeof(v), "%u", (unsigned)st->st_uid);
+		err = pax_rec(&pax, &pl, "uid", v);
+	}
+	if (!err && st->st_gid > 07777777) {
+		snprintf(v, sizeof(v), "%u", (unsigned)st->st_gid);
+		err = pax_rec(&pax, &pl, "gid", v);
+	}
+	if (!err && pax) {
+		err = ustar_block(fd, off, "././@PaxHeader", 'x', 0644, 0, 0,
+				  pl, st->st_mtim.tv_sec);
+		if (!err)
+			err = put_all(fd, off, pax, pl);
+		if (!err)
+			err = put_pad(fd, off);
+	}
+	free(pax);
+	if (!err)
+		err = ustar_block(fd, off, name, '0', st->st_mode, st->st_uid,
+				  st->st_gid, size, st->st_mtim.tv_sec);
+	out = (loff_t)*off;
+	while (!err && size) {
+		ssize_t k = copy_file_range(api_stage_fd(n->st), &in, fd,
+					    &out, size, 0);
+
+		if (k <= 0)
+			err = k < 0 ? -errno : -EIO;
+		else
+			size -= (uint64_t)k;
+	}
+	if (!err) {
+		*off = (uint64_t)out;
+		err = put_pad(fd, off);
+	}
+	return err;
+}
+
+static void batch_free(struct rf_batch *b)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->cs);
+	free(b->m);
+	free(b->apath);
+	free(b->script);
+	free(b);
+}
+
+static void batch_done(void *ud, int err, const char *msg)
+{
+	struct rf_batch *b = ud;
+	struct rf_wait **cs = b->cs;
+	size_t i, n = b->n;
+
+	b->cs = NULL;
+	batch_free(b);
+	for (i = 0; i < n; i++)
+		store_done(cs[i], err, msg);
+	free(cs);
+}
+
+static void batch_go(struct rf_batch *b)
+{
+	b->rf->ops->store_batch(b->rf->be, b->id, b->fd, b->len, b->apath,
+				b->script, b->m, b->n, batch_done, b);
+}
+
+struct sbuf {
+	char *s;
+	size_t n, cap;
+	bool oom;
+};
+
+static void sb_add(struct sbuf *b, const char *t)
+{
+	size_t l = strlen(t);
+
+	if (b->oom)
+		return;
+	if (b->n + l + 1 > b->cap) {
+		size_t nc = (b->n + l + 1) * 2;
+		char *ns = realloc(b->s, nc);
+
+		if (!ns) {
+			b->oom = true;
+			return;
+		}
+		b->s = ns;
+		b->cap = nc;
+	}
+	memcpy(b->s + b->n, t, l + 1);
+	b->n += l;
+}
+
+static char *dir_of(const char *p)
+{
+	const char *sl = strrchr(p, '/');
+
+	return sl == p ? strdup("/") : strndup(p, (size_t)(sl - p));
+}
+
+/* The temporary directory of batch seq in dir d (hidden: is_temp). */
+static char *tmp_in(const char *d, unsigned seq, size_t k)
+{
+	char *t = NULL;
+
+	if (asprintf(&t, "%s/.sbxfs-%d-b%u-%zu.tmp.d", strcmp(d, "/") ? d : "",
+		     (int)getpid(), seq, k) < 0)
+		return NULL;
+	return t;
+}
+
+/* Fail the store records of a batch that could not be made. */
+static void batch_abort(struct rf_batch *b, size_t k, int err,
+			struct rf_q *q)
+{
+	size_t i;
+
+	for (i = 0; i < k; i++) {
+		struct rf_node *n = b->cs[i]->n;
+		struct rf_wait *w;
+
+		n->storing = n->in_batch = false;
+		n->failed_gen = n->store_gen;
+		merge_back(n);
+		eseq_record(b->rf, n->id, err, "cannot build the batch archive");
+		while ((w = n->flushes)) {
+			n->flushes = w->next;
+			wait_fail(w, err, "cannot build the batch archive");
+			q_add(q, w);
+		}
+		release_afters(n, q);
+		b->cs[i]->n = NULL;
+		wait_free(b->cs[i]);
+		maybe_free(n);
+	}
+	batch_free(b);
+}
+
+/* Send one batch of the queued files of sandbox id (rf->mu held): up to
+ * the limits; what cannot go in a batch is stored alone.  Always takes
+ * at least one file off the queue. */
+static void batch_send(struct api_rfile *rf, const char *id, struct rf_q *q)
+{
+	const char *tmpd = getenv("TMPDIR");
+	struct rf_batch *b = calloc(1, sizeof(*b));
+	struct rf_node *n, **ns = calloc(BATCH_N, sizeof(*ns));
+	char **dirs = calloc(BATCH_N, sizeof(*dirs));
+	char **tmps = calloc(BATCH_N, sizeof(*tmps));
+	size_t *dix = calloc(BATCH_N, sizeof(*dix));
+	size_t k = 0, nd = 0, i, j, est = 200;
+	uint64_t bytes = 0, off = 0;
+	struct sbuf sc = { 0 };
+	char *q1 = NULL;
+	int err = 0;
+
+	if (!b || !ns || !dirs || !tmps || !dix)
+		goto oom;
+	b->rf = rf;
+	b->fd = -1;
+	snprintf(b->id, sizeof(b->id), "%s", id);
+	for (n = rf->nodes; n && k < BATCH_N; n = n->next) {
+		char *d;
+		uint64_t sz;
+
+		if (!n->queued || strcmp(n->id, id))
+			continue;
+		if (!batchable(n) && !n->storing) {
+			dequeue(n);
+			if (n->path && dirty(n) && n->ld == RF_READY)
+				store_start(n, q);
+			maybe_free(n); /* n->next stays valid: not freed */
+			continue;
+		}
+		sz = api_stage_size(n->st);
+		if (k && (bytes + sz > BATCH_BYTES ||
+			  est + 4 * strlen(n->path) + 8 > BATCH_SCRIPT))
+			break;
+		d = dir_of(n->path);
+		if (!d)
+			goto oom;
+		for (j = 0; j < nd; j++)
+			if (!strcmp(dirs[j], d))
+				break;
+		if (j == nd) {
+			dirs[nd++] = d;
+			est += 8 * strlen(d) + 120;
+		} else {
+			free(d);
+		}
+		dix[k] = j;
+		est += 4 * (strlen(n->path) - strlen(dirs[j])) + 8;
+		bytes += sz;
+		ns[k++] = n;
+	}
+	if (!k)
+		goto out;
+	b->cs = calloc(k, sizeof(*b->cs));
+	b->m = calloc(k, sizeof(*b->m));
+	if (!b->cs || !b->m)
+		goto oom;
+	rf->bseq++;
+	for (j = 0; j < nd; j++)
+		if (!(tmps[j] = tmp_in(dirs[j], rf->bseq, j)))
+			goto oom;
+	if (asprintf(&b->apath, "%s/.sbxfs-%d-b%u.tmp.tar",
+		     strcmp(dirs[0], "/") ? dirs[0] : "", (int)getpid(),
+		     rf->bseq) < 0) {
+		b->apath = NULL;
+		goto oom;
+	}
+	if (!tmpd || tmpd[0] != '/')
+		tmpd = "/tmp";
+	b->fd = open(tmpd, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (b->fd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	/* the records and the archive: each file as its stat shows it */
+	for (i = 0; i < k; i++) {
+		struct rf_wait *c = wait_new(RW_STORE, NULL, NULL);
+		struct stat st;
+		char *mem = NULL;
+		bool at;
+
+		n = ns[i];
+		if (!c || !(c->path = strdup(n->path))) {
+			free(c);
+			err = -ENOMEM;
+			goto fail_k;
+		}
+		node_stat(n, &st);
+		st.st_mode = S_IFREG | (st.st_mode & 07777);
+		at = (n->sa.mask & API_SET_ATIME) != 0;
+		if (asprintf(&mem, "%s/%s", tmps[dix[i]] + 1,
+			     n->path + strlen(dirs[dix[i]]) +
+				     (strcmp(dirs[dix[i]], "/") ? 1 : 0)) < 0) {
+			wait_free(c);
+			err = -ENOMEM;
+			goto fail_k;
+		}
+		err = tar_member(b->fd, &off, mem, &st, at, n);
+		free(mem);
+		if (err) {
+			wait_free(c);
+			goto fail_k;
+		}
+		c->n = n;
+		c->be = rf->be;
+		c->len = (uint64_t)st.st_size;
+		c->sa = n->sa;
+		c->sa.mask |= API_SET_MODE | API_SET_MTIME;
+		c->sa.mode = st.st_mode & 07777;
+		c->sa.mtime = st.st_mtim;
+		c->deferred = !n->flushes;
+		b->cs[i] = c;
+		b->m[i].path = c->path;
+		b->m[i].st = st;
+		dequeue(n);
+		n->store_sa = c->sa;
+		n->sa.mask = 0;
+		n->storing = n->in_batch = true;
+		n->store_gen = n->gen;
+		b->n = i + 1;
+		continue;
+fail_k:
+		goto fail;
+	}
+	{
+		static const char zero[1024];
+
+		err = put_all(b->fd, &off, zero, sizeof(zero));
+		if (err)
+			goto fail;
+	}
+	b->len = off;
+	/* the script: make the temporaries, unpack, rename each file into
+	 * place (one mv per directory), always clean up */
+	q1 = api_shell_quote(b->apath);
+	sb_add(&sc, "a=");
+	sb_add(&sc, q1 ? q1 : "''");
+	sb_add(&sc, "; c() { rm -rf -- \"$a\"");
+	for (j = 0; j < nd; j++) {
+		char *qt = api_shell_quote(tmps[j]);
+
+		sb_add(&sc, " ");
+		sb_add(&sc, qt ? qt : "''");
+		free(qt);
+	}
+	sb_add(&sc, "; }; mkdir --");
+	for (j = 0; j < nd; j++) {
+		char *qt = api_shell_quote(tmps[j]);
+
+		sb_add(&sc, " ");
+		sb_add(&sc, qt ? qt : "''");
+		free(qt);
+	}
+	sb_add(&sc, " || { r=$?; c; exit $r; }; "
+		    "tar -x -p -f \"$a\" -C / || { r=$?; c; exit $r; }; r=0");
+	for (j = 0; j < nd; j++) {
+		char *qt = api_shell_quote(tmps[j]);
+
+		sb_add(&sc, "; cd ");
+		sb_add(&sc, qt ? qt : "''");
+		free(qt);
+		sb_add(&sc, " && mv -f --");
+		for (i = 0; i < k; i++) {
+			char *qb;
+
+			if (dix[i] != j)
+				continue;
+			qb = api_shell_quote(ns[i]->path + strlen(dirs[j]) +
+					     (strcmp(dirs[j], "/") ? 1 : 0));
+			sb_add(&sc, " ");
+			sb_add(&sc, qb ? qb : "''");
+			free(qb);
+		}
+		sb_add(&sc, " .. || r=1");
+	}
+	sb_add(&sc, "; cd /; c; exit $r");
+	if (!q1)
+		sc.oom = true;
+	free(q1);
+	if (sc.oom) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	b->script = sc.s;
+	sc.s = NULL;
+	{
+		struct rf_wait *w = wait_new(RW_BATCH, NULL, NULL);
+
+		if (!w) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		w->batch = b;
+		q_add(q, w);
+	}
+	b = NULL;
+	goto out;
+oom:
+	err = -ENOMEM;
+fail:
+	j = b && b->cs ? b->n : 0;
+	if (b && b->cs)
+		batch_abort(b, b->n, err, q);
+	else if (b)
+		batch_free(b);
+	b = NULL;
+	if (!k) /* nothing selected: take one off the queue anyway */
+		for (n = rf->nodes; n; n = n->next)
+			if (n->queued && !strcmp(n->id, id) && k < BATCH_N &&
+			    ns) {
+				ns[k++] = n;
+				break;
+			}
+	/* nodes selected but not yet in the batch: stored alone */
+	for (i = j; ns && i < k; i++) {
+		n = ns[i];
+		if (n->queued) {
+			dequeue(n);
+			if (!n->storing && n->path && dirty(n))
+				store_start(n, q);
+			maybe_free(n);
+		}
+	}
+out:
+	free(sc.s);
+	for (j = 0; j < nd; j++) {
+		free(dirs[j]);
+		free(tmps[j]);
+	}
+	free(dirs);
+	free(tmps);
+	free(dix);
+	free(ns);
+	if (b)
+		batch_free(b);
+}
+
+/* Send every queued file (rf->mu held). */
+static void batch_send_all(struct api_rfile *rf, struct rf_q *q)
+{
+	struct rf_node *n;
+
+	while (rf->nqueued) {
+		for (n = rf->nodes; n && !n->queued; n = n->next)
+			;
+		if (!n) {
+			rf->nqueued = 0;
+			break;
+		}
+		batch_send(rf, n->id, q);
+	}
+}
+
+static bool queued_in(struct api_rfile *rf, const char *id)
+{
+	struct rf_node *n;
+
+	for (n = rf->nodes; n; n = n->next)
+		if (n->queued && !strcmp(n->id, id))
+			return true;
+	return false;
+}
+
+/* The batch thread: sends the queue once it has been idle a moment, or
+ * is large, or someone asked (kick). */
+static void *batch_main(void *arg)
+{
+	struct api_rfile *rf = arg;
+	struct rf_q q = { 0 };
+
+	pthread_mutex_lock(&rf->mu);
+	while (!rf->stop) {
+		int64_t due = rf->q_last + BATCH_IDLE_NS;
+
+		if (!rf->nqueued) {
+			pthread_cond_wait(&rf->cv, &rf->mu);
+			continue;
+		}
+		if (!rf->kick && rf->nqueued < BATCH_N && mono_ns() < due) {
+			struct timespec ts = { .tv_sec = due / 1000000000,
+					       .tv_nsec = due % 1000000000 };
+
+			pthread_cond_timedwait(&rf->cv, &rf->mu, &ts);
+			continue;
+		}
+		rf->kick = false;
+		batch_send_all(rf, &q);
+		pthread_mutex_unlock(&rf->mu);
+		q_run(&q);
+		pthread_mutex_lock(&rf->mu);
+	}
+	pthread_mutex_unlock(&rf->mu);
+	return NULL;
 }
 
 /* ---- the layer ---------------------------------------------------------- */
@@ -649,8 +1379,79 @@ int api_rfile_new(struct api_backend *be, const struct api_rfile_ops *ops,
 	rf->ops = ops;
 	rf->cap = cap;
 	pthread_mutex_init(&rf->mu, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&rf->cv, &ca);
+		pthread_cond_init(&rf->idle_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	be->rf = rf;
+	if (ops->store_batch) {
+		rf->batch_max = 1u << 20;
+		rf->batching = !pthread_create(&rf->thr, NULL, batch_main, rf);
+		rf->thr_on = rf->batching;
+	}
 	return 0;
+}
+
+void api_rfile_config(struct api_backend *be, uint64_t file_max,
+		      bool sync_close)
+{
+	struct api_rfile *rf = be->rf;
+
+	if (!rf)
+		return;
+	pthread_mutex_lock(&rf->mu);
+	rf->batch_max = file_max;
+	if (sync_close || !file_max)
+		rf->batching = false;
+	pthread_mutex_unlock(&rf->mu);
+}
+
+static void batch_stop(struct api_rfile *rf)
+{
+	pthread_mutex_lock(&rf->mu);
+	rf->stop = true;
+	pthread_cond_broadcast(&rf->cv);
+	pthread_mutex_unlock(&rf->mu);
+	if (rf->thr_on)
+		pthread_join(rf->thr, NULL);
+	rf->thr_on = false;
+}
+
+void api_rfile_drain(struct api_backend *be, double timeout)
+{
+	struct api_rfile *rf = be->rf;
+	int64_t end;
+	struct rf_node *n;
+
+	if (!rf)
+		return;
+	batch_stop(rf);
+	end = mono_ns() + (int64_t)((timeout > 1 ? timeout : 1) * 1e9);
+	pthread_mutex_lock(&rf->mu);
+	for (;;) {
+		struct rf_q q = { 0 };
+		struct timespec ts = { .tv_sec = end / 1000000000,
+				       .tv_nsec = end % 1000000000 };
+
+		batch_send_all(rf, &q);
+		if (q.head) {
+			pthread_mutex_unlock(&rf->mu);
+			q_run(&q);
+			pthread_mutex_lock(&rf->mu);
+			continue;
+		}
+		for (n = rf->nodes; n && !n->storing; n = n->next)
+			;
+		if (!n || pthread_cond_timedwait(&rf->idle_cv, &rf->mu,
+						 &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&rf->mu);
 }
 
 void api_rfile_free(struct api_backend *be)
@@ -659,6 +1460,13 @@ void api_rfile_free(struct api_backend *be)
 
 	if (!rf)
 		return;
+	batch_stop(rf);
+	while (rf->eseq) {
+		struct rf_eseq *e = rf->eseq;
+
+		rf->eseq = e->next;
+		free(e);
+	}
 	while (rf->nodes) {
 		struct rf_node *n = rf->nodes;
 
@@ -680,6 +1488,8 @@ void api_rfile_free(struct api_backend *be)
 		free(n);
 	}
 	pthread_mutex_destroy(&rf->mu);
+	pthread_cond_destroy(&rf->cv);
+	pthread_cond_destroy(&rf->idle_cv);
 	free(rf);
 	be->rf = NULL;
 }
@@ -728,7 +1538,20 @@ int api_rfile_sync(struct api_rfile *rf, const char *id,
 	b->ud = ud;
 	b->left = 1;
 	pthread_mutex_lock(&rf->mu);
+	/* what waits in the batch queue goes now */
+	while (queued_in(rf, id))
+		batch_send(rf, id, &q);
 	for (n = rf->nodes; n; n = n->next) {
+		if (n->in_batch && !strcmp(n->id, id)) {
+			/* a batch in flight: its command never syncs */
+			w = wait_new(RW_FLUSH, (void *)sync_one, b);
+			if (!w)
+				continue;
+			w->gen = n->store_gen;
+			b->left++;
+			list_add(&n->flushes, w);
+			continue;
+		}
 		/* content only, and never a store in flight: an
 		 * attribute-only write-back runs a command itself, which
 		 * syncs first (waiting on it would wait on ourselves) */
@@ -912,7 +1735,9 @@ static int attach(struct rf_node *n, struct rf_wait *w, bool fresh)
 		return -ENOMEM;
 	w->h->n = n;
 	w->h->flags = w->flags;
+	w->h->eseq = eseq_now(n->rf, n->id);
 	n->opens++;
+	dequeue(n); /* queued again at the last close */
 	if ((w->flags & O_TRUNC) && acc != O_RDONLY &&
 	    (n->ld != RF_READY || api_stage_size(n->st))) {
 		/* content no longer matters: stop waiting for it */
@@ -979,8 +1804,10 @@ static void open_statted(void *ud, int err, const char *msg,
 		goto out;
 	n->remote = true;
 	n->base = *st;
-	if (S_ISLNK(st->st_mode)) /* opened through: a regular file */
+	if (S_ISLNK(st->st_mode)) { /* opened through: a regular file */
 		n->base.st_mode = S_IFREG | 0644;
+		n->via_link = true;
+	}
 	if ((w->flags & O_TRUNC) && acc != O_RDONLY) {
 		n->ld = RF_READY;
 		if (st->st_size || S_ISLNK(st->st_mode))
@@ -1011,6 +1838,23 @@ out:
 	q_run(&q);
 }
 
+static bool pending_in(struct api_rfile *rf, const char *id)
+{
+	struct rf_node *n;
+
+	for (n = rf->nodes; n; n = n->next)
+		if ((n->queued || n->in_batch) && !strcmp(n->id, id))
+			return true;
+	return false;
+}
+
+static void open_synced(void *ud)
+{
+	struct rf_wait *w = ud;
+
+	api_raw_file_stat(w->be, w->id, w->path, open_statted, w);
+}
+
 void api_rfile_open(struct api_backend *be, const char *id,
 		    const char *path, int flags, mode_t mode, api_open_fn cb,
 		    void *ud)
@@ -1019,6 +1863,7 @@ void api_rfile_open(struct api_backend *be, const char *id,
 	struct rf_wait *w = wait_new(RW_OPEN, (void *)cb, ud);
 	struct rf_node *n;
 	struct rf_q q = { 0 };
+	bool pending;
 	int err;
 
 	if (!w) {
@@ -1048,7 +1893,12 @@ void api_rfile_open(struct api_backend *be, const char *id,
 		q_run(&q);
 		return;
 	}
+	pending = !(flags & O_CREAT) && pending_in(rf, w->id);
 	pthread_mutex_unlock(&rf->mu);
+	/* an existing file we do not hold may be one we queued under
+	 * another name (a symlink on the way): what is queued lands first */
+	if (pending && api_rfile_sync(rf, w->id, open_synced, w))
+		return;
 	/* close-to-open: what the sandbox has now */
 	api_raw_file_stat(be, id, w->path, open_statted, w);
 }
@@ -1117,8 +1967,8 @@ void api_rfile_write(struct api_backend *be, struct api_file *f, off_t off,
 	q_run(&q);
 }
 
-void api_rfile_flush(struct api_backend *be, struct api_file *f,
-		     api_done_fn cb, void *ud)
+static void flush_to(struct api_backend *be, struct api_file *f,
+		     api_done_fn cb, void *ud, bool sync)
 {
 	struct rf_handle *h = (struct rf_handle *)f;
 	struct api_rfile *rf = be->rf;
@@ -1131,19 +1981,40 @@ void api_rfile_flush(struct api_backend *be, struct api_file *f,
 		cb(ud, -ENOMEM, "out of memory");
 		return;
 	}
+	w->h = h;
 	pthread_mutex_lock(&rf->mu);
-	if (!n->path || (!dirty(n) && !n->storing) ||
+	if (!sync && rf->batching && !rf->stop && !n->via_link &&
+	    api_stage_size(n->st) <= rf->batch_max) {
+		/* close(2) of a small file: written back with the next
+		 * batch (last close); a deferred error of the sandbox this
+		 * descriptor has not seen is returned (q_run) */
+		q_add(&q, w);
+	} else if (!n->path || (!dirty(n) && !n->storing) ||
 	    (n->ld != RF_READY && !n->storing)) {
 		/* nothing to write back (or unlinked: never stored) */
 		q_add(&q, w);
 	} else {
 		w->gen = n->gen;
 		list_add(&n->flushes, w);
-		if (!n->storing && dirty(n))
+		if (!n->storing && dirty(n)) {
+			dequeue(n);
 			store_start(n, &q);
+		}
 	}
 	pthread_mutex_unlock(&rf->mu);
 	q_run(&q);
+}
+
+void api_rfile_flush(struct api_backend *be, struct api_file *f,
+		     api_done_fn cb, void *ud)
+{
+	flush_to(be, f, cb, ud, false);
+}
+
+void api_rfile_fsync(struct api_backend *be, struct api_file *f,
+		     api_done_fn cb, void *ud)
+{
+	flush_to(be, f, cb, ud, true);
 }
 
 void api_rfile_close(struct api_backend *be, struct api_file *f,
@@ -1161,7 +2032,7 @@ void api_rfile_close(struct api_backend *be, struct api_file *f,
 	 * what a flush already failed to store and said so: a create whose
 	 * write-back failed leaves no file */
 	if (!n->opens && n->path && dirty(n) && !n->storing &&
-	    n->ld == RF_READY && n->gen != n->failed_gen)
+	    n->ld == RF_READY && n->gen != n->failed_gen && !enqueue(n))
 		store_start(n, &q);
 	maybe_free(n);
 	pthread_mutex_unlock(&rf->mu);
@@ -1260,7 +2131,9 @@ static void unlink_again(struct rf_wait *w)
 		return;
 	}
 	if (n) {
-		/* open files keep their data until the last close */
+		/* open files keep their data until the last close; a
+		 * queued new file just goes (0 calls) */
+		dequeue(n);
 		remote = n->remote;
 		free(n->path);
 		n->path = NULL;
@@ -1354,6 +2227,8 @@ static void rename_again(struct rf_wait *w)
 			continue;
 		/* a store in flight would land on the old name; a file
 		 * not yet in the sandbox is stored first so mv has it */
+		if (n->queued)
+			batch_send(rf, n->id, &q);
 		if (busy(n))
 			break;
 		if (!n->remote && n->ld == RF_READY &&
@@ -1469,7 +2344,10 @@ static void setattr_again(struct rf_wait *w)
 	}
 	/* travels with the next write-back (which close(2) does) */
 	merge_sa(&n->sa, &sa);
-	if (!n->opens && !n->storing && n->ld == RF_READY)
+	if (n->queued)
+		enqueue(n); /* travels in the batch; the delay restarts */
+	else if (!n->opens && !n->storing && n->ld == RF_READY &&
+		 !enqueue(n))
 		store_start(n, &q);
 	pthread_mutex_unlock(&rf->mu);
 	q_run(&q);

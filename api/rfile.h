@@ -34,6 +34,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "api/api.h"
@@ -42,6 +43,12 @@ struct api_rfile;
 
 /* Sink of a fetch: bytes in order; return 0 or -errno to abort. */
 typedef int (*api_rf_sink_fn)(void *ud, const void *buf, size_t len);
+
+/* A file a batch lands (store_batch). */
+struct api_rf_member {
+	const char *path;
+	struct stat st;
+};
 
 /* What a remote backend provides.  Paths are absolute in the sandbox,
  * normalised.  Each primitive calls `done` exactly once (inline or from
@@ -63,14 +70,48 @@ struct api_rfile_ops {
 		      const char *path, int fd, uint64_t len,
 		      const struct api_setattr *sa, api_done_fn done,
 		      void *ud);
+	/* Optional (small-file batching, see api_rfile_config): upload the
+	 * len bytes of fd (an archive the layer made) to apath in the
+	 * sandbox, then run the shell script `script`, which unpacks it,
+	 * moves each file into place with rename(2) and removes apath and
+	 * its temporaries whatever happens; exit status 0 = every file
+	 * landed.  m[0..nm) are the files it lands, with what a listing
+	 * would now show (a backend keeping listings updates them).  On an
+	 * upload failure the backend removes apath itself.  Without it,
+	 * the layer stores queued files one by one with store. */
+	void (*store_batch)(struct api_backend *be, const char *id, int fd,
+			    uint64_t len, const char *apath,
+			    const char *script,
+			    const struct api_rf_member *m, size_t nm,
+			    api_done_fn done, void *ud);
 };
 
 /* Attach the layer to be (be->rf).  cap: largest cached file (0: none).
  * 0/-errno. */
 int api_rfile_new(struct api_backend *be, const struct api_rfile_ops *ops,
 		  uint64_t cap);
-/* Detach and free (every file must be closed). */
+/* Detach and free (every file must be closed; api_rfile_drain first). */
 void api_rfile_free(struct api_backend *be);
+
+/* Small-file batching (only with ops->store_batch): at the last close a
+ * changed file of at most file_max bytes is queued rather than stored
+ * alone; the queue of a sandbox goes as ONE store_batch after a short
+ * idle delay, when it is large, and before anything that must see it
+ * (fsync, api_rfile_sync, rename, unmount).  close(2) then returns at
+ * once; a write-back error that comes later is kept per sandbox and
+ * returned by the next close/fsync of any file of that sandbox (Linux's
+ * errseq model).  sync_close: no batching, every close stores and waits
+ * (as without store_batch).  Call right after api_rfile_new. */
+void api_rfile_config(struct api_backend *be, uint64_t file_max,
+		      bool sync_close);
+/* Write back everything queued or in flight and wait for it (bounded by
+ * timeout seconds); stops the batching thread.  A backend calls it from
+ * its free, before it stops its own threads. */
+void api_rfile_drain(struct api_backend *be, double timeout);
+/* fsync: write back this file now (dequeued from a batch) and wait;
+ * returns its error, else a deferred one not yet reported to f. */
+void api_rfile_fsync(struct api_backend *be, struct api_file *f,
+		     api_done_fn cb, void *ud);
 
 /* Write back every dirty file of sandbox id; done(ud) once all stores
  * ended (whatever their result: their errors go to the next close).

@@ -21,7 +21,8 @@
 
 struct api_stage;
 
-/* New empty stage in $TMPDIR (default /tmp).  0/-errno. */
+/* New empty stage; its file in $TMPDIR (default /tmp) is made at the
+ * first byte.  0/-errno. */
 int api_stage_new(uint64_t cap, struct api_stage **out);
 void api_stage_free(struct api_stage *st);
 /* Process-wide cap on staged bytes (0 = none). */
@@ -44,7 +45,8 @@ ssize_t api_stage_write(struct api_stage *st, const void *buf, size_t len,
 			uint64_t off);
 int api_stage_truncate(struct api_stage *st, uint64_t size);
 
-/* The backing descriptor (for copying a snapshot). */
+/* The backing descriptor (for copying a snapshot); -1 while nothing was
+ * ever written (size 0). */
 int api_stage_fd(const struct api_stage *st);
 
 bool api_stage_dirty(const struct api_stage *st);

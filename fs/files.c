@@ -1592,7 +1592,7 @@ static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	if (!io)
 		return;
 	io->of->dirty = false;
-	api_file_flush(io->fs->be, io->of->f, done_cb, io);
+	api_file_fsync(io->fs->be, io->of->f, done_cb, io);
 }
 
 static void f_release(fuse_req_t req, fuse_ino_t ino,

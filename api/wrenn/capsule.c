@@ -1086,7 +1086,33 @@ static void snap_state(void *ud, int err, const char *msg,
 	free(body);
 }
 
+static void verb_go(struct wrenn *w, struct wrenn_work *wk);
+
+/* Small files queued for the capsule (api/rfile.c) landed: go on. */
+static void verb_synced(void *ud)
+{
+	struct verb_op *op = ud;
+
+	wrenn_post(op->w, &op->wk, verb_go);
+}
+
 static void verb_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct verb_op *op = (struct verb_op *)wk;
+
+	if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
+		verb_done(op, -ENOENT, "wrenn: no such capsule");
+		return;
+	}
+	/* what a snapshot, a pause or the end must not miss: our writes */
+	if ((op->verb == API_VERB_PAUSE || op->verb == API_VERB_SNAPSHOT ||
+	     op->verb == API_VERB_DESTROY) &&
+	    wrenn_files_sync(w, op->id, verb_synced, op))
+		return;
+	verb_go(w, wk);
+}
+
+static void verb_go(struct wrenn *w, struct wrenn_work *wk)
 {
 	struct verb_op *op = (struct verb_op *)wk;
 	static const char *const sub[API_VERB__COUNT] = {
@@ -1096,10 +1122,6 @@ static void verb_run(struct wrenn *w, struct wrenn_work *wk)
 	};
 	char path[256];
 
-	if (wrenn_resolve(w, op->name, op->id, sizeof(op->id))) {
-		verb_done(op, -ENOENT, "wrenn: no such capsule");
-		return;
-	}
 	switch (op->verb) {
 	case API_VERB_PAUSE:
 	case API_VERB_RESUME:

@@ -769,6 +769,10 @@ struct xfer {
 	size_t parts, parts_next, parts_live;
 	int up_err;
 	char up_msg[256];
+	/* store_batch: the layer's script and the files it lands */
+	char *batch_script;
+	const struct api_rf_member *m;
+	size_t nm;
 };
 
 static void xfer_free(struct xfer *x)
@@ -777,6 +781,7 @@ static void xfer_free(struct xfer *x)
 	free(x->parent);
 	free(x->tmp);
 	free(x->part_prefix);
+	free(x->batch_script);
 	free(x);
 }
 
@@ -1044,6 +1049,71 @@ out:
 	free(s);
 }
 
+/* store_batch: the archive is in the capsule; the layer's script lands
+ * it (joined first when it came in parts). */
+static void batch_script_done(void *ud, int err, const char *msg, int code,
+			      const char *out)
+{
+	struct xfer *x = ud;
+	char m[512];
+	size_t i;
+
+	(void)out;
+	wrenn_keep_put(x->w, x->id);
+	if (!err && !code) {
+		for (i = 0; i < x->nm; i++) {
+			const char *p = x->m[i].path, *sl = strrchr(p, '/');
+			char *dir = sl == p ? strdup("/") :
+					      strndup(p, (size_t)(sl - p));
+
+			if (!dir) {
+				wrenn_dcache_drop(x->w, x->id, NULL);
+				break;
+			}
+			dc_upsert(x->w, x->id, dir, sl + 1, &x->m[i].st);
+			free(dir);
+		}
+	} else {
+		wrenn_dcache_drop(x->w, x->id, NULL);
+	}
+	if (!err && code) {
+		snprintf(m, sizeof(m), "wrenn: storing a batch of %zu files "
+			 "failed (exit %d)%s%s", x->nm, code, msg ? ": " : "",
+			 msg ? msg : "");
+		err = wrenn_err_text(msg, EIO);
+		err = err == EIO ? -EIO : -err;
+		msg = m;
+	}
+	xfer_end(x, err, msg);
+}
+
+static void batch_script(struct xfer *x)
+{
+	char *qa = api_shell_quote(x->tmp), *s = NULL;
+	char *qp = x->part_prefix ? api_shell_quote(x->part_prefix) : NULL;
+	int r = -1;
+
+	if (qa && (!x->part_prefix || qp)) {
+		if (qp)
+			r = asprintf(&s, "p=%s; set -- \"$p\"[0-9][0-9][0-9]"
+				     "[0-9][0-9][0-9]; cat -- \"$@\" > %s || "
+				     "{ rm -f -- \"$@\" %s; exit 1; }; "
+				     "rm -f -- \"$@\"; %s", qp, qa, qa,
+				     x->batch_script);
+		else
+			r = asprintf(&s, "%s", x->batch_script);
+	}
+	free(qa);
+	free(qp);
+	if (r < 0) {
+		wrenn_keep_put(x->w, x->id);
+		xfer_end(x, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	wrenn_sh_keep(x->w, x->id, s, batch_script_done, x);
+	free(s);
+}
+
 static void parts_next(struct xfer *x);
 
 static void part_done(void *ud, int err, const char *msg,
@@ -1115,7 +1185,10 @@ static void parts_next(struct xfer *x)
 	}
 	if (x->parts_live)
 		return;
-	store_script(x); /* join + attributes + rename, or cleanup */
+	if (x->batch_script && !x->up_err)
+		batch_script(x); /* join + unpack + renames */
+	else
+		store_script(x); /* join + attributes + rename, or cleanup */
 }
 
 static void store_run(struct wrenn *w, struct wrenn_work *wk)
@@ -1165,9 +1238,53 @@ static void wrenn_rf_store(struct api_backend *be, const char *id,
 	wrenn_post(x->w, &x->wk, store_run);
 }
 
+static void batch_run(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct xfer *x = (struct xfer *)wk;
+
+	if (!xfer_resolve(x))
+		return;
+	x->tmp = strdup(x->path); /* the layer named it (hidden) */
+	x->parts = (size_t)((x->len + w->upload_max - 1) / w->upload_max);
+	if (!x->tmp || (x->parts > 1 &&
+			asprintf(&x->part_prefix, "%s.part", x->tmp) < 0)) {
+		x->part_prefix = NULL;
+		xfer_end(x, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	if (x->parts < 1)
+		x->parts = 1;
+	wrenn_keep_get(w, x->id);
+	parts_next(x);
+}
+
+/* One upload of the layer's archive (in parts when big) + one command. */
+static void wrenn_rf_store_batch(struct api_backend *be, const char *id,
+				 int fd, uint64_t len, const char *apath,
+				 const char *script,
+				 const struct api_rf_member *m, size_t nm,
+				 api_done_fn done, void *ud)
+{
+	struct xfer *x = xfer_new(be, id, apath, done, ud);
+
+	if (!x)
+		return;
+	x->fd = fd;
+	x->len = len;
+	x->m = m;
+	x->nm = nm;
+	x->batch_script = strdup(script);
+	if (!x->batch_script) {
+		xfer_end(x, -ENOMEM, "wrenn: out of memory");
+		return;
+	}
+	wrenn_post(x->w, &x->wk, batch_run);
+}
+
 const struct api_rfile_ops wrenn_rfile_ops = {
 	.fetch = wrenn_rf_fetch,
 	.store = wrenn_rf_store,
+	.store_batch = wrenn_rf_store_batch,
 };
 
 /* ---- sync before exec --------------------------------------------------- */

@@ -251,6 +251,8 @@ struct wrenn_conf {
 	char *upload_max;
 	char *ping;
 	char *stage_max;
+	char *batch_max;
+	int sync_close;
 };
 
 #define WOPT(t, p) { t, offsetof(struct wrenn_conf, p), 0 }
@@ -259,6 +261,8 @@ static const struct fuse_opt wrenn_opts[] = {
 	WOPT("wrenn_upload_max=%s", upload_max),
 	WOPT("wrenn_ping=%s", ping),
 	WOPT("wrenn_stage_max=%s", stage_max),
+	WOPT("wrenn_batch_max=%s", batch_max),
+	{ "sync_close", offsetof(struct wrenn_conf, sync_close), 1 },
 	FUSE_OPT_END
 };
 
@@ -500,6 +504,17 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	err = api_rfile_new(be, &wrenn_rfile_ops, w->stage_max);
 	if (err)
 		goto out;
+	{
+		uint64_t bm = 1u << 20;
+
+		if (conf.batch_max) {
+			err = parse_u64(conf.batch_max, "wrenn_batch_max", 0,
+					&bm);
+			if (err)
+				goto out;
+		}
+		api_rfile_config(be, bm, conf.sync_close != 0);
+	}
 	be->priv = w;
 	if (pthread_create(&w->thr, NULL, loop_main, w)) {
 		err = -EAGAIN;
@@ -513,6 +528,7 @@ out:
 	free(conf.upload_max);
 	free(conf.ping);
 	free(conf.stage_max);
+	free(conf.batch_max);
 	if (err)
 		wrenn_destroy(w);
 	return err;
@@ -520,6 +536,9 @@ out:
 
 static void wrenn_free(struct api_backend *be)
 {
+	/* queued small files land before the service thread stops */
+	if (be->priv)
+		api_rfile_drain(be, be->timeout);
 	wrenn_destroy(be->priv);
 	be->priv = NULL;
 }
@@ -536,7 +555,10 @@ static const char wrenn_help[] =
 	"files\n"
 	"                           are split and joined in the capsule "
 	"(1572864)\n"
-	"    -o wrenn_stage_max=N   largest file staged locally in bytes\n";
+	"    -o wrenn_stage_max=N   largest file staged locally in bytes\n"
+	"    -o wrenn_batch_max=N   files up to N bytes (1048576) are written\n"
+	"                           back in batches after close(2); 0: none\n"
+	"    -o sync_close          every close(2) writes back and waits\n";
 
 const struct api_ops api_wrenn_ops = {
 	.name = "wrenn",

@@ -61,6 +61,9 @@ static void py_says(const char *code, const char *want)
 			 o.out, o.err);
 }
 
+/* A command in the sandbox through box/exec. */
+#define IN_BOX(cmd) "(exec 3<>box/exec; printf '%%s\\n' " cmd " >&3; cat <&3)"
+
 static void mkbox(void)
 {
 	ok("mkdir box");
@@ -228,7 +231,9 @@ Test(rfile, f9_metadata_calls)
 	if (!wrenn())
 		return; /* the local backend makes no requests */
 	mkbox();
-	ok("echo x > box/fs/tmp/s");
+	/* queued at close; an exec lands it */
+	o = sh_run("echo x > box/fs/tmp/s; " IN_BOX("true"));
+	SH_OK(o);
 	o = sh_run("ls -l box/fs/tmp >/dev/null; "
 		   "n0=$(grep -c 'wrenn: ' \"$TMPD/sbxfs.log\"); "
 		   "stat box/fs/tmp/s >/dev/null; stat box/fs/tmp/s >/dev/null;"
@@ -242,11 +247,112 @@ Test(rfile, f9_metadata_calls)
 		   "fd = os.open('t1', os.O_WRONLY | os.O_CREAT | os.O_EXCL)\n"
 		   "os.write(fd, b'abc'); os.fchmod(fd, 0o640)\n"
 		   "os.utime(fd, (1000000000, 1000000000)); os.close(fd)\" && "
-		   "cd \"$MNT\" && n1=$(grep -c 'wrenn: ' \"$TMPD/sbxfs.log\"); "
-		   "stat -c '%%a %%Y %%s' box/fs/tmp/t1; "
+		   "cd \"$MNT\" && stat -c '%%a %%Y %%s' box/fs/tmp/t1 && "
+		   /* close(2) queued it: an exec lands the queue first */
+		   IN_BOX("true") " && "
+		   "n1=$(grep -c 'wrenn: ' \"$TMPD/sbxfs.log\"); "
 		   "grep 'wrenn: ' \"$TMPD/sbxfs.log\" | tail -n $((n1 - n0)) | "
 		   "grep -c -e files/write -e /exec$");
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "640 1000000000 3\n2\n",
 			 "want one upload and one command:\n%s", o.out);
 }
+
+/* ---- small-file batching (wrenn: api/rfile.c store_batch) ---------------- */
+
+/* tar x through the mount, then at once a command in the sandbox: it
+ * sees every file with the bytes, modes and mtimes of the same tar x on
+ * the local disk; the API log shows batches, not a request per file. */
+Test(rfile, batch_tar_then_exec)
+{
+	struct sh_out o;
+
+	if (!wrenn())
+		return;
+	mkbox();
+	o = sh_run_t(120,
+		"set -e; s=$TMPD/src; mkdir -p $s/d/e $TMPD/ref; "
+		"for i in $(seq 60); do head -c $((i * 37)) /dev/urandom "
+		"> $s/d/f$i; chmod $(( i %% 3 == 0 ? 755 : i %% 3 == 1 ? 640 "
+		": 600 )) $s/d/f$i; touch -d @$((1500000000 + i * 7)) "
+		"$s/d/f$i; done; : > $s/d/e/empty; chmod 444 $s/d/e/empty; "
+		"tar -C $s -cf $TMPD/a.tar d; tar -C $TMPD/ref -xf $TMPD/a.tar; "
+		"mkdir box/fs/tmp/tx; n0=$(grep -c 'wrenn: ' $TMPD/sbxfs.log); "
+		"tar -C box/fs/tmp/tx -xf $TMPD/a.tar; "
+		IN_BOX("'cd /tmp/tx && find . -type f -printf \"%%P %%m %%T@ "
+		       "%%s\\n\" | sort && find . -type f | sort | xargs cat "
+		       "| md5sum'") " > $TMPD/box.txt; "
+		"n1=$(grep -c 'wrenn: ' $TMPD/sbxfs.log); "
+		"(cd $TMPD/ref && find . -type f -printf '%%P %%m %%T@ %%s\\n' "
+		"| sort && find . -type f | sort | xargs cat | md5sum) "
+		"> $TMPD/ref.txt; "
+		"cmp $TMPD/box.txt $TMPD/ref.txt || diff $TMPD/box.txt "
+		"$TMPD/ref.txt | head; "
+		"w=$(tail -n $((n1 - n0)) $TMPD/sbxfs.log | grep -c "
+		"files/write); [ $w -le 3 ] && echo few writes; "
+		"wc -l < $TMPD/box.txt");
+	SH_OK(o);
+	/* one batch, or a few when tar paused longer than the idle delay
+	 * (its mkdir of d/e is a request) */
+	cr_assert_str_eq(o.out, "few writes\n62\n",
+			 "want 61 files + md5 line in <= 3 uploads:\n%s\n%s",
+			 o.out, o.err);
+}
+
+/* -o sync_close: close(2) returns once the file is in the sandbox (its
+ * upload is in the log when close returns), as without batching. */
+Test(rfile, sync_close_option)
+{
+	struct sh_out o;
+	const char *cnt = "n0=$(grep -c files/write $TMPD/sbxfs.log); "
+			  "echo hi > box/fs/tmp/sc$1; "
+			  "n1=$(grep -c files/write $TMPD/sbxfs.log); "
+			  "[ $n1 -gt $n0 ] && echo landed";
+
+	if (!wrenn())
+		return;
+	mkbox();
+	snprintf(m.opts + strlen(m.opts), sizeof(m.opts) - strlen(m.opts),
+		 "%ssync_close", m.opts[0] ? "," : "");
+	cr_assert_eq(mnt_remount(&m), 0);
+	o = sh_run("sh -c '%s' - 1; sh -c '%s' - 2; "
+		   "cat box/fs/tmp/sc1 box/fs/tmp/sc2", cnt, cnt);
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "landed\nlanded\nhi\nhi\n", "sync_close: %s",
+			 o.out);
+}
+
+/* While batches land, a reader looping in the sandbox never sees a
+ * half-written file: every file it sees has its full size. */
+Test(rfile, batch_no_half_written, .timeout = 300)
+{
+	struct sh_out o;
+
+	if (!wrenn())
+		return;
+	mkbox();
+	ok("mkdir box/fs/tmp/hw");
+	o = sh_run_t(180,
+		"set -e; for r in 1 2 3; do head -c 300000 /dev/urandom "
+		"> $TMPD/v$r; done; "
+		IN_BOX("': > /tmp/hw/started; n=0; bad=0; while [ ! -e /tmp/hw/stop ]; do "
+		       "for f in /tmp/hw/f*; do [ -e \"$f\" ] || continue; "
+		       "s=$(wc -c < \"$f\"); n=$((n + 1)); "
+		       "[ \"$s\" = 300000 ] || bad=$((bad + 1)); done; "
+		       "done; echo seen $n bad $bad'")
+		" > $TMPD/reader.txt 2>&1 & rp=$!; "
+		/* the reader runs once its command started: wait for it */
+		"for i in $(seq 200); do [ -e box/fs/tmp/hw/started ] && "
+		"break; sleep 0.1; done; "
+		"for r in 1 2 3; do for i in $(seq 12); do "
+		"cp $TMPD/v$r box/fs/tmp/hw/f$i; done; "
+		IN_BOX("true") " >/dev/null; done; "
+		": > box/fs/tmp/hw/stop; " IN_BOX("true") " > /dev/null; "
+		"wait $rp; cat $TMPD/reader.txt; "
+		"cmp box/fs/tmp/hw/f7 $TMPD/v3 && echo last");
+	SH_OK(o);
+	cr_assert(strstr(o.out, " bad 0\n") && strstr(o.out, "last\n") &&
+		  !strstr(o.out, "seen 0 "),
+		  "reader or content:\n%s\n%s", o.out, o.err);
+}
+
