@@ -355,4 +355,3 @@ Test(rfile, batch_no_half_written, .timeout = 300)
 		  !strstr(o.out, "seen 0 "),
 		  "reader or content:\n%s\n%s", o.out, o.err);
 }
-
