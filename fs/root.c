@@ -302,6 +302,12 @@ static void root_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct djob *j;
 
 	(void)parent;
+	if (!sb && (!strcmp(name, "templates") || !strcmp(name, ".tags"))) {
+		fs_root_set_err(fs, "rmdir %s: a directory of the mount itself",
+				name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	if (!sb) {
 		fuse_reply_err(req, strcmp(name, "ctl") ? ENOENT : ENOTDIR);
 		return;

@@ -172,6 +172,10 @@ check "MOUNT/ lists templates/ and .tags/" \
 	bash -c "ls -a '$MNT' | grep -qx templates && ls -a '$MNT' | grep -qx .tags"
 check "mkdir MOUNT/templates: EEXIST" \
 	fails_with "File exists" mkdir "$MNT/templates"
+check "rmdir MOUNT/templates: EPERM" \
+	fails_with "not permitted" rmdir "$MNT/templates"
+check "rmdir MOUNT/.tags: EPERM" \
+	fails_with "not permitted" rmdir "$MNT/.tags"
 
 # ---- tags -------------------------------------------------------------------
 echo "new web1 tag=web tag=blue" >"$MNT/ctl" 2>"$T/e" || cat "$T/e" "$MNT/err"
