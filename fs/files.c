@@ -1085,6 +1085,29 @@ static void f_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* mkdir, symlink: done, then describe the new entry. */
 
+static void create_fstat_cb(void *ud, int err, const char *msg,
+			    const struct stat *st)
+{
+	struct op *o = ud;
+
+	if (err == -EOPNOTSUPP)
+		do_stat(o, OP_CREATE);
+	else
+		stat_cb(o, err, msg, st);
+}
+
+/* The entry of a file just created: local files describe it through the
+ * descriptor the create returned (no second path walk); others by path
+ * (a remote backend's cached copy may not know it yet). */
+static void describe_created(struct op *o)
+{
+	o->kind = OP_CREATE;
+	if (o->fs->page_cache)
+		api_file_fstat(o->fs->be, o->of->f, create_fstat_cb, o);
+	else
+		do_stat(o, OP_CREATE);
+}
+
 static void owned_cb(void *ud, int err, const char *msg)
 {
 	struct op *o = ud;
@@ -1097,7 +1120,10 @@ static void owned_cb(void *ud, int err, const char *msg)
 		op_fail(o, err, msg, "chown");
 		return;
 	}
-	do_stat(o, o->kind == OP_CREATE ? OP_CREATE : OP_ENTRY);
+	if (o->kind == OP_CREATE)
+		describe_created(o);
+	else
+		do_stat(o, OP_ENTRY);
 }
 
 /* What a caller other than root makes (with -o allow_other) belongs to
@@ -1410,7 +1436,7 @@ static void opened_cb(void *ud, int err, const char *msg, struct api_file *af)
 		o->of = of;
 		invalidate(o->fs, o->slot);
 		if (!give_to_caller(o))
-			do_stat(o, OP_CREATE);
+			describe_created(o);
 		return;
 	}
 	if (of->dirty)
