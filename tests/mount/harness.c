@@ -872,7 +872,8 @@ int mnt_start(struct mnt *m, const char *source, const char *extra_opts)
 	return 0;
 }
 
-/* rmdir every sandbox directory of the mount not in the baseline. */
+/* rmdir every sandbox directory of the mount not in the baseline (not
+ * MOUNT/templates/, the mount's own). */
 static void destroy_via_mount(struct mnt *m)
 {
 	char keep[MNT_MAX_BASELINE * 130 + 8], *p = keep;
@@ -889,6 +890,7 @@ static void destroy_via_mount(struct mnt *m)
 	o = sh_run_t(120,
 		     "keep=' %s '; for d in *; do "
 		     "[ -d \"$d\" ] && [ ! -L \"$d\" ] || continue; "
+		     "[ \"$d\" = templates ] && continue; "
 		     "case \"$keep\" in *\" $d \"*) continue;; esac; "
 		     "rmdir \"$d\" || echo \"harness: rmdir $d failed\" >&2; "
 		     "done",

@@ -50,7 +50,9 @@ static bool wrenn(void)
 	return s && !strncmp(s, "wrenn", 5);
 }
 
-#define LS (wrenn() ? "ls | grep -v '^cl-'" : "ls")
+/* the sandboxes and ctl, err (not the ID links, not MOUNT/templates/) */
+#define LS (wrenn() ? "ls | grep -v -e '^cl-' -e '^templates$'" : \
+	    "ls | grep -vx templates")
 #define RMDIR1 "rmdir box1"
 
 /* Path of the sandbox's writable layer, DATA/sandboxes/NAME/upper. */
