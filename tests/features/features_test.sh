@@ -88,7 +88,11 @@ stop_sbxfs() { # unmount; sbxfs must exit 0 with no sanitizer report
 	wait "$SPID"
 	rc=$?
 	SPID=
-	[ $rc = 0 ] && ! grep -qE 'Sanitizer|runtime error' "$T/sbxfs.log"
+	[ $rc = 0 ] && ! grep -qE 'Sanitizer|runtime error' "$T/sbxfs.log" &&
+		return 0
+	echo "       sbxfs exit status $rc; its log:"
+	sed 's/^/       /' "$T/sbxfs.log" | tail -60
+	return 1
 }
 
 [ "$(id -u)" = 0 ] || { echo "features tests need root"; echo "0 passed, 1 failed"; exit 1; }
