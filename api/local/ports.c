@@ -207,10 +207,15 @@ static void *fwd_thread(void *arg)
 				if (c->up.len)
 					es |= POLLOUT;
 			}
+			/* a descriptor with nothing to wait for is left out
+			 * (fd -1): its POLLHUP would wake poll at once, over
+			 * and over, while the other side cannot take data */
 			at[n] = i;
-			pf[n++] = (struct pollfd){ .fd = c->host, .events = eh };
+			pf[n++] = (struct pollfd){ .fd = eh ? c->host : -1,
+						   .events = eh };
 			at[n] = i;
-			pf[n++] = (struct pollfd){ .fd = c->sb, .events = es };
+			pf[n++] = (struct pollfd){ .fd = es ? c->sb : -1,
+						   .events = es };
 		}
 		int r = poll(pf, (nfds_t)n, 1000);
 		if (r < 0 && errno != EINTR)
