@@ -112,6 +112,18 @@ if [ "${SOURCE%%:*}" = wrenn ]; then
 	check "cat NAME/ports/8080 is the proxy URL (8080-$id.127.0.0.1:$port)" \
 		bash -c "[ \"\$(cat '$MNT/box/ports/8080')\" = 'http://8080-$id.127.0.0.1:$port' ]"
 	check "ls NAME/ports: nothing known" bash -c "[ -z \"\$(ls '$MNT/box/ports')\" ]"
+	# the URL itself, through sbxfs-server's port proxy (Host PORT-ID.…)
+	mkdir -p "$MNT/box/fs/srv"
+	echo "hello from a capsule" >"$MNT/box/fs/srv/index.html"
+	sbx run -n box -- sh -c 'cd /srv && nohup python3 -m http.server 8080 --bind 127.0.0.1 >/dev/null 2>&1 &' >/dev/null 2>&1
+	url=$(cat "$MNT/box/ports/8080")
+	hostport=${url#http://}
+	check "curl of the proxy URL reaches the service in the capsule" \
+		until_ok 20 bash -c "[ \"\$(curl -s --max-time 10 --resolve '$hostport:127.0.0.1' '$url/index.html')\" = 'hello from a capsule' ]"
+	check "  ... an unknown capsule: 404 in plain text" \
+		bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: 8080-cl-nosuch0.x' 'http://127.0.0.1:$port/')\" = 404 ]"
+	check "  ... a port nothing listens on: 502" \
+		bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: 9-$id.x' 'http://127.0.0.1:$port/')\" = 502 ]"
 	check "NAME/ports/x: EINVAL" fails_with "Invalid argument" cat "$MNT/box/ports/x"
 	check "ls MOUNT/templates lists the platform's template" \
 		bash -c "ls '$MNT/templates' | grep -qx minimal"

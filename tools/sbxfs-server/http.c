@@ -610,6 +610,21 @@ static int on_http(struct lws *wsi, struct pss *ps)
 		r->in_eof = true;
 	}
 
+	{
+		/* Wrenn's port proxy: Host PORT-ID.anything, no key */
+		char host[256], pid[64];
+		unsigned pport;
+
+		if (hdr(wsi, WSI_TOKEN_HOST, host, sizeof(host)) > 0 &&
+		    srv_proxy_match(host, &pport, pid, sizeof(pid))) {
+			snprintf(r->id, sizeof(r->id), "%s", pid);
+			snprintf(r->sel, sizeof(r->sel), "%u", pport);
+			r->fn = srv_h_proxy;
+			if (spawn(r))
+				plain(r, 503, "server busy\n");
+			return 0;
+		}
+	}
 	rc = route_find(r, &rt);
 	if (rc == 404 && (!strncmp(r->path, "/v1/capsules", 12) ||
 			  !strncmp(r->path, "/v1/snapshots", 13)) &&

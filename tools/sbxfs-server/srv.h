@@ -208,6 +208,9 @@ bool srv_id_valid(const char *id);
 int srv_capsules_load(void);
 /* Copy of the record: 0 or -ENOENT. */
 int srv_capsule_get(const char *id, struct srv_capsule *c);
+/* proxy.c: Wrenn's port proxy.  Host "PORT-cl-ID.rest" -> port, id. */
+bool srv_proxy_match(const char *host, unsigned *port, char *id, size_t il);
+void srv_h_proxy(struct srv_req *r);
 void srv_capsule_touch(const char *id);
 void srv_capsule_reaper_start(void);
 void srv_capsule_reaper_stop(void);
