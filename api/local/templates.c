@@ -1,13 +1,14 @@
 /* templates.c - MOUNT/templates/ of the local runtime: the snapshots made
  * by `snapshot SNAP` (DATADIR/templates/SNAP/{root,meta.json}), listed
- * with their size (blocks of the stored tree) and date, deleted by moving
- * them into DATADIR/tmp (gone for every observer at once) and removing
- * the files after the reply.  A sandbox made from a template holds a copy
+ * with their size (blocks of the stored tree, counted once) and date,
+ * deleted by moving them into DATADIR/tmp (gone for every observer at
+ * once) and removing the files after the reply.  A sandbox made from a template holds a copy
  * of its tree (sandbox.c flattens it into the writable layer), so a
  * template in use by sandboxes can be deleted; they keep running. */
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,55 @@ static int du_one(const char *path, const struct stat *st, int type,
 	return ++du_files >= TPL_DU_MAX;
 }
 
-static long long du(const char *dir)
+static long long du_walk(const char *dir)
 {
 	du_bytes = du_files = 0;
 	if (nftw(dir, du_one, 16, FTW_PHYS | FTW_MOUNT) < 0)
 		return -1;
 	return du_bytes;
+}
+
+/* A template's tree never changes once stored, so its size is counted
+ * once per mount and kept by the identity of its root directory: device,
+ * inode and change time (a reused inode has a new ctime). */
+#define DU_KEEP 256
+static pthread_mutex_t du_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	dev_t dev;
+	ino_t ino;
+	struct timespec ctime;
+	long long size;
+} du_kept[DU_KEEP];
+static unsigned du_next;
+
+static long long du(const char *dir)
+{
+	struct stat st;
+	long long size = -1;
+
+	if (lstat(dir, &st))
+		return -1;
+	pthread_mutex_lock(&du_mu);
+	for (unsigned i = 0; i < DU_KEEP && size < 0; i++)
+		if (du_kept[i].ino == st.st_ino && du_kept[i].dev == st.st_dev &&
+		    du_kept[i].ino &&
+		    du_kept[i].ctime.tv_sec == st.st_ctim.tv_sec &&
+		    du_kept[i].ctime.tv_nsec == st.st_ctim.tv_nsec)
+			size = du_kept[i].size;
+	pthread_mutex_unlock(&du_mu);
+	if (size >= 0)
+		return size;
+	size = du_walk(dir);
+	if (size >= 0 && du_files < TPL_DU_MAX) { /* a full count only */
+		pthread_mutex_lock(&du_mu);
+		du_kept[du_next].dev = st.st_dev;
+		du_kept[du_next].ino = st.st_ino;
+		du_kept[du_next].ctime = st.st_ctim;
+		du_kept[du_next].size = size;
+		du_next = (du_next + 1) % DU_KEEP;
+		pthread_mutex_unlock(&du_mu);
+	}
+	return size;
 }
 
 /* ---- list --------------------------------------------------------------- */
