@@ -100,6 +100,7 @@ sweep_local() {
 	if mountpoint -q "$m"; then
 		for d in "$m"/*; do
 			[ -d "$d" ] && [ ! -L "$d" ] || continue
+			[ "$d" = "$m/templates" ] && continue	# the mount's own
 			echo "with-server.sh: destroying leftover $d" >&2
 			timeout 60 rmdir "$d" 2>/dev/null ||
 				echo "with-server.sh: rmdir $d failed" >&2

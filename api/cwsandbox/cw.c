@@ -349,7 +349,8 @@ const struct api_ops api_cwsandbox_ops = {
 	.caps = API_CAP_VERB(API_VERB_STOP) | API_CAP_VERB(API_VERB_DESTROY) |
 		API_CAP_VERB(API_VERB_PING) | API_CAP_EXEC |
 		API_CAP_EXEC_STDIN | API_CAP_ALIAS | API_CAP_FILES |
-		API_CAP_TAGS | API_CAP_PORTS,
+		API_CAP_TAGS | API_CAP_PORTS | API_CAP_VERB(API_VERB_SNAPSHOT) |
+		API_CAP_TEMPLATES,
 	.help =
 	"    cwsandbox[:URL]        CW Sandbox (gRPC); URL default\n"
 	"                           $CWSANDBOX_BASE_URL, else " CW_DEFAULT_BASE
@@ -368,6 +369,8 @@ const struct api_ops api_cwsandbox_ops = {
 	.sb_ports = cw_sb_ports,
 	.sb_create = cw_sb_create,
 	.sb_verb = cw_sb_verb,
+	.tpl_list = cw_tpl_list,
+	.tpl_delete = cw_tpl_delete,
 	.file_stat = cw_file_stat,
 	.file_readdir = cw_file_readdir,
 	.file_mkdir = cw_file_mkdir,

@@ -167,6 +167,21 @@ bool cw_is_gone(struct cw *w, const char *id);
  * bytes base64, 64-bit as strings); malloc'd. */
 char *cw_msg_json(const ProtobufCMessage *m);
 
+/* ---- snap.c: file-system snapshots ---- */
+
+void cw_tpl_list(struct api_backend *be, api_tpl_fn cb, void *ud);
+void cw_tpl_delete(struct api_backend *be, const char *name,
+		   api_done_fn cb, void *ud);
+/* `snapshot NAME` of sandbox id */
+void cw_snap_create(struct api_backend *be, const char *id, const char *name,
+		    api_done_fn cb, void *ud);
+/* Loop only: the ID of the READY snapshot called name (or with that ID);
+ * cb once, as a step of the running operation. */
+void cw_snap_resolve(struct cw *w, const char *name,
+		     void (*cb)(struct cw *w, void *ud, int err,
+				const char *msg, const char *id),
+		     void *ud);
+
 /* ---- files.c ---- */
 
 extern const struct api_rfile_ops cw_rfile_ops;

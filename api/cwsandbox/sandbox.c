@@ -8,9 +8,9 @@
  *
  * Verbs.  CW has one end-of-life RPC: `stop [GRACE]` and `destroy` are
  * both DeleteSandbox (grace GRACE, default 10 s as the SDKs use; destroy:
- * 0) followed by GetSandbox polled until a terminal state.  start, pause,
- * resume and snapshot are refused (the v1 API has no such RPC; snapshots
- * exist only for scratch volumes).
+ * 0) followed by GetSandbox polled until a terminal state.  start, pause
+ * and resume are refused (the v1 API has no such RPC).  snapshot and
+ * template= are file-system snapshots (snap.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +25,7 @@
 #include "sandbox.pb-c.h"
 
 #define NAME_TAG "sbxfs-name="
+#define TPL_TAG "sbxfs-template="	/* template=SNAP as given */
 #define LIST_PAGES 100
 
 typedef Coreweave__Sandbox__V1__Sandbox Sandbox;
@@ -336,6 +337,25 @@ static void to_api(const Sandbox *s, struct api_sandbox *out, char **json)
 	if (s->spec && s->spec->n_containers && s->spec->containers[0])
 		snprintf(out->template, sizeof(out->template), "%s",
 			 s->spec->containers[0]->image);
+	/* restored from a snapshot: that is where it started (by the NAME
+	 * given to template=, kept as a tag; else the snapshot's ID) */
+	for (size_t i = 0; s->spec && i < s->spec->n_tags; i++)
+		if (!strncmp(s->spec->tags[i], TPL_TAG, strlen(TPL_TAG))) {
+			snprintf(out->template, sizeof(out->template), "%s",
+				 s->spec->tags[i] + strlen(TPL_TAG));
+			goto tpl_done;
+		}
+	for (size_t i = 0; s->spec && i < s->spec->n_volumes; i++) {
+		const Coreweave__Sandbox__V1__SandboxVolume *v =
+			s->spec->volumes[i];
+
+		if (v && v->source_case ==
+			    COREWEAVE__SANDBOX__V1__SANDBOX_VOLUME__SOURCE_SCRATCH &&
+		    v->scratch && *v->scratch->restore_from_snapshot_id)
+			snprintf(out->template, sizeof(out->template), "%s",
+				 v->scratch->restore_from_snapshot_id);
+	}
+tpl_done:
 	out->state = state_of(pstate(s));
 	if (s->status && s->status->create_time)
 		out->created = s->status->create_time->seconds;
@@ -859,9 +879,81 @@ static void create_checked(struct cw *w, struct list_op *l, int err,
 	}
 }
 
+/* The request is built by hand from heap pieces we own (not unpacked). */
+struct creq {
+	Coreweave__Sandbox__V1__CreateSandboxRequest q;
+	Coreweave__Sandbox__V1__Sandbox sb;
+	Coreweave__Sandbox__V1__SandboxSpec spec;
+	Coreweave__Sandbox__V1__Container c, *cp;
+	Coreweave__Sandbox__V1__Resources res;
+	Coreweave__Sandbox__V1__ResourceRequirements rr;
+	char *tags[65];
+	Coreweave__Sandbox__V1__Container__EnvironmentVariablesEntry env[64],
+		*envp[64];
+	Coreweave__Sandbox__V1__Service svc[16], *svcp[16];
+	/* template=SNAP: a scratch volume restoring the snapshot */
+	Coreweave__Sandbox__V1__SandboxVolume vol, *volp;
+	Coreweave__Sandbox__V1__ScratchVolume scr;
+	char tpl[API_ID_MAX];	/* SNAP as given, resolved before create */
+	char snap_id[API_ID_MAX];
+	char *strs[256];	/* everything strdup'd, freed at the end */
+	size_t nstrs;
+	char rid[40];
+};
+
+static void create_name_check(struct cw *w, struct sb_op *op);
+static char *keep(struct creq *r, const char *s, size_t n);
+
+/* template=SNAP resolved: the new sandbox gets a scratch volume restoring
+ * it (the platform's way to start from a snapshot) */
+static void create_resolved(struct cw *w, void *ud, int err, const char *msg,
+			    const char *id)
+{
+	struct sb_op *op = ud;
+	struct creq *r = (struct creq *)op->creq;
+
+	if (err) {
+		creq_free(op->creq);
+		op->creq = NULL;
+		poll_finish(op, err, msg, NULL);
+		return;
+	}
+	snprintf(r->snap_id, sizeof(r->snap_id), "%s", id);
+	coreweave__sandbox__v1__sandbox_volume__init(&r->vol);
+	coreweave__sandbox__v1__scratch_volume__init(&r->scr);
+	r->scr.restore_from_snapshot_id = r->snap_id;
+	r->vol.name = "restored";
+	r->vol.source_case =
+		COREWEAVE__SANDBOX__V1__SANDBOX_VOLUME__SOURCE_SCRATCH;
+	r->vol.scratch = &r->scr;
+	r->volp = &r->vol;
+	r->spec.n_volumes = 1;
+	r->spec.volumes = &r->volp;
+	if (r->spec.n_tags < 64) {
+		char tag[API_ID_MAX + 20];
+
+		snprintf(tag, sizeof(tag), TPL_TAG "%s", r->tpl);
+		r->tags[r->spec.n_tags] = keep(r, tag, strlen(tag));
+		if (r->tags[r->spec.n_tags])
+			r->spec.n_tags++;
+	}
+	create_name_check(w, op);
+}
+
 static void create_run(struct cw *w, struct cw_work *wk)
 {
 	struct sb_op *op = (struct sb_op *)wk;
+	struct creq *r = (struct creq *)op->creq;
+
+	if (r->tpl[0]) {
+		cw_snap_resolve(w, r->tpl, create_resolved, op);
+		return;
+	}
+	create_name_check(w, op);
+}
+
+static void create_name_check(struct cw *w, struct sb_op *op)
+{
 	struct list_op *l = list_new(op->be);
 
 	if (!l) {
@@ -876,22 +968,6 @@ static void create_run(struct cw *w, struct cw_work *wk)
 	list_send(w, l);
 }
 
-/* The request is built by hand from heap pieces we own (not unpacked). */
-struct creq {
-	Coreweave__Sandbox__V1__CreateSandboxRequest q;
-	Coreweave__Sandbox__V1__Sandbox sb;
-	Coreweave__Sandbox__V1__SandboxSpec spec;
-	Coreweave__Sandbox__V1__Container c, *cp;
-	Coreweave__Sandbox__V1__Resources res;
-	Coreweave__Sandbox__V1__ResourceRequirements rr;
-	char *tags[65];
-	Coreweave__Sandbox__V1__Container__EnvironmentVariablesEntry env[64],
-		*envp[64];
-	Coreweave__Sandbox__V1__Service svc[16], *svcp[16];
-	char *strs[256];	/* everything strdup'd, freed at the end */
-	size_t nstrs;
-	char rid[40];
-};
 
 static void creq_free(Coreweave__Sandbox__V1__CreateSandboxRequest *q)
 {
@@ -979,11 +1055,10 @@ static struct creq *creq_build(struct cw *w, const char *name,
 		const char *eq;
 
 		if (!strcmp(k, "template")) {
-			snprintf(msg, ml, "cwsandbox: no such template: %s "
-				 "(this mount makes no templates; the "
-				 "platform's templates are not served)", v);
-			*err = -ENOENT;
-			goto fail;
+			/* a snapshot's NAME or ID: resolved in create_run */
+			if (!*v || strlen(v) >= sizeof(r->tpl))
+				goto bad;
+			snprintf(r->tpl, sizeof(r->tpl), "%s", v);
 		} else if (!strcmp(k, "image")) {
 			r->c.image = keep(r, v, strlen(v));
 		} else if (!strcmp(k, "tag")) {
@@ -1178,11 +1253,15 @@ void cw_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 	char *e;
 	long g = 10;
 
+	if (verb == API_VERB_SNAPSHOT) {
+		cw_snap_create(be, id, arg, cb, ud);
+		return;
+	}
 	if (verb != API_VERB_STOP && verb != API_VERB_DESTROY &&
 	    verb != API_VERB_PING) {
 		cb(ud, -EOPNOTSUPP, "cwsandbox: the platform has no "
-		   "start, pause, resume or snapshot of a sandbox (stop "
-		   "ends it for good)");
+		   "start, pause or resume of a sandbox (stop ends it for "
+		   "good)");
 		return;
 	}
 	if (verb == API_VERB_STOP && arg && *arg) {

@@ -181,10 +181,9 @@ test('auth: a wrong key is UNAUTHENTICATED', async () => {
 	eq(e.code, grpc.status.UNAUTHENTICATED, 'code');
 });
 
-test('UNIMPLEMENTED: ConnectSandbox, StreamLogs, snapshots, templates',
+test('UNIMPLEMENTED: ConnectSandbox, StreamLogs, templates',
      async () => {
-	for (const m of ['ConnectSandbox', 'CreateFileSystemSnapshot',
-			 'ListFileSystemSnapshots', 'CreateSandboxFromTemplate'])
+	for (const m of ['ConnectSandbox', 'CreateSandboxFromTemplate'])
 	{
 		const e = await fails(call(m, {}));
 		eq(e.code, grpc.status.UNIMPLEMENTED, m);
@@ -537,6 +536,90 @@ test('purge: dry_run counts, then deletes by tag', async () => {
 	eq(r.purge_count, 1, 'purged');
 	eq((await call('GetSandbox', { sandbox_id: a.sandbox_id })).status
 	   .state, 'STATE_TERMINATED', 'terminated');
+});
+
+test('snapshots: create (READY, request_id kept, idempotent), get, list ' +
+     'by source and paged, restore into a new sandbox, in use, delete',
+     async () => {
+	const src = await create(['fss']);
+	await call('WriteFile', { sandbox_id: src.sandbox_id,
+		path: '/tmp/fss.txt', content: Buffer.from('snap me\n') });
+	const rid = 'wire:' + crypto.randomUUID();
+	const f = await call('CreateFileSystemSnapshot',
+			     { sandbox_id: src.sandbox_id, request_id: rid });
+	ok(/^fss-[0-9a-f]{20}$/.test(f.file_system_snapshot_id),
+	   'id ' + f.file_system_snapshot_id);
+	eq(f.state, 'SNAPSHOT_STATE_READY', 'state');
+	eq(f.request_id, rid, 'request_id');
+	eq(f.source_sandbox_id, src.sandbox_id, 'source');
+	eq(f.trigger, 'SNAPSHOT_TRIGGER_MANUAL', 'trigger');
+	ok(Number(f.create_time.seconds) > 0, 'create_time');
+	const again = await call('CreateFileSystemSnapshot',
+				 { sandbox_id: src.sandbox_id,
+				   request_id: rid });
+	eq(again.file_system_snapshot_id, f.file_system_snapshot_id,
+	   'same request_id, same snapshot');
+	const f2 = await call('CreateFileSystemSnapshot',
+			      { sandbox_id: src.sandbox_id });
+	ok(f2.file_system_snapshot_id !== f.file_system_snapshot_id,
+	   'a second snapshot');
+	const g = await call('GetFileSystemSnapshot',
+			     { file_system_snapshot_id:
+			       f.file_system_snapshot_id });
+	eq(g.request_id, rid, 'get: request_id');
+	let e = await fails(call('GetFileSystemSnapshot',
+				 { file_system_snapshot_id: 'fss-nope' }));
+	eq(e.code, grpc.status.NOT_FOUND, 'get unknown: code');
+	e = await fails(call('CreateFileSystemSnapshot',
+			     { sandbox_id: 'sb-nope' }));
+	eq(e.code, grpc.status.NOT_FOUND, 'snapshot of unknown: code');
+	/* list: filter by source, pages of 1 */
+	const seen = [];
+	let tok = '';
+	for (let i = 0; i < 10; i++) {
+		const l = await call('ListFileSystemSnapshots',
+				     { source_sandbox_id: src.sandbox_id,
+				       page_size: 1, page_token: tok });
+		for (const x of l.file_system_snapshots)
+			seen.push(x.file_system_snapshot_id);
+		tok = l.next_page_token;
+		if (!tok)
+			break;
+	}
+	eq(seen.sort().join(','), [f.file_system_snapshot_id,
+	   f2.file_system_snapshot_id].sort().join(','), 'listed by source');
+	/* restore: a scratch volume with restore_from_snapshot_id */
+	const r = await create(['fss-restored'], { volumes: [{ name: 'v',
+		scratch: { restore_from_snapshot_id:
+			   f.file_system_snapshot_id } }] });
+	const rf = await call('ReadFile', { sandbox_id: r.sandbox_id,
+					    path: '/tmp/fss.txt' });
+	eq(rf.content.toString(), 'snap me\n', 'restored content');
+	e = await fails(call('CreateSandbox', { sandbox: { spec: {
+		containers: [{ name: 'main', image: 'x' }],
+		volumes: [{ name: 'v', scratch: {
+			restore_from_snapshot_id: 'fss-00' } }] } } }));
+	eq(e.code, grpc.status.NOT_FOUND, 'restore of unknown: code');
+	/* in use by the restored sandbox; deletable once it is gone */
+	e = await fails(call('DeleteFileSystemSnapshot',
+			     { file_system_snapshot_id:
+			       f.file_system_snapshot_id }));
+	eq(e.code, grpc.status.FAILED_PRECONDITION, 'delete in use: code');
+	await call('DeleteSandbox', { sandbox_id: r.sandbox_id });
+	for (const x of [f, f2]) {
+		const d = await call('DeleteFileSystemSnapshot',
+				     { file_system_snapshot_id:
+				       x.file_system_snapshot_id });
+		eq(d.file_system_snapshot_id, x.file_system_snapshot_id,
+		   'delete answers the record');
+	}
+	e = await fails(call('DeleteFileSystemSnapshot',
+			     { file_system_snapshot_id:
+			       f.file_system_snapshot_id }));
+	eq(e.code, grpc.status.NOT_FOUND, 'deleted: code');
+	await call('DeleteFileSystemSnapshot', { file_system_snapshot_id:
+		f.file_system_snapshot_id, allow_missing: true });
+	await call('DeleteSandbox', { sandbox_id: src.sandbox_id });
 });
 
 test('delete with a grace period: TERMINATED, exec refused', async () => {

@@ -50,8 +50,19 @@ static bool wrenn(void)
 	return s && !strncmp(s, "wrenn", 5);
 }
 
+/* CW Sandbox: IDs (sb-...) as symlinks to NAME as on Wrenn; no pause,
+ * resume or start (stop ends a sandbox for good), so the tests of those
+ * skip or use stop instead. */
+static bool cwsandbox(void)
+{
+	const char *s = getenv("SBXFS_TEST_SOURCE");
+
+	return s && !strncmp(s, "cwsandbox", 9);
+}
+
 /* the sandboxes and ctl, err (not the ID links, not MOUNT/templates/) */
 #define LS (wrenn() ? "ls | grep -v -e '^cl-' -e '^templates$'" : \
+	    cwsandbox() ? "ls | grep -v -e '^sb-' -e '^templates$'" : \
 	    "ls | grep -vx templates")
 #define RMDIR1 "rmdir box1"
 
@@ -132,6 +143,9 @@ Test(walk, mkdir_status_running)
 	expect_out("box1\nctl\nerr\n", LS);
 	if (wrenn())	/* the capsule ID is a symlink to the NAME dir */
 		ok("id=$(ls | grep '^cl-') && [ -L \"$id\" ] && "
+		   "[ \"$(readlink \"$id\")\" = box1 ] && [ -d \"$id/fs\" ]");
+	if (cwsandbox())
+		ok("id=$(ls | grep '^sb-') && [ -L \"$id\" ] && "
 		   "[ \"$(readlink \"$id\")\" = box1 ] && [ -d \"$id/fs\" ]");
 	if (!local())
 		return;
@@ -218,6 +232,8 @@ Test(walk, pause_resume)
 {
 	char st[512];
 
+	if (cwsandbox())
+		cr_skip_test("CW Sandbox has no pause or resume");
 	mkbox("box1");
 	expect_out("paused\n", "echo pause > box1/ctl && head -1 box1/status");
 	if (local()) {
@@ -389,6 +405,8 @@ Test(walk, rmdir_paused)
 	pid_t pids[64];
 	int n = 0, i;
 
+	if (cwsandbox())
+		cr_skip_test("CW Sandbox has no pause");
 	mkbox("box1");
 	if (local())
 		n = mnt_sandbox_pids(&m, "box1", pids, 64);
@@ -405,13 +423,19 @@ Test(walk, remount_keeps_sandboxes)
 
 	mkbox("box1");
 	mkbox("box2");
-	ok("echo kept > box1/fs/tmp/kept && echo pause > box2/ctl");
+	/* CW: no pause; box2 stays running */
+	ok(cwsandbox() ? "echo kept > box1/fs/tmp/kept" :
+	   "echo kept > box1/fs/tmp/kept && echo pause > box2/ctl");
 	r = mnt_remount(&m);
 	cr_assert_eq(r, 0, "remount: %d\n%s", r, mnt_log_tail(&m, 30));
 	expect_out("box1\nbox2\nctl\nerr\n", LS);
 	expect_out("running\n", "head -1 box1/status");
-	expect_out("paused\n", "head -1 box2/status");
 	expect_out("kept\n", "cat box1/fs/tmp/kept");
+	if (cwsandbox()) {
+		expect_out("running\n", "head -1 box2/status");
+		return;
+	}
+	expect_out("paused\n", "head -1 box2/status");
 	expect_out("running\n",
 		   "echo resume > box2/ctl && head -1 box2/status");
 }
@@ -538,9 +562,12 @@ Test(walk, status_first_line)
 {
 	mkbox("box1");
 	ok("[ \"$(head -1 box1/status)\" = running ]");
-	ok("echo pause > box1/ctl && [ \"$(head -1 box1/status)\" = paused ]");
-	ok("echo resume > box1/ctl && "
-	   "[ \"$(head -1 box1/status)\" = running ]");
+	if (!cwsandbox()) {	/* CW: no pause */
+		ok("echo pause > box1/ctl && "
+		   "[ \"$(head -1 box1/status)\" = paused ]");
+		ok("echo resume > box1/ctl && "
+		   "[ \"$(head -1 box1/status)\" = running ]");
+	}
 	/* direct I/O: a second cat after a change is fresh, and ends */
 	expect_out("running\nrunning\n", "head -1 box1/status; "
 				"cat box1/status >/dev/null && "
@@ -562,7 +589,10 @@ Test(walk, ctl_lists_verbs)
 	SH_OK(o);
 	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		snprintf(w, sizeof(w), "%s", verbs[i]);
-		if (wrenn() && (!strcmp(w, "start") || !strcmp(w, "stop"))) {
+		if ((wrenn() && (!strcmp(w, "start") || !strcmp(w, "stop"))) ||
+		    (cwsandbox() && (!strcmp(w, "start") ||
+				     !strcmp(w, "pause") ||
+				     !strcmp(w, "resume")))) {
 			cr_assert(!strstr(o.out, w), "ctl lists '%s':\n%s",
 				  w, o.out);
 			continue;
@@ -572,8 +602,10 @@ Test(walk, ctl_lists_verbs)
 	}
 	ok("echo ping > box1/ctl");
 	/* several verbs in one write */
-	expect_out("running\n", "printf 'pause\\nresume\\n' > box1/ctl && "
-				"head -1 box1/status");
+	expect_out("running\n", cwsandbox() ?
+		   "printf 'ping\\nping\\n' > box1/ctl && head -1 box1/status" :
+		   "printf 'pause\\nresume\\n' > box1/ctl && "
+		   "head -1 box1/status");
 }
 
 /* info is the platform's record as JSON */
@@ -612,6 +644,19 @@ Test(walk, stop_start)
 		expect_out("running\n", "head -1 box1/status");
 		return;
 	}
+	if (cwsandbox()) {
+		struct sh_out o;
+
+		/* stop ends a CW sandbox for good: start is refused */
+		expect_out("stopped\n", "echo 'stop 1' > box1/ctl && "
+					"head -1 box1/status");
+		o = sh_run("bash -c 'echo start > box1/ctl'");
+		SH_FAILS(o);
+		cr_assert(strstr(o.err, "Operation not supported"),
+			  "start on cwsandbox: '%s'", o.err);
+		sh_free(&o);
+		return;
+	}
 	if (local())
 		n = mnt_sandbox_pids(&m, "box1", pids, 64);
 	ok("echo hello > box1/fs/tmp/hi");
@@ -631,6 +676,7 @@ struct pauser {
 	pid_t poller;	 /* thread that polls status */
 	bool blocked;	 /* it was seen blocked in poll(2) */
 	long t_write_ms; /* when the pause write began */
+	const char *verb; /* "pause\n" (CW: "stop 0\n", it has no pause) */
 };
 
 static long ms_now(void);
@@ -650,7 +696,7 @@ static void *pause_later(void *arg)
 		p->err = errno;
 		return NULL;
 	}
-	if (write(fd, "pause\n", 6) != 6)
+	if (write(fd, p->verb, strlen(p->verb)) != (ssize_t)strlen(p->verb))
 		p->err = errno;
 	if (close(fd) < 0)
 		p->err = errno;
@@ -669,7 +715,8 @@ static long ms_now(void)
 Test(walk, poll_status_wakes)
 {
 	char path[MNT_PATH_MAX + 32], buf[256];
-	struct pauser p = { .err = 0 };
+	struct pauser p = { .err = 0,
+			    .verb = cwsandbox() ? "stop 0\n" : "pause\n" };
 	struct pollfd pf;
 	pthread_t th;
 	long t0, dt;
@@ -703,5 +750,6 @@ Test(walk, poll_status_wakes)
 		      "poll did not wait for the change (%ld ms, revents %#x)",
 		      dt, pf.revents);
 	close(fd);
-	expect_out("paused\n", "head -1 box1/status");
+	expect_out(cwsandbox() ? "stopped\n" : "paused\n",
+		   "head -1 box1/status");
 }

@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -433,7 +434,11 @@ static bool need_running(struct gs_stream *st, const char *id)
 	if (state != ST_RUNNING) {
 		fail(st, GS_FAILED_PRECONDITION,
 		     "CWSANDBOX_SANDBOX_NOT_RUNNING",
-		     "sandbox %s is not running", id);
+		     "sandbox %s is not running (%s)", id,
+		     state == ST_CREATING ? "creating" :
+		     state == ST_PAUSED ? "paused" :
+		     state == ST_TERMINATING ? "stopping" :
+		     state == ST_FAILED ? "failed" : "stopped");
 		return false;
 	}
 	return true;
@@ -443,6 +448,7 @@ static bool need_running(struct gs_stream *st, const char *id)
 
 struct creator {
 	char id[32];
+	char fss[40];	/* restore_from_snapshot_id of a scratch volume */
 };
 
 static void *create_thread(void *p)
@@ -452,7 +458,14 @@ static void *create_thread(void *p)
 	struct rec *r;
 	int rc;
 
-	rc = srv_sb_create(c->id, NULL, 0, msg, sizeof(msg));
+	{
+		/* a restored snapshot is the local template named after
+		 * its ID (the whole file system: see fss_create) */
+		struct api_kv kv = { "template", c->fss };
+
+		rc = srv_sb_create(c->id, c->fss[0] ? &kv : NULL,
+				   c->fss[0] ? 1 : 0, msg, sizeof(msg));
+	}
 	pthread_mutex_lock(&rlock);
 	r = rec_find_locked(c->id);
 	if (r) {
@@ -488,6 +501,9 @@ static int new_id(char *out, size_t len)
 	return 0;
 }
 
+static bool fss_restore_of(struct gs_stream *st, const Spec *spec,
+			   char *out, size_t len);
+
 static void h_create(struct gs_stream *st, const uint8_t *m, size_t len)
 {
 	CreateReq *q = coreweave__sandbox__v1__create_sandbox_request__unpack(
@@ -519,6 +535,11 @@ static void h_create(struct gs_stream *st, const uint8_t *m, size_t len)
 	c = calloc(1, sizeof(*c));
 	if (!r || !c || new_id(r->id, sizeof(r->id)))
 		goto oom;
+	if (!fss_restore_of(st, q->sandbox->spec, c->fss, sizeof(c->fss))) {
+		rec_free(r);
+		r = NULL;
+		goto out_free;
+	}
 	snprintf(r->request_id, sizeof(r->request_id), "%s", q->request_id);
 	r->spec_len = coreweave__sandbox__v1__sandbox_spec__get_packed_size(
 		q->sandbox->spec);
@@ -1838,6 +1859,456 @@ static void sx_gone(struct gs_stream *st)
 	}
 }
 
+/* ---- file-system snapshots --------------------------------------------------------
+ *
+ * On the platform a snapshot is of one scratch volume and is restored into
+ * a scratch volume of a new sandbox (ScratchVolume.restore_from_snapshot_id).
+ * Here a sandbox has no volumes but its whole file system, so a snapshot is
+ * the local runtime's snapshot of the sandbox (the template DATADIR/
+ * templates/ID) and a CreateSandbox with any scratch volume restoring ID
+ * starts from that template.  scratch_volume_name is recorded as
+ * source_volume_name, not checked.  Snapshots are READY when
+ * CreateFileSystemSnapshot answers (the local copy is synchronous).  The
+ * record is DATADIR/server-cwsandbox-fss/ID.pb, a packed
+ * FileSystemSnapshot.  Reasons (the reference names 17 CWSANDBOX_FSS_*
+ * without listing them): CWSANDBOX_FSS_NOT_FOUND, CWSANDBOX_FSS_IN_USE,
+ * CWSANDBOX_FSS_NOT_READY. */
+
+typedef Coreweave__Sandbox__V1__FileSystemSnapshot Fss;
+
+static pthread_mutex_t fss_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool fss_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	return n > 4 && n < 40 && !strncmp(id, "fss-", 4) &&
+	       strspn(id + 4, "0123456789abcdef") == n - 4;
+}
+
+static void fss_path(const char *id, char *out, size_t len)
+{
+	snprintf(out, len, "%s/server-cwsandbox-fss/%s.pb", srv_g.datadir, id);
+}
+
+/* The record of id, or NULL (free with ..._free_unpacked). */
+static Fss *fss_load(const char *id)
+{
+	char path[700];
+	uint8_t buf[8192];
+	ssize_t n;
+	int fd;
+
+	if (!fss_id_ok(id))
+		return NULL;
+	fss_path(id, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	return coreweave__sandbox__v1__file_system_snapshot__unpack(NULL,
+								    (size_t)n,
+								    buf);
+}
+
+static int fss_save(const Fss *f)
+{
+	char path[700], tmp[720];
+	uint8_t buf[8192];
+	size_t n = coreweave__sandbox__v1__file_system_snapshot__get_packed_size(f);
+	int fd, rc = 0;
+
+	if (n > sizeof(buf))
+		return -EINVAL;
+	coreweave__sandbox__v1__file_system_snapshot__pack(f, buf);
+	snprintf(path, sizeof(path), "%s/server-cwsandbox-fss", srv_g.datadir);
+	if (mkdir(path, 0700) && errno != EEXIST)
+		return -errno;
+	fss_path(f->file_system_snapshot_id, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, buf, n) != (ssize_t)n || fsync(fd))
+		rc = -EIO;
+	if (fd >= 0)
+		close(fd);
+	if (!rc && rename(tmp, path))
+		rc = -errno;
+	return rc;
+}
+
+static void fss_reply(struct gs_stream *st, const Fss *f)
+{
+	uint8_t buf[8192];
+	size_t n = coreweave__sandbox__v1__file_system_snapshot__get_packed_size(f);
+
+	if (n > sizeof(buf)) {
+		fail(st, GS_INTERNAL, NULL, "snapshot record too large");
+		return;
+	}
+	coreweave__sandbox__v1__file_system_snapshot__pack(f, buf);
+	gs_reply(st, buf, n);
+}
+
+static bool fss_not_found(struct gs_stream *st, const char *id)
+{
+	const char *meta[] = { "file_system_snapshot_id", id, NULL };
+	char m[200];
+
+	snprintf(m, sizeof(m), "file system snapshot %.100s not found", id);
+	gs_finish(st, GS_NOT_FOUND, m, "CWSANDBOX_FSS_NOT_FOUND", meta);
+	return false;
+}
+
+/* CreateSandbox: the snapshot a scratch volume restores (at most one,
+ * READY), copied to out ("" none); false when answered with an error. */
+static bool fss_restore_of(struct gs_stream *st, const Spec *spec,
+			   char *out, size_t len)
+{
+	size_t i;
+
+	*out = '\0';
+	for (i = 0; i < spec->n_volumes; i++) {
+		const Coreweave__Sandbox__V1__SandboxVolume *v =
+			spec->volumes[i];
+		const char *id;
+		Fss *f;
+		int state;
+
+		if (v->source_case !=
+			    COREWEAVE__SANDBOX__V1__SANDBOX_VOLUME__SOURCE_SCRATCH ||
+		    !v->scratch || !*v->scratch->restore_from_snapshot_id)
+			continue;
+		id = v->scratch->restore_from_snapshot_id;
+		if (*out && strcmp(out, id)) {
+			fail(st, GS_INVALID_ARGUMENT,
+			     "CWSANDBOX_INVALID_REQUEST", "this server "
+			     "restores one snapshot per sandbox");
+			return false;
+		}
+		f = fss_load(id);
+		if (!f)
+			return fss_not_found(st, id);
+		state = f->state;
+		coreweave__sandbox__v1__file_system_snapshot__free_unpacked(f,
+									    NULL);
+		if (state != COREWEAVE__SANDBOX__V1__SNAPSHOT_STATE__SNAPSHOT_STATE_READY) {
+			fail(st, GS_FAILED_PRECONDITION,
+			     "CWSANDBOX_FSS_NOT_READY",
+			     "file system snapshot %.100s is not ready", id);
+			return false;
+		}
+		snprintf(out, len, "%s", id);
+	}
+	return true;
+}
+
+static __thread long long fss_du;
+
+static int fss_du_cb(const char *p, const struct stat *sb, int fl,
+		     struct FTW *ftw)
+{
+	(void)p;
+	(void)ftw;
+	if (fl == FTW_F)
+		fss_du += sb->st_size;
+	return 0;
+}
+
+static void h_fss_create(struct gs_stream *st, const uint8_t *m, size_t len)
+{
+	Coreweave__Sandbox__V1__CreateFileSystemSnapshotRequest *q =
+		coreweave__sandbox__v1__create_file_system_snapshot_request__unpack(
+			NULL, len, m);
+	Fss f = COREWEAVE__SANDBOX__V1__FILE_SYSTEM_SNAPSHOT__INIT, *old;
+	Ts ct, now;
+	char id[40], msg[512], tpl[700];
+	struct dirent *de;
+	DIR *d;
+	int rc;
+
+	if (!q) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "cannot parse CreateFileSystemSnapshotRequest");
+		return;
+	}
+	if (strlen(q->request_id) > 128) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "request_id is longer than 128 bytes");
+		goto out;
+	}
+	if (!need_running(st, q->sandbox_id))
+		goto out;
+	pthread_mutex_lock(&fss_lock);
+	/* idempotency: the same request_id answers the first snapshot */
+	snprintf(tpl, sizeof(tpl), "%s/server-cwsandbox-fss", srv_g.datadir);
+	d = *q->request_id ? opendir(tpl) : NULL;
+	while (d && (de = readdir(d))) {
+		char *dot = strstr(de->d_name, ".pb");
+
+		if (!dot || dot[3])
+			continue;
+		snprintf(id, sizeof(id), "%.*s", (int)(dot - de->d_name),
+			 de->d_name);
+		old = fss_load(id);
+		if (old && !strcmp(old->request_id, q->request_id)) {
+			closedir(d);
+			pthread_mutex_unlock(&fss_lock);
+			fss_reply(st, old);
+			coreweave__sandbox__v1__file_system_snapshot__free_unpacked(old, NULL);
+			goto out;
+		}
+		if (old)
+			coreweave__sandbox__v1__file_system_snapshot__free_unpacked(old, NULL);
+	}
+	if (d)
+		closedir(d);
+	if (new_id(id, sizeof(id))) {
+		pthread_mutex_unlock(&fss_lock);
+		fail(st, GS_INTERNAL, NULL, "no random bytes");
+		goto out;
+	}
+	memcpy(id, "fss", 3);	/* "sb-" + 20 hex -> "fss-" + 20 hex */
+	memmove(id + 4, id + 3, strlen(id + 3) + 1);
+	id[3] = '-';
+	rc = srv_sb_verb(q->sandbox_id, API_VERB_SNAPSHOT, id, msg,
+			 sizeof(msg));
+	if (rc) {
+		pthread_mutex_unlock(&fss_lock);
+		fail(st, code_of(rc), "CWSANDBOX_FSS_FAILED",
+		     "snapshot of %s: %s", q->sandbox_id, msg);
+		goto out;
+	}
+	snprintf(tpl, sizeof(tpl), "%s/templates/%s", srv_g.datadir, id);
+	fss_du = 0;
+	nftw(tpl, fss_du_cb, 16, FTW_PHYS);
+	ts_set(&ct, time(NULL));
+	now = ct;
+	f.file_system_snapshot_id = id;
+	f.state = COREWEAVE__SANDBOX__V1__SNAPSHOT_STATE__SNAPSHOT_STATE_READY;
+	f.size_bytes = fss_du;
+	f.source_sandbox_id = q->sandbox_id;
+	f.trigger = COREWEAVE__SANDBOX__V1__SNAPSHOT_TRIGGER__SNAPSHOT_TRIGGER_MANUAL;
+	f.create_time = &ct;
+	f.complete_time = &now;
+	f.updated_at = &now;
+	f.source_volume_name = q->scratch_volume_name;
+	f.request_id = q->request_id;
+	rc = fss_save(&f);
+	pthread_mutex_unlock(&fss_lock);
+	if (rc)
+		fail(st, GS_INTERNAL, NULL, "cannot store the snapshot record");
+	else
+		fss_reply(st, &f);
+out:
+	coreweave__sandbox__v1__create_file_system_snapshot_request__free_unpacked(
+		q, NULL);
+}
+
+static void h_fss_get(struct gs_stream *st, const uint8_t *m, size_t len)
+{
+	Coreweave__Sandbox__V1__GetFileSystemSnapshotRequest *q =
+		coreweave__sandbox__v1__get_file_system_snapshot_request__unpack(
+			NULL, len, m);
+	Fss *f;
+
+	if (!q) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "cannot parse GetFileSystemSnapshotRequest");
+		return;
+	}
+	if (!*q->file_system_snapshot_id) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "file_system_snapshot_id is required");
+	} else if (!(f = fss_load(q->file_system_snapshot_id))) {
+		fss_not_found(st, q->file_system_snapshot_id);
+	} else {
+		fss_reply(st, f);
+		coreweave__sandbox__v1__file_system_snapshot__free_unpacked(f,
+									    NULL);
+	}
+	coreweave__sandbox__v1__get_file_system_snapshot_request__free_unpacked(
+		q, NULL);
+}
+
+static int fss_cmp(const void *a, const void *b)
+{
+	const Fss *x = *(Fss *const *)a, *y = *(Fss *const *)b;
+
+	return strcmp(x->file_system_snapshot_id, y->file_system_snapshot_id);
+}
+
+/* Paged by ID order; the token is the last ID of the page before. */
+static void h_fss_list(struct gs_stream *st, const uint8_t *m, size_t len)
+{
+	Coreweave__Sandbox__V1__ListFileSystemSnapshotsRequest *q =
+		coreweave__sandbox__v1__list_file_system_snapshots_request__unpack(
+			NULL, len, m);
+	Coreweave__Sandbox__V1__ListFileSystemSnapshotsResponse resp =
+		COREWEAVE__SANDBOX__V1__LIST_FILE_SYSTEM_SNAPSHOTS_RESPONSE__INIT;
+	Fss **all = NULL, **nall;
+	size_t n = 0, cap = 0, i, first = 0, size, pn;
+	char dir[700], id[40], tok[40] = "";
+	struct dirent *de;
+	uint8_t *buf;
+	DIR *d;
+
+	if (!q) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "cannot parse ListFileSystemSnapshotsRequest");
+		return;
+	}
+	if (q->page_size < 0) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "page_size must not be negative");
+		goto out;
+	}
+	snprintf(dir, sizeof(dir), "%s/server-cwsandbox-fss", srv_g.datadir);
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		char *dot = strstr(de->d_name, ".pb");
+		Fss *f;
+
+		if (!dot || dot[3])
+			continue;
+		snprintf(id, sizeof(id), "%.*s", (int)(dot - de->d_name),
+			 de->d_name);
+		f = fss_load(id);
+		if (!f)
+			continue;
+		if (*q->source_sandbox_id &&
+		    strcmp(f->source_sandbox_id, q->source_sandbox_id)) {
+			coreweave__sandbox__v1__file_system_snapshot__free_unpacked(f, NULL);
+			continue;
+		}
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			nall = realloc(all, cap * sizeof(*all));
+			if (!nall) {
+				coreweave__sandbox__v1__file_system_snapshot__free_unpacked(f, NULL);
+				break;
+			}
+			all = nall;
+		}
+		all[n++] = f;
+	}
+	if (d)
+		closedir(d);
+	if (n)
+		qsort(all, n, sizeof(*all), fss_cmp);
+	if (*q->page_token)
+		while (first < n &&
+		       strcmp(all[first]->file_system_snapshot_id,
+			      q->page_token) <= 0)
+			first++;
+	pn = q->page_size > 0 && (size_t)q->page_size < n - first ?
+		     (size_t)q->page_size : n - first;
+	if (first + pn < n && pn)
+		snprintf(tok, sizeof(tok), "%s",
+			 all[first + pn - 1]->file_system_snapshot_id);
+	resp.n_file_system_snapshots = pn;
+	resp.file_system_snapshots = all ? all + first : NULL;
+	resp.next_page_token = tok;
+	size = coreweave__sandbox__v1__list_file_system_snapshots_response__get_packed_size(
+		&resp);
+	buf = malloc(size ? size : 1);
+	if (buf) {
+		coreweave__sandbox__v1__list_file_system_snapshots_response__pack(
+			&resp, buf);
+		gs_reply(st, buf, size);
+		free(buf);
+	} else {
+		fail(st, GS_RESOURCE_EXHAUSTED, NULL, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		coreweave__sandbox__v1__file_system_snapshot__free_unpacked(all[i],
+									    NULL);
+	free(all);
+out:
+	coreweave__sandbox__v1__list_file_system_snapshots_request__free_unpacked(
+		q, NULL);
+}
+
+static int fss_rm_cb(const char *p, const struct stat *sb, int fl,
+		     struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	return (fl == FTW_DP ? rmdir(p) : unlink(p)) ? -1 : 0;
+}
+
+/* Answers the record as it was, now DELETING (the platform's shape). */
+static void h_fss_delete(struct gs_stream *st, const uint8_t *m, size_t len)
+{
+	Coreweave__Sandbox__V1__DeleteFileSystemSnapshotRequest *q =
+		coreweave__sandbox__v1__delete_file_system_snapshot_request__unpack(
+			NULL, len, m);
+	struct api_sandbox *sbs = NULL;
+	size_t nsb = 0, i = 0;
+	char msg[256], path[700];
+	Fss *f = NULL;
+
+	if (!q) {
+		fail(st, GS_INVALID_ARGUMENT, "CWSANDBOX_INVALID_REQUEST",
+		     "cannot parse DeleteFileSystemSnapshotRequest");
+		return;
+	}
+	pthread_mutex_lock(&fss_lock);
+	f = fss_load(q->file_system_snapshot_id);
+	if (!f) {
+		Fss none = COREWEAVE__SANDBOX__V1__FILE_SYSTEM_SNAPSHOT__INIT;
+
+		pthread_mutex_unlock(&fss_lock);
+		if (!q->allow_missing) {
+			fss_not_found(st, q->file_system_snapshot_id);
+		} else {
+			none.file_system_snapshot_id =
+				q->file_system_snapshot_id;
+			fss_reply(st, &none);
+		}
+		goto out;
+	}
+	/* the local runtime stacks a template under the sandboxes made
+	 * from it: not while one of them lives */
+	if (!srv_sb_list(&sbs, &nsb, msg, sizeof(msg)))
+		for (i = 0; i < nsb; i++)
+			if (!strcmp(sbs[i].template,
+				    f->file_system_snapshot_id) &&
+			    sbs[i].state != API_ST_STOPPED &&
+			    sbs[i].state != API_ST_DESTROYED &&
+			    sbs[i].state != API_ST_FAILED)
+				break;
+	if (sbs && i < nsb) {
+		pthread_mutex_unlock(&fss_lock);
+		fail(st, GS_FAILED_PRECONDITION, "CWSANDBOX_FSS_IN_USE",
+		     "file system snapshot %s is in use by sandbox %s",
+		     f->file_system_snapshot_id, sbs[i].id);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/templates/%s", srv_g.datadir,
+		 f->file_system_snapshot_id);
+	if (!access(path, F_OK) &&
+	    nftw(path, fss_rm_cb, 16, FTW_DEPTH | FTW_PHYS)) {
+		pthread_mutex_unlock(&fss_lock);
+		fail(st, GS_INTERNAL, NULL, "could not remove the snapshot");
+		goto out;
+	}
+	fss_path(f->file_system_snapshot_id, path, sizeof(path));
+	unlink(path);
+	pthread_mutex_unlock(&fss_lock);
+	f->state = COREWEAVE__SANDBOX__V1__SNAPSHOT_STATE__SNAPSHOT_STATE_DELETING;
+	fss_reply(st, f);
+out:
+	free(sbs);
+	if (f)
+		coreweave__sandbox__v1__file_system_snapshot__free_unpacked(f,
+									    NULL);
+	coreweave__sandbox__v1__delete_file_system_snapshot_request__free_unpacked(
+		q, NULL);
+}
+
 /* ---- the table ---------------------------------------------------------------- */
 
 const struct gs_method gs_methods[] = {
@@ -1854,10 +2325,10 @@ const struct gs_method gs_methods[] = {
 	 * back to the gateway, i.e. to us) */
 	{ "CreateSandboxFromTemplate", NULL, NULL, NULL, NULL },
 	{ "StreamLogs", NULL, NULL, NULL, NULL },
-	{ "CreateFileSystemSnapshot", NULL, NULL, NULL, NULL },
-	{ "GetFileSystemSnapshot", NULL, NULL, NULL, NULL },
-	{ "ListFileSystemSnapshots", NULL, NULL, NULL, NULL },
-	{ "DeleteFileSystemSnapshot", NULL, NULL, NULL, NULL },
+	{ "CreateFileSystemSnapshot", h_fss_create, NULL, NULL, NULL },
+	{ "GetFileSystemSnapshot", h_fss_get, NULL, NULL, NULL },
+	{ "ListFileSystemSnapshots", h_fss_list, NULL, NULL, NULL },
+	{ "DeleteFileSystemSnapshot", h_fss_delete, NULL, NULL, NULL },
 	{ "ConnectSandbox", NULL, NULL, NULL, NULL },
 	{ NULL, NULL, NULL, NULL, NULL }
 };
