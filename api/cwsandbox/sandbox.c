@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -83,6 +84,24 @@ static cJSON *b64json(const ProtobufCBinaryData *b)
 
 static cJSON *msg_json(const ProtobufCMessage *m);
 
+/* proto3 JSON of a Timestamp: RFC 3339 in UTC, "Z", nanos when set */
+static cJSON *ts_json(const Coreweave__Sandbox__V1__Timestamp *t)
+{
+	time_t s = (time_t)t->seconds;
+	struct tm tm;
+	char buf[64];
+	size_t n;
+
+	if (!gmtime_r(&s, &tm))
+		return cJSON_CreateNull();
+	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (t->nanos > 0 && t->nanos < 1000000000)
+		snprintf(buf + n, sizeof(buf) - n, ".%09dZ", (int)t->nanos);
+	else
+		snprintf(buf + n, sizeof(buf) - n, "Z");
+	return cJSON_CreateString(buf);
+}
+
 static cJSON *val_json(const ProtobufCFieldDescriptor *f, const void *p)
 {
 	char num[32];
@@ -126,6 +145,11 @@ static cJSON *val_json(const ProtobufCFieldDescriptor *f, const void *p)
 	case PROTOBUF_C_TYPE_BYTES:
 		return b64json(p);
 	case PROTOBUF_C_TYPE_MESSAGE:
+		if (*(ProtobufCMessage *const *)p &&
+		    (*(ProtobufCMessage *const *)p)->descriptor ==
+			    &coreweave__sandbox__v1__timestamp__descriptor)
+			return ts_json(*(const Coreweave__Sandbox__V1__Timestamp
+					 *const *)p);
 		return *(ProtobufCMessage *const *)p ?
 		       msg_json(*(ProtobufCMessage *const *)p) :
 		       cJSON_CreateObject();

@@ -136,9 +136,17 @@ Test(cw, record_as_json)
 		COREWEAVE__SANDBOX__V1__SANDBOX_STATUS__INIT;
 	Coreweave__Sandbox__V1__SandboxSpec sp =
 		COREWEAVE__SANDBOX__V1__SANDBOX_SPEC__INIT;
+	Coreweave__Sandbox__V1__Timestamp ct =
+		COREWEAVE__SANDBOX__V1__TIMESTAMP__INIT,
+		st_t = COREWEAVE__SANDBOX__V1__TIMESTAMP__INIT;
 	char *tags[] = { "sbxfs-name=box", "t" };
 	char *j;
 
+	ct.seconds = 1796384260;	/* 2026-12-04T11:37:40Z */
+	st_t.seconds = 0;
+	st_t.nanos = 5;
+	st.create_time = &ct;
+	st.start_time = &st_t;
 	sb.sandbox_id = "sb-1";
 	sb.spec = &sp;
 	sb.status = &st;
@@ -158,5 +166,9 @@ Test(cw, record_as_json)
 	cr_assert(strstr(j, "\"exitCode\":\t0"), "presence kept: %s", j);
 	cr_assert(strstr(j, "\"sbxfs-name=box\""), "%s", j);
 	cr_assert(!strstr(j, "stateReason"), "zero omitted: %s", j);
+	cr_assert(strstr(j, "\"createTime\":\t\"2026-12-04T11:37:40Z\""),
+		  "Timestamp as RFC 3339: %s", j);
+	cr_assert(strstr(j, "\"1970-01-01T00:00:00.000000005Z\""),
+		  "Timestamp with nanos: %s", j);
 	free(j);
 }
