@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ struct fs_files {
 	pthread_mutex_t mu;
 	uint64_t next_id;
 	struct node **by_id, **by_path, **by_host;
+	size_t freed;	/* nodes freed since the last malloc_trim */
 	struct listing *cache[CACHE_N];
 };
 
@@ -279,6 +281,7 @@ static void node_unref(struct fs_files *f, struct node *n, uint64_t refs)
 	unhash_path(f, n);
 	unhash_host(f, n);
 	free(n);
+	f->freed++;
 }
 
 /* ---- listing cache (files->mu held) ------------------------------------- */
@@ -435,15 +438,28 @@ void fs_files_free(struct fs *fs)
 	fs->files = NULL;
 }
 
+/* Nodes live as long as the kernel keeps their dentries: a tree of
+ * 100,000 entries walked once costs ~25 MB until the kernel forgets them,
+ * and glibc keeps what is freed in the middle of its heaps (one per
+ * worker thread).  After every NODE_TRIM nodes freed, give it back. */
+#define NODE_TRIM 4096
+
 void fs_files_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct fs_files *f = fs->files;
+	bool trim = false;
 
 	pthread_mutex_lock(&f->mu);
 	struct node *n = node_by_id(f, fs_ino_file_id(ino));
 	if (n)
 		node_unref(f, n, nlookup);
+	if (f->freed >= NODE_TRIM) {
+		f->freed = 0;
+		trim = true;
+	}
 	pthread_mutex_unlock(&f->mu);
+	if (trim)
+		malloc_trim(0);
 }
 
 /* ---- one request -------------------------------------------------------- */
