@@ -1647,7 +1647,9 @@ static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	if (!io)
 		return;
 	io->of->dirty = false;
-	api_file_flush(io->fs->be, io->of->f, done_cb, io);
+	/* not flush: a remote backend may defer a small file's write-back
+	 * at close, never at fsync (api/rfile.h) */
+	api_file_fsync(io->fs->be, io->of->f, done_cb, io);
 }
 
 static void f_release(fuse_req_t req, fuse_ino_t ino,
