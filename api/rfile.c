@@ -1119,6 +1119,8 @@ static void batch_send(struct api_rfile *rf, const char *id, struct rf_q *q)
 		}
 		dix[k] = j;
 		est += 4 * (strlen(n->path) - strlen(dirs[j])) + 8;
+		if (n->remote) /* the owner-keeping line below */
+			est += 8 * (strlen(n->path) - strlen(dirs[j])) + 80;
 		bytes += sz;
 		ns[k++] = n;
 	}
@@ -1232,6 +1234,23 @@ fail_k:
 		sb_add(&sc, "; cd ");
 		sb_add(&sc, qt ? qt : "''");
 		free(qt);
+		/* a file we replace keeps its owner unless one was set (the
+		 * listing gives no owner, tar would make it ours) */
+		for (i = 0; i < k; i++) {
+			char *qb;
+
+			if (dix[i] != j || !ns[i]->remote ||
+			    (b->cs[i]->sa.mask & (API_SET_UID | API_SET_GID)))
+				continue;
+			qb = api_shell_quote(ns[i]->path + strlen(dirs[j]) +
+					     (strcmp(dirs[j], "/") ? 1 : 0));
+			sb_add(&sc, " && { o=$(stat -c %u:%g -- ../");
+			sb_add(&sc, qb ? qb : "''");
+			sb_add(&sc, " 2>/dev/null) && chown \"$o\" -- ");
+			sb_add(&sc, qb ? qb : "''");
+			sb_add(&sc, " 2>/dev/null; true; }");
+			free(qb);
+		}
 		sb_add(&sc, " && mv -f --");
 		for (i = 0; i < k; i++) {
 			char *qb;

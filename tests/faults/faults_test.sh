@@ -531,6 +531,38 @@ o=$(sh_in "cat /tmp/df1; ls -a /tmp | grep -c '^\.sbxfs-'")
 	ok "cut batch: old content kept, no temporary left" ||
 	nok "cut batch: capsule has: $o"
 rm -f "$B/fs/tmp/df1" "$B/fs/tmp/df3" "$B/fs/tmp/df4"
+# ---- 10. a busy capsule does not stall the others (issue 8, item 5) -----
+
+# Every request for box's capsule answers 2 s late; three verbs queued on
+# it (ping through its ctl) must not hold up a listing of box2's files.
+check "second capsule" mkdir "$M/box2"
+id1=
+for l in "$M"/cl-*; do
+	[ -L "$l" ] && [ "$(readlink "$l")" = box ] && id1=${l##*/}
+done
+if [ -z "$id1" ]; then
+	nok "busy capsule: no ID for box"
+else
+	echo "delay 2 /v1/capsules/$id1" >"$T/ctl"
+	pings=
+	for i in 1 2 3; do
+		( timeout "$HANG" sh -c "echo ping > $B/ctl" >/dev/null 2>&1 ) &
+		pings="$pings $!"
+	done
+	t0=$(now)
+	timeout "$HANG" ls "$M/box2/fs/usr/share" >/dev/null 2>"$T/err"
+	rc=$?
+	el=$(since "$t0")
+	if [ $rc = 0 ] && lt "$el" 1.5; then
+		ok "busy capsule: box2 listed in ${el}s while box answers late"
+	else
+		nok "busy capsule: box2 ls rc $rc after ${el}s: $(cat "$T/err")"
+	fi
+	wait $pings	# only them: the proxy and sbxfs are children too
+	: >"$T/ctl"
+fi
+rmdir "$M/box2" 2>/dev/null
+
 # ---- end: clean unmount, sbxfs exits 0 -----------------------------------
 
 for d in "$M"/*; do

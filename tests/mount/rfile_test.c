@@ -355,3 +355,21 @@ Test(rfile, batch_no_half_written, .timeout = 300)
 		  !strstr(o.out, "seen 0 "),
 		  "reader or content:\n%s\n%s", o.out, o.err);
 }
+
+/* A file rewritten through a batch keeps its owner in the sandbox (the
+ * listing has no owner: the archive's would be ours). */
+Test(rfile, batch_keeps_owner)
+{
+	struct sh_out o;
+
+	if (!wrenn())
+		return;
+	mkbox();
+	o = sh_run(IN_BOX("'echo old > /tmp/own && chown 1234:1234 "
+			  "/tmp/own'") " && echo new > box/fs/tmp/own && "
+		   IN_BOX("'stat -c \"%%u:%%g %%s %%a\" /tmp/own; "
+			  "cat /tmp/own'"));
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "1234:1234 4 644\nnew\n", "got:\n%s\n%s",
+			 o.out, o.err);
+}
