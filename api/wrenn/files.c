@@ -715,6 +715,22 @@ static void remove_listed(struct wrenn *w, void *ud, int err,
 	pop_call(op, "remove", remove_got);
 }
 
+static void remove_go(struct wrenn *w, struct wrenn_work *wk)
+{
+	struct path_op *op = (struct path_op *)wk;
+
+	dc_get(w, op->id, op->parent, true, remove_listed, op);
+}
+
+/* Files queued for the capsule landed (api/rfile.c): a directory that
+ * holds one of them is not empty. */
+static void rmdir_synced(void *ud)
+{
+	struct path_op *op = ud;
+
+	wrenn_post(op->w, &op->wk, remove_go);
+}
+
 static void remove_run(struct wrenn *w, struct wrenn_work *wk)
 {
 	struct path_op *op = (struct path_op *)wk;
@@ -725,7 +741,10 @@ static void remove_run(struct wrenn *w, struct wrenn_work *wk)
 		pop_done(op, -EBUSY, "wrenn: cannot remove /");
 		return;
 	}
-	dc_get(w, op->id, op->parent, true, remove_listed, op);
+	if (op->kind == POP_RMDIR &&
+	    wrenn_files_sync(w, op->id, rmdir_synced, op))
+		return;
+	remove_go(w, wk);
 }
 
 void wrenn_file_unlink(struct api_backend *be, const char *id,

@@ -373,3 +373,17 @@ Test(rfile, batch_keeps_owner)
 	cr_assert_str_eq(o.out, "1234:1234 4 644\nnew\n", "got:\n%s\n%s",
 			 o.out, o.err);
 }
+
+/* rmdir of a directory whose only file was just written (still queued
+ * on wrenn) is ENOTEMPTY, as on a disk, and the file stays. */
+Test(rfile, rmdir_with_queued_file)
+{
+	struct sh_out o;
+
+	mkbox();
+	o = sh_run("mkdir box/fs/tmp/rq && echo q > box/fs/tmp/rq/f && "
+		   "{ rmdir box/fs/tmp/rq 2>&1 | grep -c 'not empty'; "
+		   "cat box/fs/tmp/rq/f; }");
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "1\nq\n", "got:\n%s\n%s", o.out, o.err);
+}
