@@ -76,6 +76,7 @@ struct rf_node {
 	char id[API_ID_MAX];
 	char *path;	   /* NULL once unlinked or replaced */
 	int opens;	   /* descriptors */
+	int wopens;	   /* of them open for writing */
 	bool fetching, storing;
 	bool queued;   /* waits in the batch queue (closed, dirty) */
 	bool in_batch; /* its store is part of a batch in flight */
@@ -1756,7 +1757,12 @@ static int attach(struct rf_node *n, struct rf_wait *w, bool fresh)
 	w->h->flags = w->flags;
 	w->h->eseq = eseq_now(n->rf, n->id);
 	n->opens++;
-	dequeue(n); /* queued again at the last close */
+	n->wopens += acc != O_RDONLY;
+	/* a writer takes it off the queue (queued again at its last
+	 * close); a reader leaves it there: `tail -f` must not hold back
+	 * a file's landing */
+	if (acc != O_RDONLY)
+		dequeue(n);
 	if ((w->flags & O_TRUNC) && acc != O_RDONLY &&
 	    (n->ld != RF_READY || api_stage_size(n->st))) {
 		/* content no longer matters: stop waiting for it */
@@ -2046,13 +2052,18 @@ void api_rfile_close(struct api_backend *be, struct api_file *f,
 
 	pthread_mutex_lock(&rf->mu);
 	n->opens--;
+	n->wopens -= (h->flags & O_ACCMODE) != O_RDONLY;
 	/* the last close writes back what no flush did (mmap pages
 	 * written after the flush, a descriptor closed without one); not
 	 * what a flush already failed to store and said so: a create whose
 	 * write-back failed leaves no file */
-	if (!n->opens && n->path && dirty(n) && !n->storing &&
-	    n->ld == RF_READY && n->gen != n->failed_gen && !enqueue(n))
-		store_start(n, &q);
+	if (n->path && dirty(n) && !n->storing && n->ld == RF_READY &&
+	    n->gen != n->failed_gen) {
+		/* the last writer queues it, even while readers hold it
+		 * (a release can come after the next open) */
+		if (!(!n->wopens && enqueue(n)) && !n->opens)
+			store_start(n, &q);
+	}
 	maybe_free(n);
 	pthread_mutex_unlock(&rf->mu);
 	free(h);

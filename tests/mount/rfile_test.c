@@ -387,3 +387,21 @@ Test(rfile, rmdir_with_queued_file)
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "1\nq\n", "got:\n%s\n%s", o.out, o.err);
 }
+
+/* A reader keeping a just-written file open does not hold back its
+ * write-back (wrenn: the upload shows in the log while it is open). */
+Test(rfile, reader_does_not_hold_batch)
+{
+	struct sh_out o;
+
+	if (!wrenn())
+		return;
+	mkbox();
+	o = sh_run("n0=$(grep -c files/write $TMPD/sbxfs.log); "
+		   "echo x > box/fs/tmp/tf; exec 4< box/fs/tmp/tf; i=0; "
+		   "while [ $(grep -c files/write $TMPD/sbxfs.log) = $n0 ] && "
+		   "[ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done; "
+		   "exec 4<&-; [ $i -lt 200 ] && echo landed");
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "landed\n", "got:\n%s\n%s", o.out, o.err);
+}
