@@ -287,6 +287,16 @@ ls -l "$B/fs/tmp/d10k" >/dev/null
 s=$(secs "$t0")
 n2=$(wc -l <"$T/proxy.log")
 row "mount: same again (warm)" "$s" "$((n2 - n1)) API calls"
+# the directory's listing expired but the path to it just looked up
+sleep 1.2
+ls "$B/fs/tmp" >/dev/null
+n2=$(wc -l <"$T/proxy.log")
+t0=$(now)
+ls -l "$B/fs/tmp/d10k" >/dev/null
+s=$(secs "$t0")
+n3=$(wc -l <"$T/proxy.log")
+row "mount: again, its listing expired, path fresh" "$s" \
+	"$((n3 - n2)) API calls"
 stat "$B/fs/tmp/d10k/5000" >/dev/null
 n2=$(wc -l <"$T/proxy.log")
 stat "$B/fs/tmp/d10k/5001" >/dev/null
