@@ -787,7 +787,7 @@ static bool batchable(const struct rf_node *n)
 {
 	const struct api_rfile *rf = n->rf;
 
-	return rf->batching && !rf->stop && n->path && n->ld == RF_READY &&
+	return rf->batching && n->path && n->ld == RF_READY &&
 	       !n->via_link && !n->storing &&
 	       (n->gen != n->clean_gen || !n->remote) &&
 	       api_stage_size(n->st) <= rf->batch_max;
@@ -800,7 +800,8 @@ static bool enqueue(struct rf_node *n)
 	struct api_rfile *rf = n->rf;
 
 	if (!n->queued) {
-		if (!batchable(n))
+		/* after api_rfile_drain began, files are stored alone */
+		if (rf->stop || !batchable(n))
 			return false;
 		n->queued = true;
 		rf->nqueued++;

@@ -405,3 +405,20 @@ Test(rfile, reader_does_not_hold_batch)
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "landed\n", "got:\n%s\n%s", o.out, o.err);
 }
+
+/* Unmounting right after writing lands what was queued. */
+Test(rfile, unmount_lands_queue)
+{
+	struct sh_out o;
+
+	if (!wrenn())
+		return;
+	mkbox();
+	o = sh_run("mkdir box/fs/tmp/um && for i in $(seq 50); do "
+		   "echo $i > box/fs/tmp/um/u$i; done");
+	SH_OK(o);
+	cr_assert_eq(mnt_remount(&m), 0);
+	o = sh_run(IN_BOX("'cat /tmp/um/u1 /tmp/um/u50; ls /tmp/um | wc -l'"));
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "1\n50\n50\n", "got:\n%s\n%s", o.out, o.err);
+}
