@@ -115,12 +115,22 @@ struct st_rec {
 	int32_t val; /* errno, or B's PID for ST_PID */
 };
 
-enum { C_START, C_WRITE, C_CLOSE, C_RESUME, C_FREE };
+enum { C_START, C_WRITE, C_CLOSE, C_RESUME, C_FREE, C_REAPSB };
 
 struct excmd {
 	struct excmd *next;
 	int op;
 	struct api_exec *x;
+};
+
+struct exloop;
+
+/* C_REAPSB: reap the exited proc/ jobs of one sandbox (it is stopping). */
+struct reapcmd {
+	struct excmd cmd; /* first */
+	struct exloop *lp;
+	char sb[64];
+	bool done;
 };
 
 /* One queued stdin write; the data is ours (copied). */
@@ -175,6 +185,7 @@ struct api_exec {
 	struct excmd c_start, c_close, c_resume, c_free;
 	char name[EXEC_NAME_MAX]; /* argv[0], for messages */
 	char cwd[EXEC_NAME_MAX];
+	char sb[64]; /* the sandbox's ID */
 };
 
 struct exloop {
@@ -451,7 +462,11 @@ static __attribute__((noreturn)) void child_a(const struct spawn *sp)
 #define SHIM_SPOOL_CAP (8u << 20)
 #define SHIM_BUF (64 * 1024)
 
-enum { M_REC = 1, M_EXIT, M_HELLO, M_RELEASE };
+/* M_REAP: the sandbox is stopping and all its processes are dead; reap B
+ * now (keep the job directory): PID 1 of B's PID namespace cannot finish
+ * exiting while a zombie of that namespace waits for a parent outside
+ * it, so stop would hang until released. */
+enum { M_REC = 1, M_EXIT, M_HELLO, M_RELEASE, M_REAP };
 /* M_HELLO flags */
 enum { H_EXITED = 1, H_OUT = 2, H_ERR = 4, H_SOUT = 8, H_SERR = 16 };
 
@@ -471,7 +486,7 @@ struct shim {
 	uint64_t held[2], dropped[2];
 	int pidfd;	   /* B */
 	pid_t b;
-	bool exited, released;
+	bool exited, released, reap_asap;
 	int code;
 	const char *name;
 };
@@ -560,6 +575,9 @@ static void shim_on_exit(struct shim *s)
 	}
 	if (s->released)
 		shim_exit(s);
+	if (s->reap_asap)
+		waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si,
+		       WEXITED | WNOHANG);
 }
 
 /* Detached: move what B wrote into the spool (or count it as dropped). */
@@ -667,6 +685,18 @@ static __attribute__((noreturn)) void shim_loop(struct shim *s)
 			r = recv(s->ctl, &m, sizeof(m), MSG_DONTWAIT);
 			if (r < 0 && (errno == EAGAIN || errno == EINTR))
 				continue;
+			if (r == (ssize_t)sizeof(m) && m.type == M_REAP) {
+				s->reap_asap = true;
+				if (s->exited) {
+					siginfo_t si;
+
+					memset(&si, 0, sizeof(si));
+					waitid((idtype_t)P_PIDFD,
+					       (id_t)s->pidfd, &si,
+					       WEXITED | WNOHANG);
+				}
+				continue;
+			}
 			if (r == (ssize_t)sizeof(m) && m.type == M_RELEASE) {
 				s->released = true;
 				/* nobody may attach any more; the name is
@@ -1810,6 +1840,31 @@ static void attach_run(struct api_exec *x)
 	maybe_exited(x);
 }
 
+/* Loop thread: mark the sandbox's monitored jobs reaped (signals answer
+ * ESRCH from now on: B's PID may be reused once the monitor reaps it)
+ * and have their monitors reap B.  Their job directories, exit codes and
+ * output stay. */
+static void reap_sandbox(struct reapcmd *rc)
+{
+	struct exloop *lp = rc->lp;
+	struct shim_msg m = { .type = M_REAP };
+
+	for (struct api_exec *x = lp->live; x; x = x->next) {
+		if (!x->shim || x->reaped || strcmp(x->sb, rc->sb) != 0 ||
+		    x->fd[W_PID] < 0)
+			continue;
+		pthread_mutex_lock(&lp->mu);
+		x->reaped = true;
+		pthread_mutex_unlock(&lp->mu);
+		send(x->fd[W_PID], &m, sizeof(m),
+		     MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	pthread_mutex_lock(&lp->mu);
+	rc->done = true;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->mu);
+}
+
 static void run_cmd(struct excmd *c)
 {
 	struct api_exec *x = c->x;
@@ -1872,6 +1927,9 @@ static void run_cmd(struct excmd *c)
 		break;
 	case C_FREE:
 		do_free(x);
+		break;
+	case C_REAPSB:
+		reap_sandbox((struct reapcmd *)c);
 		break;
 	}
 }
@@ -2122,6 +2180,11 @@ void local_exec_fini(struct local *l)
 			free(w);
 		} else if (c->op == C_START) {
 			run_cmd(c); /* into the live list, freed below */
+		} else if (c->op == C_REAPSB) {
+			pthread_mutex_lock(&lp->mu);
+			((struct reapcmd *)c)->done = true;
+			pthread_cond_broadcast(&lp->cond);
+			pthread_mutex_unlock(&lp->mu);
 		} else if (c->op == C_FREE) {
 			pthread_mutex_lock(&lp->mu);
 			if (c->x->free_done)
@@ -2205,6 +2268,7 @@ void local_exec_start(struct api_backend *be, const char *id,
 		x->w[k].kind = k;
 	}
 	x->spool[0] = x->spool[1] = -1;
+	snprintf(x->sb, sizeof(x->sb), "%s", id);
 	r = spawn(x, l, id, ipid, req, msg, sizeof(msg));
 	if (r) {
 		for (k = 0; k < W__N; k++)
@@ -2458,6 +2522,7 @@ void local_exec_attach(struct api_backend *be, const char *id,
 			     dir < 0 ? "no such job" : "out of memory");
 		goto out;
 	}
+	snprintf(x->sb, sizeof(x->sb), "%s", id);
 	x->lp = lp;
 	x->cbs = *cbs;
 	x->ud = ud;
@@ -2530,6 +2595,28 @@ out:
 		close(dir);
 	if (jobs >= 0)
 		close(jobs);
+}
+
+/* The sandbox is stopping and its processes are dead: have the monitors
+ * of its attached jobs reap their commands (see M_REAP).  Waits for the
+ * exec thread to have sent the messages, not for the monitors. */
+void local_exec_reap(struct local *l, const char *id)
+{
+	struct exloop *lp = loop_of(l);
+	struct reapcmd rc;
+
+	if (!lp || lp->stop || !lp->running ||
+	    pthread_equal(pthread_self(), lp->thr))
+		return;
+	memset(&rc, 0, sizeof(rc));
+	rc.cmd.op = C_REAPSB;
+	rc.lp = lp;
+	snprintf(rc.sb, sizeof(rc.sb), "%s", id);
+	enqueue(lp, &rc.cmd);
+	pthread_mutex_lock(&lp->mu);
+	while (!rc.done)
+		pthread_cond_wait(&lp->cond, &lp->mu);
+	pthread_mutex_unlock(&lp->mu);
 }
 
 /* The sandbox goes: release every monitor nobody attached to (their

@@ -74,5 +74,8 @@ void local_exec_attach(struct api_backend *be, const char *id,
 /* Sandbox `id` is being destroyed: release the monitors of its jobs that
  * no exec is attached to (exec.c). */
 void local_exec_forget(struct local *l, const char *id);
+/* Stop: the sandbox's processes are dead; reap its proc/ jobs' commands
+ * so that its PID namespace can end (M_REAP). */
+void local_exec_reap(struct local *l, const char *id);
 
 #endif

@@ -956,6 +956,36 @@ static void init_nop(int sig)
 
 /* Does the sandbox hold any process but PID 1?  Raw getdents64 on our
  * own /proc: no allocation in this forked child. */
+/* /proc/NAME is a zombie: a proc/ job whose monitor (its parent, outside
+ * the sandbox) has not reaped it yet; it runs nothing.  (No stdio: PID 1
+ * is a forked child of a threaded process.) */
+static bool init_zombie(int procfd, const char *name)
+{
+	char path[32], buf[512], *p = NULL;
+	size_t n = strlen(name);
+	ssize_t r;
+	int fd;
+
+	if (n > 16)
+		return false;
+	memcpy(path, name, n);
+	memcpy(path + n, "/stat", 6);
+	fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true; /* gone meanwhile */
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return true;
+	for (ssize_t i = r - 1; i >= 0; i--)
+		if (buf[i] == ')') {
+			p = buf + i;
+			break;
+		}
+	return p && p + 2 < buf + r && p[1] == ' ' &&
+	       (p[2] == 'Z' || p[2] == 'X');
+}
+
 static bool init_alone(void)
 {
 	char buf[4096];
@@ -972,7 +1002,8 @@ static bool init_alone(void)
 			struct dirent64 *d = (struct dirent64 *)(buf + off);
 			off += d->d_reclen;
 			if (d->d_name[0] >= '1' && d->d_name[0] <= '9' &&
-			    strcmp(d->d_name, "1") != 0)
+			    strcmp(d->d_name, "1") != 0 &&
+			    !init_zombie(fd, d->d_name))
 				alone = false;
 		}
 	}
@@ -1524,6 +1555,9 @@ static int verb_stop(struct local *l, struct sb_meta *m, const char *arg,
 	err = sb_kill_all(l, m->name, grace, end, msg, msglen);
 	if (err)
 		return err;
+	/* zombies of jobs whose monitor (outside) is their parent keep PID
+	 * 1 from ending: have them reaped */
+	local_exec_reap(l, m->name);
 	/* it leaves the cgroup a moment before it turns into a zombie */
 	while (init_alive(m) && sb_now() < end)
 		sb_sleep_ms(5);
@@ -1772,6 +1806,7 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	err = sb_kill_all(l, m->name, 0, end, msg, msglen);
 	if (err)
 		return err;
+	local_exec_reap(l, m->name);
 	local_exec_forget(l, m->name);
 	sb_umount(l, m->name);
 	sb_dir(l, m->name, NULL, dir, sizeof(dir));

@@ -670,6 +670,25 @@ Test(walk, stop_start)
 	expect_out("hello\n", "cat box1/fs/tmp/hi");
 }
 
+/* A finished proc/ job (its directory still there, its exit code kept)
+ * does not hold up stop: its zombie waits for a parent outside the
+ * sandbox, which kept the sandbox's PID 1 from ending (stop took the
+ * whole request timeout and left the sandbox "running"). */
+Test(walk, stop_after_finished_job)
+{
+	if (!local())
+		cr_skip_test("local backend: its job monitors");
+	mkbox("box1");
+	expect_out("3\n", "mkdir box1/proc/j && "
+			  "echo 'echo hi; exit 3' > box1/proc/j/cmd && "
+			  "timeout 20 cat box1/proc/j/wait");
+	expect_out("stopped\n", "timeout 10 sh -c \"echo 'stop 20' > "
+				"box1/ctl\" && head -1 box1/status");
+	expect_out("3\nhi\n", "cat box1/proc/j/wait box1/proc/j/stdout");
+	expect_out("running\n", "echo start > box1/ctl && "
+				"head -1 box1/status");
+}
+
 struct pauser {
 	char ctl[MNT_PATH_MAX + 32];
 	int err;
