@@ -1785,7 +1785,11 @@ void local_sweep_trash(struct local *l)
 	if (!dp)
 		return;
 	while ((d = readdir(dp))) {
-		if (strncmp(d->d_name, "destroy-", 8) != 0)
+		/* destroyed sandboxes and templates, and the half copies of
+		 * snapshots a killed sbxfs left (this runs at start-up only,
+		 * before any snapshot of ours can be under way) */
+		if (strncmp(d->d_name, "destroy-", 8) != 0 &&
+		    strncmp(d->d_name, "snap-", 5) != 0)
 			continue;
 		if (asprintf(&t, "%s/%s", dir, d->d_name) < 0)
 			break;
