@@ -1643,6 +1643,17 @@ static int verb_snapshot(struct local *l, struct sb_meta *m,
 	}
 	/* a consistent copy: nothing writes while cp reads */
 	if (sb_state(l, m) == API_ST_RUNNING) {
+		/* tmp/thaw names the sandbox we freeze: should this sbxfs
+		 * die before the thaw, the start-up sweep thaws it */
+		char mark[2200];
+		FILE *f;
+
+		snprintf(mark, sizeof(mark), "%s/thaw", tmp);
+		f = fopen(mark, "we");
+		if (f) {
+			fputs(m->name, f);
+			fclose(f);
+		}
 		err = freeze_wait(l, m->name, "FROZEN", msg, msglen);
 		if (err) {
 			cg_set(l, m->name, "THAWED");
@@ -1774,6 +1785,24 @@ void local_recover(struct local *l)
 	closedir(d);
 }
 
+/* the sandbox a killed sbxfs froze for a snapshot (DIR/thaw) runs again:
+ * it was running before, and pause is not recorded anywhere else */
+static void thaw_marked(struct local *l, const char *snapdir)
+{
+	char path[PATH_MAX], name[256] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/thaw", snapdir);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(name, sizeof(name), f))
+		name[0] = 0;
+	fclose(f);
+	if (name[0] && !local_name_check(name))
+		cg_set(l, name, "THAWED");
+}
+
 void local_sweep_trash(struct local *l)
 {
 	char dir[PATH_MAX], *t;
@@ -1793,6 +1822,8 @@ void local_sweep_trash(struct local *l)
 			continue;
 		if (asprintf(&t, "%s/%s", dir, d->d_name) < 0)
 			break;
+		if (d->d_name[0] == 's')
+			thaw_marked(l, t);
 		if (local_submit(l, trash_work, t))
 			free(t);
 	}

@@ -188,6 +188,10 @@ if timeout 60 mkdir "$MNT/$S" && job "$S" >/dev/null &&
 	for ms in 5 20 100; do
 		kill_mid "$S" "snapshot $u-t$ms" "$ms" || break
 		verdict "kill -9 $ms ms into snapshot, remount (sandbox)" "$S"
+		# it was running: the freeze of the copy does not outlive the kill
+		st=$(timeout 10 head -1 "$MNT/$S/status")
+		[ "$st" = running ] && ok "kill -9 $ms ms into snapshot: sandbox running again" ||
+			ko "kill -9 $ms ms into snapshot: sandbox reads $st"
 		bad=
 		for t in "$MNT"/templates/*/; do
 			[ -d "$t" ] || continue
