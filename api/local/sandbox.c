@@ -1737,8 +1737,19 @@ static void recover_one(struct local *l, const char *name)
 	}
 	err = meta_read(l, name, &m);
 	if (err == 0 && strcmp(m.state, "creating") != 0) {
+		/* A start a kill interrupted launched an init the metadata
+		 * does not name (it still names the old, dead one): the
+		 * sandbox would read "stopped" while processes run in it.
+		 * Finish the stop instead: start works again from there. */
+		if (!init_alive(&m) && !cg_empty(l, name)) {
+			sb_kill_all(l, name, 0, sb_now() + l->be->timeout,
+				    ignore, sizeof(ignore));
+			fprintf(stderr, "sbxfs: sandbox '%s': processes without "
+				"a recorded init (an interrupted start); "
+				"stopped them\n", name);
+		}
 		close(fd);
-		return; /* made and recorded: nothing to recover */
+		return; /* made and recorded: nothing more to recover */
 	}
 	sb_dir(l, name, "root", root, sizeof(root));
 	if (err == 0 && init_alive(&m) && is_overlay(root)) {
