@@ -245,6 +245,9 @@ static void cw_free(struct api_backend *be)
 
 	if (!w)
 		return;
+	/* queued small files land before the service thread stops */
+	if (w->thr_started && be->rf)
+		api_rfile_drain(be, be->timeout);
 	if (w->thr_started) {
 		pthread_mutex_lock(&w->qlock);
 		w->stopping = true;

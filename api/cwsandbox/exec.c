@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/rfile.h"
 #include "api/cwsandbox/cw_int.h"
 #include "sandbox.pb-c.h"
 
@@ -66,6 +67,8 @@ struct api_exec {
 	uint8_t *early;		/* stdout before the PID line (rare) */
 	size_t nearly;
 	struct cw_work wk_start;
+	bool synced;	 /* queued small files landed before the start */
+	bool sync_wait;	 /* waiting for them: x must stay */
 	/* `ready` and the PID must come within the operation's bound */
 	struct cw_timer start_tm;
 	bool start_late;
@@ -108,7 +111,7 @@ static void x_free_now(struct cw *w, struct api_exec *x)
 /* Free x when nothing refers to it any more; true when it is gone. */
 static bool maybe_free(struct cw *w, struct api_exec *x)
 {
-	if (!x->freed || x->call || x->in_cb)
+	if (!x->freed || x->call || x->in_cb || x->sync_wait)
 		return false;
 	x_free_now(w, x);
 	return true;
@@ -387,10 +390,47 @@ static void start_late(struct cw *w, struct cw_timer *t)
 	cw_stream_cancel(w, x->call);	/* on_end says started(ETIMEDOUT) */
 }
 
+static void start_run(struct cw *w, struct cw_work *wk);
+static void start_run_now(struct cw *w, struct api_exec *x);
+
+static void start_synced_run(struct cw *w, struct cw_work *wk)
+{
+	struct api_exec *x = (struct api_exec *)((char *)wk -
+		offsetof(struct api_exec, wk_start));
+
+	x->sync_wait = false;
+	start_run(w, wk);
+}
+
+/* (the remote-file layer's thread) the sandbox's queued files landed */
+static void start_synced(void *ud)
+{
+	struct api_exec *x = ud;
+
+	cw_post(x->w, &x->wk_start, start_synced_run);
+}
+
 static void start_run(struct cw *w, struct cw_work *wk)
 {
 	struct api_exec *x = (struct api_exec *)((char *)wk -
 		offsetof(struct api_exec, wk_start));
+
+	/* the command sees our writes: small files still queued for the
+	 * sandbox land first (x is kept meanwhile: sync_wait) */
+	if (!x->synced) {
+		x->synced = true;
+		if (!x->freed && w->be->rf) {
+			x->sync_wait = true;
+			if (api_rfile_sync(w->be->rf, x->id, start_synced, x))
+				return;
+			x->sync_wait = false;
+		}
+	}
+	start_run_now(w, x);
+}
+
+static void start_run_now(struct cw *w, struct api_exec *x)
+{
 	Coreweave__Sandbox__V1__ExecStreamRequest r =
 		COREWEAVE__SANDBOX__V1__EXEC_STREAM_REQUEST__INIT;
 	Coreweave__Sandbox__V1__ExecStreamInit in =

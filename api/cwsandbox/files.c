@@ -443,9 +443,41 @@ void cw_file_unlink(struct api_backend *be, const char *id, const char *path,
 	done_op(be, id, path, 3, 0, cb, ud);
 }
 
+struct rmdir_wait {
+	struct api_backend *be;
+	char id[API_ID_MAX];
+	char *path;
+	api_done_fn cb;
+	void *ud;
+};
+
+static void rmdir_synced(void *ud)
+{
+	struct rmdir_wait *r = ud;
+
+	done_op(r->be, r->id, r->path, 4, 0, r->cb, r->ud);
+	free(r->path);
+	free(r);
+}
+
+/* The sandbox's queued small files land first: a directory holding one
+ * is not empty, as on a disk. */
 void cw_file_rmdir(struct api_backend *be, const char *id, const char *path,
 		   api_done_fn cb, void *ud)
 {
+	struct rmdir_wait *r = be->rf ? calloc(1, sizeof(*r)) : NULL;
+
+	if (r) {
+		r->be = be;
+		snprintf(r->id, sizeof(r->id), "%s", id);
+		r->path = strdup(path);
+		r->cb = cb;
+		r->ud = ud;
+		if (r->path && api_rfile_sync(be->rf, id, rmdir_synced, r))
+			return;
+		free(r->path);
+		free(r);
+	}
 	done_op(be, id, path, 4, 0, cb, ud);
 }
 
@@ -861,7 +893,121 @@ static void cw_rf_store(struct api_backend *be, const char *id,
 	cw_post(t->w, &t->wk, store_run);
 }
 
+/* ---- store_batch: small files in one archive ------------------------------- */
+
+/* The archive is at t->path in the sandbox: the layer's script (kept in
+ * t->tmp) lands its files and removes it. */
+static void batch_ran(struct cw *w, void *ud, int err, const char *msg,
+		      const uint8_t *out, size_t len)
+{
+	struct xfer *t = ud;
+	char m[512];
+
+	(void)w;
+	(void)out;
+	(void)len;
+	if (err) {
+		snprintf(m, sizeof(m), "cwsandbox: storing a batch of small "
+			 "files failed: %s", msg && *msg ? msg :
+			 api_strerror(err));
+		xfer_end(t, err, m);
+		return;
+	}
+	xfer_end(t, 0, NULL);
+}
+
+/* after a failed upload: whatever part of the archive arrived is gone */
+static void batch_removed(struct cw *w, void *ud, int err, const char *msg,
+			  const uint8_t *out, size_t len)
+{
+	struct xfer *t = ud;
+
+	(void)w;
+	(void)err;
+	(void)msg;
+	(void)out;
+	(void)len;
+	xfer_end(t, t->err, t->msg);
+}
+
+static void batch_wrote(struct cw *w, void *ud, const struct cw_status *st,
+			const uint8_t *resp, size_t len)
+{
+	struct xfer *t = ud;
+	char *argv[] = { "/bin/sh", "-c", t->tmp, NULL };
+
+	(void)resp;
+	(void)len;
+	if (st->err) {
+		char *rm[] = { "rm", "-f", "--", t->path, NULL };
+
+		t->err = st->err;
+		snprintf(t->msg, sizeof(t->msg), "%s",
+			 st->msg[0] ? st->msg : api_strerror(st->err));
+		cw_sh(w, t->id, rm, batch_removed, t);
+		return;
+	}
+	cw_sh(w, t->id, argv, batch_ran, t);
+}
+
+static void batch_run(struct cw *w, struct cw_work *wk)
+{
+	struct xfer *t = (struct xfer *)wk;
+	Coreweave__Sandbox__V1__WriteFileRequest q =
+		COREWEAVE__SANDBOX__V1__WRITE_FILE_REQUEST__INIT;
+	uint8_t *buf;
+	int err;
+
+	if (cw_is_gone(w, t->id)) {
+		xfer_end(t, -ENOENT, "no such sandbox (destroyed)");
+		return;
+	}
+	if (t->len > FILE_CAP) {
+		xfer_end(t, -EFBIG, "cwsandbox: batch above the unary cap");
+		return;
+	}
+	buf = malloc(t->len ? t->len : 1);
+	if (!buf || pread(t->fd, buf, t->len, 0) != (ssize_t)t->len) {
+		free(buf);
+		xfer_end(t, -EIO, "cannot read the batch archive");
+		return;
+	}
+	q.sandbox_id = t->id;
+	q.path = t->path;
+	q.content.data = buf;
+	q.content.len = t->len;
+	err = cw_unary(w, "WriteFile", &q.base, w->timeout_ms +
+		       (int64_t)(t->len >> 20) * 100, batch_wrote, t);
+	free(buf);
+	if (err)
+		xfer_end(t, err, "WriteFile: cannot send");
+}
+
+/* One WriteFile of the layer's archive + one command that lands it. */
+static void cw_rf_store_batch(struct api_backend *be, const char *id, int fd,
+			      uint64_t len, const char *apath,
+			      const char *script,
+			      const struct api_rf_member *m, size_t nm,
+			      api_done_fn done, void *ud)
+{
+	struct xfer *t = xfer_new(be, id, apath, done, ud);
+
+	(void)m;
+	(void)nm;
+	if (!t)
+		return;
+	t->fd = fd;
+	t->len = len;
+	t->tmp = strdup(script);
+	if (!t->tmp) {
+		xfer_end(t, -ENOMEM, NULL);
+		return;
+	}
+	cw_post(t->w, &t->wk, batch_run);
+}
+
 const struct api_rfile_ops cw_rfile_ops = {
 	.fetch = cw_rf_fetch,
 	.store = cw_rf_store,
+	.store_batch = cw_rf_store_batch,
 };

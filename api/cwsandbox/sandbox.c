@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "api/rfile.h"
 #include "api/cwsandbox/cw_int.h"
 #include "sandbox.pb-c.h"
 
@@ -1269,8 +1270,56 @@ static void verb_run(struct cw *w, struct cw_work *wk)
 	}
 }
 
+static void cw_sb_verb_now(struct api_backend *be, const char *id,
+			   enum api_verb verb, const char *arg,
+			   api_done_fn cb, void *ud);
+
+struct verb_wait {
+	struct api_backend *be;
+	char id[API_ID_MAX];
+	enum api_verb verb;
+	char *arg;
+	api_done_fn cb;
+	void *ud;
+};
+
+static void verb_synced(void *ud)
+{
+	struct verb_wait *v = ud;
+
+	cw_sb_verb_now(v->be, v->id, v->verb, v->arg, v->cb, v->ud);
+	free(v->arg);
+	free(v);
+}
+
+/* Small files still queued for the sandbox land before a verb acts on
+ * it (a snapshot must hold them; stop and destroy end the sandbox). */
 void cw_sb_verb(struct api_backend *be, const char *id, enum api_verb verb,
 		const char *arg, api_done_fn cb, void *ud)
+{
+	struct verb_wait *v = NULL;
+
+	if (be->rf && verb != API_VERB_PING)
+		v = calloc(1, sizeof(*v));
+	if (v) {
+		v->be = be;
+		snprintf(v->id, sizeof(v->id), "%s", id);
+		v->verb = verb;
+		v->arg = arg ? strdup(arg) : NULL;
+		v->cb = cb;
+		v->ud = ud;
+		if ((!arg || v->arg) &&
+		    api_rfile_sync(be->rf, id, verb_synced, v))
+			return;
+		free(v->arg);
+		free(v);
+	}
+	cw_sb_verb_now(be, id, verb, arg, cb, ud);
+}
+
+static void cw_sb_verb_now(struct api_backend *be, const char *id,
+			   enum api_verb verb, const char *arg,
+			   api_done_fn cb, void *ud)
 {
 	struct cw *w = cw_of(be);
 	struct sb_op *op;
