@@ -311,7 +311,9 @@ static int on_msg(struct cw *w, void *ud, const uint8_t *m, size_t len)
 				realloc(x->early, x->nearly + d->len) : NULL;
 
 			if (nb) {
-				memcpy(nb + x->nearly, d->data, d->len);
+				if (d->len)
+					memcpy(nb + x->nearly, d->data,
+					       d->len);
 				x->early = nb;
 				x->nearly += d->len;
 			}
@@ -601,7 +603,8 @@ void cw_exec_write(struct api_backend *be, struct api_exec *x,
 	q->ud = ud;
 	q->len = len;
 	q->next = NULL;
-	memcpy(q->data, buf, len);
+	if (len)
+		memcpy(q->data, buf, len);
 	cw_post(cw_of(be), &q->wk, write_run);
 }
 

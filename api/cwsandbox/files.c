@@ -100,7 +100,8 @@ static void sh_got(struct cw *w, void *ud, const struct cw_status *st,
 			size_t n = r->stderr.len < sizeof(msg) - 1 ?
 				   r->stderr.len : sizeof(msg) - 1;
 
-			memcpy(msg, r->stderr.data, n);
+			if (n)
+				memcpy(msg, r->stderr.data, n);
 			msg[n] = '\0';
 			msg[strcspn(msg, "\n")] = '\0';
 			err = cw_text_errno(msg, r->exit_code);
@@ -277,7 +278,8 @@ static void readdir_got(struct cw *w, void *ud, int err, const char *msg,
 	buf = malloc(len + 1);
 	if (!buf)
 		goto oom;
-	memcpy(buf, out, len);
+	if (len)
+		memcpy(buf, out, len);
 	buf[len] = '\0';
 	while (off < len) {
 		char *r = buf + off;
