@@ -821,6 +821,32 @@ static void write_got(struct cw *w, void *ud, const struct cw_status *st,
 	free(script);
 }
 
+/* One WriteFile of the len bytes of t->fd to path (at most FILE_CAP);
+ * got follows, or t ends here. */
+static void write_unary(struct cw *w, struct xfer *t, const char *path,
+			cw_unary_fn got)
+{
+	Coreweave__Sandbox__V1__WriteFileRequest q =
+		COREWEAVE__SANDBOX__V1__WRITE_FILE_REQUEST__INIT;
+	uint8_t *buf = malloc(t->len ? t->len : 1);
+	int err;
+
+	if (!buf || pread(t->fd, buf, t->len, 0) != (ssize_t)t->len) {
+		free(buf);
+		xfer_end(t, -EIO, "cannot read the staged copy");
+		return;
+	}
+	q.sandbox_id = t->id;
+	q.path = (char *)path;
+	q.content.data = buf;
+	q.content.len = t->len;
+	err = cw_unary(w, "WriteFile", &q.base, w->timeout_ms +
+		       (int64_t)(t->len >> 20) * 100, got, t);
+	free(buf);
+	if (err)
+		xfer_end(t, err, "WriteFile: cannot send");
+}
+
 static void store_run(struct cw *w, struct cw_work *wk)
 {
 	struct xfer *t = (struct xfer *)wk;
@@ -844,25 +870,7 @@ static void store_run(struct cw *w, struct cw_work *wk)
 		return;
 	}
 	if (t->len <= FILE_CAP) {
-		Coreweave__Sandbox__V1__WriteFileRequest q =
-			COREWEAVE__SANDBOX__V1__WRITE_FILE_REQUEST__INIT;
-		uint8_t *buf = malloc(t->len ? t->len : 1);
-		int err;
-
-		if (!buf || pread(t->fd, buf, t->len, 0) != (ssize_t)t->len) {
-			free(buf);
-			xfer_end(t, -EIO, "cannot read the staged copy");
-			return;
-		}
-		q.sandbox_id = t->id;
-		q.path = t->tmp;
-		q.content.data = buf;
-		q.content.len = t->len;
-		err = cw_unary(w, "WriteFile", &q.base, w->timeout_ms +
-			       (int64_t)(t->len >> 20) * 100, write_got, t);
-		free(buf);
-		if (err)
-			xfer_end(t, err, "WriteFile: cannot send");
+		write_unary(w, t, t->tmp, write_got);
 		return;
 	}
 	/* above the unary cap: one command takes the content on stdin */
@@ -955,11 +963,6 @@ static void batch_wrote(struct cw *w, void *ud, const struct cw_status *st,
 static void batch_run(struct cw *w, struct cw_work *wk)
 {
 	struct xfer *t = (struct xfer *)wk;
-	Coreweave__Sandbox__V1__WriteFileRequest q =
-		COREWEAVE__SANDBOX__V1__WRITE_FILE_REQUEST__INIT;
-	uint8_t *buf;
-	int err;
-
 	if (cw_is_gone(w, t->id)) {
 		xfer_end(t, -ENOENT, "no such sandbox (destroyed)");
 		return;
@@ -968,21 +971,7 @@ static void batch_run(struct cw *w, struct cw_work *wk)
 		xfer_end(t, -EFBIG, "cwsandbox: batch above the unary cap");
 		return;
 	}
-	buf = malloc(t->len ? t->len : 1);
-	if (!buf || pread(t->fd, buf, t->len, 0) != (ssize_t)t->len) {
-		free(buf);
-		xfer_end(t, -EIO, "cannot read the batch archive");
-		return;
-	}
-	q.sandbox_id = t->id;
-	q.path = t->path;
-	q.content.data = buf;
-	q.content.len = t->len;
-	err = cw_unary(w, "WriteFile", &q.base, w->timeout_ms +
-		       (int64_t)(t->len >> 20) * 100, batch_wrote, t);
-	free(buf);
-	if (err)
-		xfer_end(t, err, "WriteFile: cannot send");
+	write_unary(w, t, t->path, batch_wrote);
 }
 
 /* One WriteFile of the layer's archive + one command that lands it. */
