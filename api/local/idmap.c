@@ -59,8 +59,9 @@ int local_userns_map(pid_t pid, unsigned base)
 }
 
 /* A user namespace with the sandbox's mapping, held by a descriptor: a
- * child enters a new one and waits; we map it, open it, let it go. */
-int local_userns_fd(unsigned base)
+ * child enters a new one and waits; we map it, open it, let it go.  The
+ * child is reaped on the runtime (local_reap), never by the caller. */
+int local_userns_fd(struct local *l, unsigned base)
 {
 	char path[64];
 	int p[2], fd = -1, err;
@@ -88,15 +89,14 @@ int local_userns_fd(unsigned base)
 		if (fd < 0)
 			err = -errno;
 	}
-	close(p[1]);
+	close(p[1]); /* EOF: the child exits */
 	if (pid > 0)
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		local_reap(l, pid);
 	return err ? err : fd;
 }
 
-int local_idmap_mount(const char *src, const char *dst, unsigned base,
-		      char *msg, size_t msglen)
+int local_idmap_mount(struct local *l, const char *src, const char *dst,
+		      unsigned base, char *msg, size_t msglen)
 {
 	struct mount_attr attr = {
 		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY |
@@ -104,7 +104,7 @@ int local_idmap_mount(const char *src, const char *dst, unsigned base,
 	};
 	int ns, t, err = 0;
 
-	ns = local_userns_fd(base);
+	ns = local_userns_fd(l, base);
 	if (ns < 0) {
 		snprintf(msg, msglen, "cannot make a user namespace: %s",
 			 strerror(-ns));

@@ -1,4 +1,5 @@
-/* local.c - the local runtime backend: ops table, init/free, worker pool. */
+/* local.c - the local runtime backend: ops table, init/free, its work on
+ * the runtime (api/runtime.c), the per-sandbox busy set. */
 #include <errno.h>
 #include <stddef.h>
 #include <fcntl.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,12 +27,6 @@ static const struct fuse_opt local_opts[] = {
 	FUSE_OPT_END,
 };
 
-struct local_work {
-	struct local_work *next;
-	local_work_fn fn;
-	void *arg;
-};
-
 struct local *local_of(struct api_backend *be)
 {
 	return be->priv;
@@ -41,56 +37,46 @@ const char *local_datadir(struct local *l)
 	return l->datadir;
 }
 
-/* ---- worker pool -------------------------------------------------------- */
+/* ---- the runtime -------------------------------------------------------- */
 
 /* Lifecycle work (mounts, forks, freezing, copying) takes milliseconds to
- * seconds; a few workers keep callers from ever waiting on it while
- * bounding how much runs at once on a small machine. */
-static void *local_worker(void *arg)
-{
-	struct local *l = arg;
+ * seconds: it runs on the runtime (api/runtime.c), a few workers shared by
+ * every sandbox.  Work of one sandbox is keyed by its name, so it runs one
+ * at a time in submission order without ever holding a worker while it
+ * waits for its turn. */
 
-	pthread_mutex_lock(&l->lock);
-	for (;;) {
-		while (!l->head && !l->stopping)
-			pthread_cond_wait(&l->cond, &l->lock);
-		if (!l->head && l->stopping)
-			break;
-		struct local_work *w = l->head;
-		l->head = w->next;
-		if (!l->head)
-			l->tail = NULL;
-		pthread_mutex_unlock(&l->lock);
-		w->fn(l, w->arg);
-		free(w);
-		pthread_mutex_lock(&l->lock);
-	}
-	pthread_mutex_unlock(&l->lock);
-	return NULL;
+struct local_work {
+	struct local *l;
+	local_work_fn fn;
+	local_job_fn job;
+	void *arg;
+	bool creating;
+	char key[64];
+};
+
+static void local_run(void *arg, int err)
+{
+	struct local_work *w = arg;
+
+	(void)err; /* no deadline, never a timer */
+	w->fn(w->l, w->arg);
+	free(w);
 }
 
 int local_submit(struct local *l, local_work_fn fn, void *arg)
 {
 	struct local_work *w = calloc(1, sizeof(*w));
+	int err;
 
 	if (!w)
 		return -ENOMEM;
+	w->l = l;
 	w->fn = fn;
 	w->arg = arg;
-	pthread_mutex_lock(&l->lock);
-	if (l->stopping) {
-		pthread_mutex_unlock(&l->lock);
+	err = rt_submit(l->rt, NULL, 0, local_run, w);
+	if (err)
 		free(w);
-		return -ESHUTDOWN;
-	}
-	if (l->tail)
-		l->tail->next = w;
-	else
-		l->head = w;
-	l->tail = w;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-	return 0;
+	return err;
 }
 
 static int local_busy_find(struct local *l, const char *name)
@@ -101,32 +87,19 @@ static int local_busy_find(struct local *l, const char *name)
 	return -1;
 }
 
-int local_busy_acquire(struct local *l, const char *name, bool creating)
+/* The runtime runs one item of a key at a time, and at most one per
+ * worker: the busy set never holds more than LOCAL_NWORKERS names. */
+static void local_busy_mark(struct local *l, const char *name, bool creating)
 {
-	struct timespec dl;
-	int slot, err = 0;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += (time_t)l->be->timeout;
 	pthread_mutex_lock(&l->lock);
-	while (local_busy_find(l, name) >= 0) {
-		if (pthread_cond_timedwait(&l->cond, &l->lock, &dl) ==
-		    ETIMEDOUT) {
-			err = -ETIMEDOUT;
-			goto out;
+	for (int i = 0; i < LOCAL_MAX_BUSY; i++) {
+		if (!l->busy[i][0]) {
+			snprintf(l->busy[i], sizeof(l->busy[i]), "%s", name);
+			l->busy_creating[i] = creating;
+			break;
 		}
 	}
-	for (slot = 0; slot < LOCAL_MAX_BUSY && l->busy[slot][0]; slot++)
-		;
-	if (slot == LOCAL_MAX_BUSY) {
-		err = -ENOSPC;
-		goto out;
-	}
-	snprintf(l->busy[slot], sizeof(l->busy[slot]), "%s", name);
-	l->busy_creating[slot] = creating;
-out:
 	pthread_mutex_unlock(&l->lock);
-	return err;
 }
 
 void local_busy_release(struct local *l, const char *name)
@@ -137,8 +110,55 @@ void local_busy_release(struct local *l, const char *name)
 		l->busy[i][0] = '\0';
 		l->busy_creating[i] = false;
 	}
-	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
+}
+
+static void local_run_key(void *arg, int err)
+{
+	struct local_work *w = arg;
+
+	if (!err)
+		local_busy_mark(w->l, w->key, w->creating);
+	w->job(w->l, w->arg, err);
+	if (!err)
+		local_busy_release(w->l, w->key);
+	free(w);
+}
+
+int local_submit_key(struct local *l, const char *name, bool creating,
+		     local_job_fn fn, void *arg)
+{
+	struct local_work *w = calloc(1, sizeof(*w));
+	int err;
+
+	if (!w)
+		return -ENOMEM;
+	w->l = l;
+	w->job = fn;
+	w->arg = arg;
+	w->creating = creating;
+	snprintf(w->key, sizeof(w->key), "%s", name);
+	err = rt_submit(l->rt, w->key,
+			rt_now_ms() + (int64_t)(l->be->timeout * 1000), local_run_key,
+			w);
+	if (err)
+		free(w);
+	return err;
+}
+
+static void local_reap_work(struct local *l, void *arg)
+{
+	pid_t pid = (pid_t)(intptr_t)arg;
+
+	(void)l;
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+void local_reap(struct local *l, pid_t pid)
+{
+	if (local_submit(l, local_reap_work, (void *)(intptr_t)pid))
+		local_reap_work(l, (void *)(intptr_t)pid);
 }
 
 bool local_busy(struct local *l, const char *name)
@@ -270,14 +290,9 @@ static int local_init(struct api_backend *be, const char *arg,
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&l->id_lock, NULL);
 	pthread_mutex_init(&l->mount_lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
 	be->priv = l;
-	for (int i = 0; i < LOCAL_NWORKERS; i++) {
-		if (pthread_create(&l->workers[i], NULL, local_worker, l))
-			break;
-		l->nworkers++;
-	}
-	if (l->nworkers == 0) {
+	l->rt = rt_new(LOCAL_NWORKERS);
+	if (!l->rt) {
 		fprintf(stderr, "sbxfs: cannot start worker threads\n");
 		err = -EAGAIN;
 		goto fail;
@@ -292,23 +307,17 @@ static int local_init(struct api_backend *be, const char *arg,
 	}
 	return 0;
 fail:
-	pthread_mutex_lock(&l->lock);
-	l->stopping = true;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-	for (int i = 0; i < l->nworkers; i++)
-		pthread_join(l->workers[i], NULL);
+	rt_free(l->rt);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->mount_lock);
 	pthread_mutex_destroy(&l->id_lock);
-	pthread_cond_destroy(&l->cond);
 	free(l);
 	be->priv = NULL;
 	return err;
 }
 
 /* Queued work still runs (its callbacks must be called exactly once);
- * then the workers exit.  Sandboxes keep running. */
+ * then the runtime's threads exit.  Sandboxes keep running. */
 static void local_free(struct api_backend *be)
 {
 	struct local *l = be->priv;
@@ -318,16 +327,10 @@ static void local_free(struct api_backend *be)
 	local_ports_fini(l);
 	local_exec_fini(l);
 	local_files_forget(l, NULL);
-	pthread_mutex_lock(&l->lock);
-	l->stopping = true;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-	for (int i = 0; i < l->nworkers; i++)
-		pthread_join(l->workers[i], NULL);
+	rt_free(l->rt);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->mount_lock);
 	pthread_mutex_destroy(&l->id_lock);
-	pthread_cond_destroy(&l->cond);
 	free(l);
 	be->priv = NULL;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "api/local/local_int.h"
+#include "api/runtime.h"
 
 #define LOCAL_NWORKERS 3
 #define LOCAL_MAX_BUSY 64
@@ -31,8 +32,6 @@ struct local_limits {
 	long pids;	  /* processes and threads */
 };
 
-struct local_work;
-
 struct local {
 	struct api_backend *be;
 	char datadir[1024];	   /* absolute, no trailing slash */
@@ -42,14 +41,11 @@ struct local {
 	pthread_mutex_t id_lock; /* allocation of user-namespace ranges */
 	char hash[17]; /* of datadir: cgroup names per datadir */
 
-	pthread_mutex_t lock; /* (L): queue, busy set */
-	pthread_cond_t cond;  /* queue not empty / busy set shrank */
-	struct local_work *head, *tail;
-	bool stopping;
-	pthread_t workers[LOCAL_NWORKERS];
-	int nworkers;
-	/* Sandboxes with a lifecycle operation in flight: one at a time per
-	 * sandbox, so create/verbs/destroy never interleave. */
+	struct rt *rt;	      /* workers, timers, per-sandbox queues */
+	pthread_mutex_t lock; /* (L): busy set */
+	/* Sandboxes whose lifecycle work is running now (the runtime runs
+	 * one item per sandbox at a time, so create/verbs/destroy never
+	 * interleave). */
 	char busy[LOCAL_MAX_BUSY][64];
 	bool busy_creating[LOCAL_MAX_BUSY];
 	pthread_mutex_t mount_lock; /* serialises overlay (re)mounts */
@@ -57,12 +53,23 @@ struct local {
 
 /* local.c */
 typedef void (*local_work_fn)(struct local *l, void *arg);
-/* Queue fn(arg) on the worker pool.  0/-errno (then fn never runs). */
+/* Queue fn(arg) on the runtime.  0/-errno (then fn never runs). */
 int local_submit(struct local *l, local_work_fn fn, void *arg);
-/* Mark sandbox `name` busy, waiting (bounded by the timeout) while another
- * operation holds it.  0, -ETIMEDOUT or -ENOSPC. */
-int local_busy_acquire(struct local *l, const char *name, bool creating);
+/* Lifecycle work of sandbox `name`: runs after the work submitted for it
+ * before, one at a time, with `name` busy (creating: reads "creating")
+ * while fn runs.  err is 0, or -ETIMEDOUT when it waited its whole
+ * request timeout behind the sandbox's other work: then fn must only
+ * complete its caller.  0/-errno (then fn never runs). */
+typedef void (*local_job_fn)(struct local *l, void *arg, int err);
+int local_submit_key(struct local *l, const char *name, bool creating,
+		     local_job_fn fn, void *arg);
+/* `name` is no longer busy: for fn to call before its callback, so that
+ * what the caller reads next is not "busy" or "creating" (done anyway
+ * when fn returns). */
 void local_busy_release(struct local *l, const char *name);
+/* waitpid(pid) on the runtime (inline only when it is shutting down):
+ * for children that are about to exit, so no caller waits for them. */
+void local_reap(struct local *l, pid_t pid);
 /* True while a lifecycle operation holds `name`. */
 bool local_busy(struct local *l, const char *name);
 /* True while `name` is being created. */
@@ -88,9 +95,9 @@ void local_cg_metrics(struct local *l, const char *name, FILE *out);
 
 /* idmap.c */
 int local_userns_map(pid_t pid, unsigned base);
-int local_userns_fd(unsigned base);
-int local_idmap_mount(const char *src, const char *dst, unsigned base,
-		      char *msg, size_t msglen);
+int local_userns_fd(struct local *l, unsigned base);
+int local_idmap_mount(struct local *l, const char *src, const char *dst,
+		      unsigned base, char *msg, size_t msglen);
 int local_id_shift(const char *dir, unsigned from, unsigned to);
 
 /* sandbox.c */

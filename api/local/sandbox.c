@@ -712,7 +712,8 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 			return err;
 		}
 		umount2(lower, MNT_DETACH); /* a leftover of a crash */
-		err = local_idmap_mount(img, lower, m->uid_base, msg, msglen);
+		err = local_idmap_mount(l, img, lower, m->uid_base, msg,
+					msglen);
 		if (err)
 			return err;
 	} else {
@@ -748,9 +749,28 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 	return err;
 }
 
+/* The remount a file operation asked for, on the runtime in the sandbox's
+ * own queue: after whatever lifecycle work came before it, never beside a
+ * create or destroy. */
+static void remount_work(struct local *l, void *arg, int err)
+{
+	char *name = arg, msg[512];
+	struct sb_meta m;
+
+	if (!err && meta_read(l, name, &m) == 0) {
+		pthread_mutex_lock(&l->mount_lock);
+		err = sb_mount_locked(l, &m, msg, sizeof(msg));
+		pthread_mutex_unlock(&l->mount_lock);
+		if (err)
+			fprintf(stderr, "sbxfs: %s\n", msg);
+	}
+	free(name);
+}
+
 int local_sb_mount(struct local *l, const char *name, char *msg,
 		   size_t msglen)
 {
+	char root[PATH_MAX], *arg;
 	struct sb_meta m;
 	int err = meta_read(l, name, &m);
 
@@ -758,19 +778,32 @@ int local_sb_mount(struct local *l, const char *name, char *msg,
 		snprintf(msg, msglen, "no sandbox named '%.63s'", name);
 		return err == -ENOENT ? -ENOENT : err;
 	}
-	/* Only for file operations: never remount under a running create
-	 * or destroy (destroy unmounts, then removes the directory).  The
-	 * check is under mount_lock, which destroy's unmount also takes. */
-	pthread_mutex_lock(&l->mount_lock);
+	/* Only for file operations, which never wait for a mount (it forks
+	 * for the idmapped layer): the overlay of every sandbox is mounted
+	 * at start-up (local_recover), by create and by start, so it is only
+	 * missing here when something unmounted it behind our back, or while
+	 * a lifecycle operation holds the sandbox.  Mount it again on the
+	 * runtime, in the sandbox's queue, and answer EBUSY meanwhile. */
+	sb_dir(l, name, "root", root, sizeof(root));
+	if (is_overlay(root))
+		return 0;
 	if (local_busy(l, name)) {
 		snprintf(msg, msglen, "sandbox '%s' is busy; its root is not "
 			 "mounted yet", name);
-		err = -EBUSY;
-	} else {
-		err = sb_mount_locked(l, &m, msg, msglen);
+		return -EBUSY;
 	}
-	pthread_mutex_unlock(&l->mount_lock);
-	return err;
+	arg = strdup(name);
+	err = arg ? local_submit_key(l, name, false, remount_work, arg)
+		  : -ENOMEM;
+	if (err) {
+		free(arg);
+		snprintf(msg, msglen, "cannot mount the root of sandbox '%s' "
+			 "again: %s", name, strerror(-err));
+		return err;
+	}
+	snprintf(msg, msglen, "the root of sandbox '%s' was not mounted; it "
+		 "is being mounted again, try again in a moment", name);
+	return -EBUSY;
 }
 
 static void sb_umount(struct local *l, const char *name)
@@ -1748,6 +1781,16 @@ static void recover_one(struct local *l, const char *name)
 				"a recorded init (an interrupted start); "
 				"stopped them\n", name);
 		}
+		/* after a reboot: the overlay again, so that file operations
+		 * find it (they never mount it themselves) */
+		sb_dir(l, name, "root", root, sizeof(root));
+		if (err == 0 && !is_overlay(root)) {
+			pthread_mutex_lock(&l->mount_lock);
+			if (sb_mount_locked(l, &m, ignore, sizeof(ignore)))
+				fprintf(stderr, "sbxfs: sandbox '%s': %s\n",
+					name, ignore);
+			pthread_mutex_unlock(&l->mount_lock);
+		}
 		close(fd);
 		return; /* made and recorded: nothing more to recover */
 	}
@@ -1880,15 +1923,14 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	return 0;
 }
 
-static void verb_work(struct local *l, void *arg)
+static void verb_work(struct local *l, void *arg, int err)
 {
 	struct verb_job *j = arg;
 	char msg[512] = "";
 	struct sb_meta m;
-	int err;
 
-	err = local_busy_acquire(l, j->name, false);
 	if (err) {
+		/* waited its whole request timeout behind other work */
 		snprintf(msg, sizeof(msg), "sandbox '%s' is busy with another "
 			 "operation", j->name);
 		goto out;
@@ -1967,7 +2009,7 @@ void local_sb_verb(struct api_backend *be, const char *id,
 	snprintf(j->arg, sizeof(j->arg), "%s", arg ? arg : "");
 	j->cb = cb;
 	j->ud = ud;
-	err = local_submit(l, verb_work, j);
+	err = local_submit_key(l, j->name, false, verb_work, j);
 	if (err) {
 		free(j);
 		cb(ud, err, api_strerror(err));
@@ -2208,17 +2250,17 @@ out:
 	return err;
 }
 
-static void create_work(struct local *l, void *arg)
+static void create_work(struct local *l, void *arg, int err)
 {
 	struct create_job *j = arg;
 	struct sb_meta *m = &j->m;
 	char dir[PATH_MAX], sub[PATH_MAX], msg[512] = "";
 	static const char *const subs[] = {"upper", "work", "root"};
 	bool made = false;
-	int err, lockfd = -1;
+	int lockfd = -1;
 
-	err = local_busy_acquire(l, m->name, true);
 	if (err) {
+		/* waited its whole request timeout behind other work */
 		snprintf(msg, sizeof(msg), "sandbox '%s' is busy", m->name);
 		goto out;
 	}
@@ -2453,7 +2495,7 @@ void local_sb_create(struct api_backend *be, const char *name,
 	}
 	j->cb = cb;
 	j->ud = ud;
-	err = local_submit(l, create_work, j);
+	err = local_submit_key(l, j->m.name, true, create_work, j);
 	if (err) {
 		snprintf(msg, sizeof(msg), "%s", api_strerror(err));
 		goto bad;
