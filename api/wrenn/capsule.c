@@ -1,4 +1,6 @@
-/* capsule.c - Wrenn capsules: list, get, create, verbs, aliases, sh exec.
+/* capsule.c - Wrenn capsules: list, get, create, verbs, aliases, sh exec,
+ * keep-alive pings.  Layer 2 (capsule.h): uses the transport and the
+ * error mapping only; the files layer reaches it through hooks.
  *
  * Wrenn assigns capsule IDs (cl-...), so sbxfs keeps the user's NAME->ID
  * map on the client, per base URL, in a 0600 JSON file under
@@ -16,7 +18,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/http.h"
+
+struct wrenn_alias {
+	char name[API_ID_MAX];
+	char id[API_ID_MAX];
+};
+
+/* Keep-alive registration: capsules with long work in progress. */
+struct wrenn_keep {
+	struct wrenn_keep *next;
+	char id[API_ID_MAX];
+	int refs;
+	int64_t last_ms;
+};
 
 #define ALIAS_FILE_MAX (4u << 20)
 
@@ -158,7 +174,7 @@ out:
 	return err;
 }
 
-int wrenn_alias_load(struct wrenn *w)
+static int alias_load(struct wrenn *w)
 {
 	int err = alias_read(w);
 
@@ -691,23 +707,15 @@ static void reconcile_poll(struct wrenn *w, struct wrenn_timer *t)
 
 /* At shutdown: reconciles still waiting for their next poll are dropped
  * (their user was answered long ago); frees what they hold. */
+static void reconcile_drop(struct wrenn_timer *t)
+{
+	reconcile_end((struct sb_op *)((char *)t -
+				       offsetof(struct sb_op, timer)));
+}
+
 void wrenn_reconcile_drop_all(struct wrenn *w)
 {
-	struct wrenn_timer **pp = &w->timers;
-
-	while (*pp) {
-		struct wrenn_timer *t = *pp;
-
-		if (t->fn == reconcile_poll) {
-			*pp = t->next;
-			t->armed = false;
-			reconcile_end((struct sb_op *)((char *)t -
-						       offsetof(struct sb_op,
-								timer)));
-		} else {
-			pp = &t->next;
-		}
-	}
+	wrenn_timer_drop_all(w, reconcile_poll, reconcile_drop);
 }
 
 /* The create failed without an answer: tell the user now, then look for
@@ -987,7 +995,7 @@ static void verb_got(void *ud, int err, const char *msg,
 	(void)r;
 	if (op->verb == API_VERB_DESTROY && (!err || err == -ENOENT)) {
 		alias_set(op->w, NULL, op->id, true);
-		wrenn_dcache_drop(op->w, op->id, NULL);
+		wrenn_capsule_changed(op->w, op->id, NULL);
 		wrenn_gone_add(op->w, op->id);
 	}
 	if (err == -EBUSY && (op->verb == API_VERB_PAUSE ||
@@ -1107,7 +1115,7 @@ static void verb_run(struct wrenn *w, struct wrenn_work *wk)
 	/* what a snapshot, a pause or the end must not miss: our writes */
 	if ((op->verb == API_VERB_PAUSE || op->verb == API_VERB_SNAPSHOT ||
 	     op->verb == API_VERB_DESTROY) &&
-	    wrenn_files_sync(w, op->id, verb_synced, op))
+	    wrenn_capsule_sync(w, op->id, verb_synced, op))
 		return;
 	verb_go(w, wk);
 }
@@ -1241,7 +1249,7 @@ static void sh_got(void *ud, int err, const char *msg,
 	int c = -1;
 
 	if (!op->keep_listings)
-		wrenn_dcache_drop(op->w, op->id, NULL);
+		wrenn_capsule_changed(op->w, op->id, NULL);
 	if (!err) {
 		code = cJSON_GetObjectItemCaseSensitive(r->json, "exit_code");
 		if (!cJSON_IsNumber(code)) {
@@ -1314,4 +1322,107 @@ static void sh_run(struct wrenn *w, const char *id, const char *script,
 	snprintf(path, sizeof(path), "/v1/capsules/%s/exec", id);
 	wrenn_call(w, "POST", path, body, sh_got, op);
 	free(body);
+}
+
+/* ---- keep-alive pings --------------------------------------------------- */
+
+void wrenn_keep_get(struct wrenn *w, const char *id)
+{
+	struct wrenn_keep *k;
+
+	for (k = w->keeps; k; k = k->next)
+		if (!strcmp(k->id, id)) {
+			k->refs++;
+			return;
+		}
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return; /* best effort: only costs an auto-pause risk */
+	snprintf(k->id, sizeof(k->id), "%s", id);
+	k->refs = 1;
+	k->last_ms = wrenn_now_ms();
+	k->next = w->keeps;
+	w->keeps = k;
+}
+
+void wrenn_keep_put(struct wrenn *w, const char *id)
+{
+	struct wrenn_keep *k;
+
+	for (k = w->keeps; k; k = k->next)
+		if (!strcmp(k->id, id) && k->refs > 0) {
+			k->refs--;
+			return;
+		}
+}
+
+static void keep_pinged(void *ud, int err, const char *msg,
+			const struct wrenn_resp *r)
+{
+	(void)ud;
+	(void)r;
+	if (err && err != -EBUSY)
+		api_log_once("wrenn-keepalive", "wrenn: keep-alive ping "
+			     "failed: %s", msg);
+}
+
+static int64_t keeps_run(struct wrenn *w)
+{
+	struct wrenn_keep **pp = &w->keeps, *k;
+	int64_t now = wrenn_now_ms();
+	char path[256];
+
+	while ((k = *pp)) {
+		if (k->refs <= 0) {
+			*pp = k->next;
+			free(k);
+			continue;
+		}
+		if (now - k->last_ms >= w->ping_ms) {
+			k->last_ms = now;
+			snprintf(path, sizeof(path), "/v1/capsules/%s/ping",
+				 k->id);
+			wrenn_call(w, "POST", path, NULL, keep_pinged, NULL);
+		}
+		pp = &k->next;
+	}
+	return w->keeps ? w->ping_ms : -1;
+}
+
+static const struct wrenn_turn keep_turn = { .run = keeps_run };
+
+void wrenn_keep_free_all(struct wrenn *w)
+{
+	while (w->keeps) {
+		struct wrenn_keep *k = w->keeps;
+
+		w->keeps = k->next;
+		free(k);
+	}
+}
+
+/* ---- set-up and the hooks of the files layer ---------------------------- */
+
+int wrenn_capsule_init(struct wrenn *w,
+		       const struct wrenn_capsule_hooks *hooks)
+{
+	int err = alias_load(w);
+
+	if (err)
+		return err;
+	w->hooks = hooks;
+	return wrenn_loop_add(w, &keep_turn);
+}
+
+int wrenn_capsule_sync(struct wrenn *w, const char *id,
+		       void (*done)(void *ud), void *ud)
+{
+	return w->hooks && w->hooks->sync ? w->hooks->sync(w, id, done, ud) :
+					    0;
+}
+
+void wrenn_capsule_changed(struct wrenn *w, const char *id, const char *dir)
+{
+	if (w->hooks && w->hooks->changed)
+		w->hooks->changed(w, id, dir);
 }

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include <cjson/cJSON.h>
+
+#include "api/wrenn/errmap.h"
 
 /* Error texts of agent_error (502) answers and WebSocket error messages.
  * Order matters: the first match wins. */

@@ -32,7 +32,11 @@
 
 #include <libwebsockets.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/errmap.h"
+#include "api/wrenn/exec.h"
+#include "api/wrenn/files.h"
+#include "api/wrenn/http.h"
 
 #define RX_MAX (4u << 20) /* one server message, JSON-escaped */
 
@@ -874,6 +878,8 @@ static lws_retry_bo_t retry_policy = {
 	.secs_since_valid_hangup = 60,
 };
 
+static const struct wrenn_turn exec_turn;
+
 int wrenn_exec_init(struct wrenn *w)
 {
 	struct lws_context_creation_info info;
@@ -890,7 +896,7 @@ int wrenn_exec_init(struct wrenn *w)
 		return -ENOMEM;
 	retry_policy.secs_since_valid_hangup =
 		(uint16_t)(20 + (w->timeout_ms + 999) / 1000);
-	return 0;
+	return wrenn_loop_add(w, &exec_turn);
 }
 
 void wrenn_exec_free_all(struct wrenn *w)
@@ -910,7 +916,7 @@ void wrenn_exec_free_all(struct wrenn *w)
 	}
 }
 
-int wrenn_exec_pollfds(struct wrenn *w, struct curl_waitfd *fds, int max)
+static int exec_pollfds(struct wrenn *w, struct curl_waitfd *fds, int max)
 {
 	struct api_exec *x;
 	int n = 0;
@@ -930,11 +936,18 @@ int wrenn_exec_pollfds(struct wrenn *w, struct curl_waitfd *fds, int max)
 	return n;
 }
 
-void wrenn_exec_service(struct wrenn *w)
+static int64_t exec_service(struct wrenn *w)
 {
 	if (w->lws)
 		lws_service(w->lws, -1); /* < 0: do not wait */
+	return -1;
 }
+
+/* Serviced on every turn of the loop, its sockets in the loop's wait. */
+static const struct wrenn_turn exec_turn = {
+	.run = exec_service,
+	.pollfds = exec_pollfds,
+};
 
 /* ---- operations --------------------------------------------------------- */
 

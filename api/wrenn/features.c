@@ -18,7 +18,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/features.h"
+#include "api/wrenn/http.h"
 
 struct feat_op {
 	struct wrenn_work wk; /* first: posted to the loop */

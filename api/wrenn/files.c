@@ -28,7 +28,10 @@
 #include <unistd.h>
 
 #include "api/rfile.h"
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/errmap.h"
+#include "api/wrenn/files.h"
+#include "api/wrenn/http.h"
 
 #define DCACHE_TTL_MS 1000
 #define DCACHE_MAX 256

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/errmap.h"
+#include "api/wrenn/http.h"
 
 #define HTTP_TRIES 5
 

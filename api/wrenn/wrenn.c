@@ -1,12 +1,7 @@
-/* wrenn.c - Wrenn backend: ops table, options, the service thread.
- *
- * One thread owns the curl multi handle and the libwebsockets context.
- * It sleeps in curl_multi_poll() with the WebSocket sockets added as extra
- * descriptors, so HTTP and WebSocket traffic share one wait; other threads
- * queue work with wrenn_post() and wake it with curl_multi_wakeup().  The
- * woken side drains the whole queue (wakeups coalesce).  Timers (429
- * retries, exec deadlines, keep-alive pings) are a short list checked on
- * every turn.
+/* wrenn.c - Wrenn backend: ops table, options and credentials, init and
+ * free.  The top layer (README.md, "Layers"): the only file that knows
+ * every layer; it wires the files layer into the capsule layer's hooks
+ * and starts the service thread (loop.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,228 +16,17 @@
 #include <fuse_opt.h>
 
 #include "api/rfile.h"
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/exec.h"
+#include "api/wrenn/features.h"
+#include "api/wrenn/files.h"
+#include "api/wrenn/http.h"
 
 #define WRENN_DEFAULT_BASE "https://app.wrenn.dev/api"
 /* envd caps a multipart body at 2 MiB (protocol doc §5, inferred): stay
  * well below it by default. */
 #define WRENN_UPLOAD_MAX (1536u * 1024u)
 #define WRENN_KEY_MAX 512
-
-struct wrenn *wrenn_of(struct api_backend *be)
-{
-	return be->priv;
-}
-
-int64_t wrenn_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t wrenn_deadline(struct wrenn *w)
-{
-	return w->op_deadline ? w->op_deadline :
-				wrenn_now_ms() + w->timeout_ms;
-}
-
-bool wrenn_in_loop(struct wrenn *w)
-{
-	return w->thr_started && pthread_equal(pthread_self(), w->thr);
-}
-
-void wrenn_post(struct wrenn *w, struct wrenn_work *wk,
-		void (*fn)(struct wrenn *w, struct wrenn_work *wk))
-{
-	wk->fn = fn;
-	wk->next = NULL;
-	/* a new user operation, or a step of the one running here */
-	wk->deadline = wrenn_in_loop(w) && w->op_deadline ?
-			       w->op_deadline :
-			       wrenn_now_ms() + w->timeout_ms;
-	pthread_mutex_lock(&w->qlock);
-	if (w->qtail)
-		w->qtail->next = wk;
-	else
-		w->qhead = wk;
-	w->qtail = wk;
-	pthread_mutex_unlock(&w->qlock);
-	curl_multi_wakeup(w->multi);
-}
-
-void wrenn_timer_cancel(struct wrenn *w, struct wrenn_timer *t)
-{
-	struct wrenn_timer **pp;
-
-	if (!t->armed)
-		return;
-	for (pp = &w->timers; *pp; pp = &(*pp)->next)
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
-	t->armed = false;
-}
-
-void wrenn_timer_arm(struct wrenn *w, struct wrenn_timer *t, int64_t ms,
-		     void (*fn)(struct wrenn *w, struct wrenn_timer *t))
-{
-	wrenn_timer_cancel(w, t);
-	t->fn = fn;
-	t->due_ms = wrenn_now_ms() + (ms > 0 ? ms : 0);
-	t->next = w->timers;
-	w->timers = t;
-	t->armed = true;
-}
-
-/* Fire due timers; return ms until the next one (or -1). */
-static int64_t timers_run(struct wrenn *w)
-{
-	int64_t now = wrenn_now_ms(), next = -1;
-	struct wrenn_timer *t;
-
-again:
-	for (t = w->timers; t; t = t->next) {
-		if (t->due_ms <= now) {
-			wrenn_timer_cancel(w, t);
-			w->op_deadline = 0; /* timers start their own */
-			t->fn(w, t);
-			/* the list may have changed under us */
-			goto again;
-		}
-	}
-	for (t = w->timers; t; t = t->next)
-		if (next < 0 || t->due_ms - now < next)
-			next = t->due_ms - now;
-	return next;
-}
-
-/* ---- keep-alive pings --------------------------------------------------- */
-
-void wrenn_keep_get(struct wrenn *w, const char *id)
-{
-	struct wrenn_keep *k;
-
-	for (k = w->keeps; k; k = k->next)
-		if (!strcmp(k->id, id)) {
-			k->refs++;
-			return;
-		}
-	k = calloc(1, sizeof(*k));
-	if (!k)
-		return; /* best effort: only costs an auto-pause risk */
-	snprintf(k->id, sizeof(k->id), "%s", id);
-	k->refs = 1;
-	k->last_ms = wrenn_now_ms();
-	k->next = w->keeps;
-	w->keeps = k;
-}
-
-void wrenn_keep_put(struct wrenn *w, const char *id)
-{
-	struct wrenn_keep *k;
-
-	for (k = w->keeps; k; k = k->next)
-		if (!strcmp(k->id, id) && k->refs > 0) {
-			k->refs--;
-			return;
-		}
-}
-
-static void keep_pinged(void *ud, int err, const char *msg,
-			const struct wrenn_resp *r)
-{
-	(void)ud;
-	(void)r;
-	if (err && err != -EBUSY)
-		api_log_once("wrenn-keepalive", "wrenn: keep-alive ping "
-			     "failed: %s", msg);
-}
-
-static void keeps_run(struct wrenn *w)
-{
-	struct wrenn_keep **pp = &w->keeps, *k;
-	int64_t now = wrenn_now_ms();
-	char path[256];
-
-	while ((k = *pp)) {
-		if (k->refs <= 0) {
-			*pp = k->next;
-			free(k);
-			continue;
-		}
-		if (now - k->last_ms >= w->ping_ms) {
-			k->last_ms = now;
-			snprintf(path, sizeof(path), "/v1/capsules/%s/ping",
-				 k->id);
-			wrenn_call(w, "POST", path, NULL, keep_pinged, NULL);
-		}
-		pp = &k->next;
-	}
-}
-
-/* ---- the service thread ------------------------------------------------- */
-
-static bool queue_run(struct wrenn *w)
-{
-	struct wrenn_work *wk, *next;
-	bool stop;
-
-	pthread_mutex_lock(&w->qlock);
-	wk = w->qhead;
-	w->qhead = w->qtail = NULL;
-	stop = w->stopping;
-	pthread_mutex_unlock(&w->qlock);
-	for (; wk; wk = next) {
-		next = wk->next;
-		w->op_deadline = wk->deadline;
-		wk->fn(w, wk);
-		w->op_deadline = 0;
-	}
-	return stop;
-}
-
-static void *loop_main(void *arg)
-{
-	struct wrenn *w = arg;
-	struct curl_waitfd fds[64];
-	int running, n;
-	int64_t t, tk;
-
-	for (;;) {
-		if (queue_run(w))
-			break;
-		curl_multi_perform(w->multi, &running);
-		wrenn_http_reap(w);
-		wrenn_exec_service(w);
-		keeps_run(w);
-		t = timers_run(w);
-		/* timers may have queued work or started transfers */
-		curl_multi_perform(w->multi, &running);
-		wrenn_http_reap(w);
-		{
-			long ct = -1;
-
-			curl_multi_timeout(w->multi, &ct);
-			if (ct >= 0 && (t < 0 || ct < t))
-				t = ct;
-		}
-		tk = w->keeps ? w->ping_ms : -1;
-		if (tk >= 0 && (t < 0 || tk < t))
-			t = tk;
-		n = wrenn_exec_pollfds(w, fds, 64);
-		/* lws keeps internal timers (close, ping-pong): look in
-		 * often while WebSockets are live. */
-		if (n > 0 && (t < 0 || t > 100))
-			t = 100;
-		if (t < 0 || t > 1000)
-			t = 1000;
-		curl_multi_poll(w->multi, fds, (unsigned)n, (int)t, NULL);
-	}
-	return NULL;
-}
 
 /* ---- options and credentials -------------------------------------------- */
 
@@ -349,18 +133,17 @@ static int state_path(struct wrenn *w)
 	return n > 0 && (size_t)n < sizeof(w->state_path) ? 0 : -ENAMETOOLONG;
 }
 
+/* What the capsule layer needs of the files layer above it. */
+static const struct wrenn_capsule_hooks wrenn_hooks = {
+	.sync = wrenn_files_sync,
+	.changed = wrenn_dcache_drop,
+};
+
 static void wrenn_destroy(struct wrenn *w)
 {
 	if (!w)
 		return;
-	if (w->thr_started) {
-		pthread_mutex_lock(&w->qlock);
-		w->stopping = true;
-		pthread_mutex_unlock(&w->qlock);
-		curl_multi_wakeup(w->multi);
-		pthread_join(w->thr, NULL);
-		w->thr_started = false;
-	}
+	wrenn_loop_stop(w);
 	/* Work queued after the stop flag is abandoned; requests and
 	 * streams still in flight are cancelled with ECANCELED. */
 	wrenn_exec_free_all(w);
@@ -368,12 +151,7 @@ static void wrenn_destroy(struct wrenn *w)
 	wrenn_reconcile_drop_all(w);
 	wrenn_dcache_free(w);
 	wrenn_alias_free(w);
-	while (w->keeps) {
-		struct wrenn_keep *k = w->keeps;
-
-		w->keeps = k->next;
-		free(k);
-	}
+	wrenn_keep_free_all(w);
 	if (w->multi)
 		curl_multi_cleanup(w->multi);
 	pthread_mutex_destroy(&w->qlock);
@@ -486,7 +264,7 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	err = state_path(w);
 	if (err)
 		goto out;
-	err = wrenn_alias_load(w);
+	err = wrenn_capsule_init(w, &wrenn_hooks);
 	if (err)
 		goto out;
 	w->multi = curl_multi_init();
@@ -516,12 +294,11 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 		api_rfile_config(be, bm, conf.sync_close != 0);
 	}
 	be->priv = w;
-	if (pthread_create(&w->thr, NULL, loop_main, w)) {
-		err = -EAGAIN;
+	err = wrenn_loop_start(w);
+	if (err) {
 		be->priv = NULL;
 		goto out;
 	}
-	w->thr_started = true;
 out:
 	explicit_bzero(key, sizeof(key));
 	free(conf.keyfile);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/errmap.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include "api/stage.h"
-#include "api/wrenn/wrenn_int.h"
+#include "api/wrenn/capsule.h"
+#include "api/wrenn/errmap.h"
+#include "api/wrenn/exec.h"
+#include "api/wrenn/files.h"
 
 /* ---- errmap ------------------------------------------------------------- */
 
