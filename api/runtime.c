@@ -20,6 +20,8 @@
 
 #define RT_BUCKETS 64
 
+static __thread struct rt_item *rt_cur; /* keyed work being called */
+
 struct rt_key;
 
 struct rt_item {
@@ -29,7 +31,8 @@ struct rt_item {
 	void *arg;
 	int64_t deadline; /* 0: none */
 	int64_t due;	  /* timers */
-	uint64_t id;	  /* timers */
+	uint64_t id;	  /* timers; 0: an rt_again call of keyed work */
+	int64_t again;	  /* rt_again: >= 0 */
 	int err;
 };
 
@@ -133,11 +136,30 @@ static void *rt_worker(void *arg)
 		if (it->err == -ETIMEDOUT)
 			rt->st.expired++;
 		rt->st.running++;
+		it->again = -1;
+		rt_cur = it->key && !it->err ? it : NULL;
 		pthread_mutex_unlock(&rt->mu);
 		it->fn(it->arg, it->err);
+		rt_cur = NULL;
 		pthread_mutex_lock(&rt->mu);
 		rt->st.running--;
 		rt->st.done++;
+		if (it->again >= 0) {
+			/* called again later, still holding its key */
+			struct rt_item **pp;
+			it->due = rt_now_ms() + it->again;
+			it->deadline = 0;
+			it->id = 0;
+			for (pp = &rt->timers; *pp && (*pp)->due <= it->due;
+			     pp = &(*pp)->next)
+				;
+			it->next = *pp;
+			*pp = it;
+			rt->st.timers++;
+			if (rt->timers == it)
+				pthread_cond_signal(&rt->timer_cv);
+			continue;
+		}
 		if (it->key)
 			key_next(rt, it->key);
 		free(it);
@@ -189,17 +211,30 @@ static void *rt_timer_main(void *arg)
 	while (!(rt->stopping && rt->live == 0)) {
 		int64_t now = rt_now_ms(), next;
 
-		while (rt->timers && (rt->stopping || rt->timers->due <= now)) {
+		/* at shutdown timers fire at once, with -ESHUTDOWN; work
+		 * that asked to be called again keeps its time */
+		for (struct rt_item **pp = &rt->timers; rt->stopping && *pp;) {
+			struct rt_item *t = *pp;
+			if (!t->id) {
+				pp = &t->next;
+				continue;
+			}
+			*pp = t->next;
+			rt->st.timers--;
+			t->err = -ESHUTDOWN;
+			push_ready(rt, t);
+		}
+		while (rt->timers && rt->timers->due <= now) {
 			struct rt_item *t = rt->timers;
 			rt->timers = t->next;
 			rt->st.timers--;
-			t->err = rt->stopping ? -ESHUTDOWN : 0;
+			t->err = 0;
 			push_ready(rt, t);
 		}
 		next = expire_held(rt, now);
 		if (rt->timers && (!next || rt->timers->due < next))
 			next = rt->timers->due;
-		if (!next || rt->stopping) {
+		if (!next) {
 			pthread_cond_wait(&rt->timer_cv, &rt->mu);
 		} else {
 			struct timespec ts = {
@@ -357,10 +392,20 @@ uint64_t rt_after(struct rt *rt, int64_t ms, rt_fn fn, void *arg)
 	return id;
 }
 
+bool rt_again(int64_t ms)
+{
+	if (!rt_cur)
+		return false;
+	rt_cur->again = ms > 0 ? ms : 0;
+	return true;
+}
+
 bool rt_cancel(struct rt *rt, uint64_t id)
 {
 	struct rt_item **pp, *t = NULL;
 
+	if (!id)
+		return false;
 	pthread_mutex_lock(&rt->mu);
 	for (pp = &rt->timers; *pp; pp = &(*pp)->next) {
 		if ((*pp)->id == id) {

@@ -47,6 +47,13 @@ void rt_free(struct rt *rt);
 int rt_submit(struct rt *rt, const char *key, int64_t deadline_ms, rt_fn fn,
 	      void *arg);
 
+/* From inside keyed work only: when this call of fn returns, keep the
+ * key and call fn(arg, 0) again after `ms` milliseconds (no worker is
+ * held meanwhile: how work that waits for something, such as processes
+ * to end, waits).  At shutdown it is still called, at its time.  false
+ * (nothing changes) outside keyed work. */
+bool rt_again(int64_t ms);
+
 /* Call fn(arg, 0) on a worker after `ms` milliseconds (-ESHUTDOWN when
  * the runtime is freed first).  Returns a timer id (> 0), or 0 when it
  * could not be set (then fn is never called). */
@@ -66,7 +73,7 @@ struct rt_stats {
 	unsigned running;	 /* functions being called now */
 	unsigned queued;	 /* ready to run, waiting for a worker */
 	unsigned held;		 /* keyed work waiting behind its key */
-	unsigned timers;	 /* pending timers */
+	unsigned timers;	 /* pending timers and rt_again calls */
 	unsigned long long done; /* calls made so far */
 	unsigned long long expired; /* of which with -ETIMEDOUT */
 };

@@ -51,6 +51,7 @@ struct local_work {
 	local_job_fn job;
 	void *arg;
 	bool creating;
+	bool marked; /* in the busy set */
 	char key[64];
 };
 
@@ -116,11 +117,16 @@ void local_busy_release(struct local *l, const char *name)
 static void local_run_key(void *arg, int err)
 {
 	struct local_work *w = arg;
+	int again;
 
-	if (!err)
+	if (!err && !w->marked) {
 		local_busy_mark(w->l, w->key, w->creating);
-	w->job(w->l, w->arg, err);
-	if (!err)
+		w->marked = true;
+	}
+	again = w->job(w->l, w->arg, err);
+	if (again > 0 && !err && rt_again(again))
+		return; /* called again later: still busy */
+	if (w->marked)
 		local_busy_release(w->l, w->key);
 	free(w);
 }

@@ -57,10 +57,12 @@ typedef void (*local_work_fn)(struct local *l, void *arg);
 int local_submit(struct local *l, local_work_fn fn, void *arg);
 /* Lifecycle work of sandbox `name`: runs after the work submitted for it
  * before, one at a time, with `name` busy (creating: reads "creating")
- * while fn runs.  err is 0, or -ETIMEDOUT when it waited its whole
+ * until it is done.  err is 0, or -ETIMEDOUT when it waited its whole
  * request timeout behind the sandbox's other work: then fn must only
- * complete its caller.  0/-errno (then fn never runs). */
-typedef void (*local_job_fn)(struct local *l, void *arg, int err);
+ * complete its caller.  fn returns 0 when it is done, or N > 0 to be
+ * called again (err 0) after N ms, still holding the sandbox, without
+ * holding a worker meanwhile.  0/-errno (then fn never runs). */
+typedef int (*local_job_fn)(struct local *l, void *arg, int err);
 int local_submit_key(struct local *l, const char *name, bool creating,
 		     local_job_fn fn, void *arg);
 /* `name` is no longer busy: for fn to call before its callback, so that

@@ -752,7 +752,7 @@ static int sb_mount_locked(struct local *l, const struct sb_meta *m,
 /* The remount a file operation asked for, on the runtime in the sandbox's
  * own queue: after whatever lifecycle work came before it, never beside a
  * create or destroy. */
-static void remount_work(struct local *l, void *arg, int err)
+static int remount_work(struct local *l, void *arg, int err)
 {
 	char *name = arg, msg[512];
 	struct sb_meta m;
@@ -765,6 +765,7 @@ static void remount_work(struct local *l, void *arg, int err)
 			fprintf(stderr, "sbxfs: %s\n", msg);
 	}
 	free(name);
+	return 0;
 }
 
 int local_sb_mount(struct local *l, const char *name, char *msg,
@@ -1535,6 +1536,12 @@ struct verb_job {
 	char arg[64];
 	api_done_fn cb;
 	void *ud;
+	/* stop, between its steps (verb_work is called again while it
+	 * waits for the processes to end, holding no worker) */
+	int step; /* 0: not begun */
+	bool hard;
+	double kill_at, end;
+	struct sb_meta m;
 };
 
 static int verb_start(struct local *l, struct sb_meta *m, char *msg,
@@ -1565,37 +1572,67 @@ static int verb_start(struct local *l, struct sb_meta *m, char *msg,
 	return meta_write(l, m);
 }
 
-static int verb_stop(struct local *l, struct sb_meta *m, const char *arg,
-		     char *msg, size_t msglen)
+/* Stop: thaw, SIGTERM to every process of the cgroup, SIGKILL after the
+ * grace period, then wait (bounded) for the cgroup to be empty and PID 1
+ * gone.  It waits by returning: > 0 is "call again in that many ms"
+ * (the sandbox stays busy, no worker is held); 0 or -errno when done. */
+static int stop_begin(struct local *l, struct verb_job *j, char *msg,
+		      size_t msglen)
 {
-	double grace = SB_DEFAULT_GRACE, end;
-	int err;
+	double grace = SB_DEFAULT_GRACE;
 
-	if (arg && *arg) {
+	if (j->arg[0]) {
 		char *e;
 		errno = 0;
-		grace = strtod(arg, &e);
+		grace = strtod(j->arg, &e);
 		if (errno || *e || !(grace >= 0) || grace > 86400) {
 			snprintf(msg, msglen, "stop: bad grace period '%s' "
-				 "(want seconds)", arg);
+				 "(want seconds)", j->arg);
 			return -EINVAL;
 		}
 	}
-	end = sb_now() + l->be->timeout;
+	j->end = sb_now() + l->be->timeout;
 	/* keep a moment for SIGKILL inside the request bound */
 	if (grace > l->be->timeout * 0.8)
 		grace = l->be->timeout * 0.8;
-	err = sb_kill_all(l, m->name, grace, end, msg, msglen);
-	if (err)
-		return err;
-	/* zombies of jobs whose monitor (outside) is their parent keep PID
-	 * 1 from ending: have them reaped */
-	local_exec_reap(l, m->name);
+	j->kill_at = sb_now() + grace;
+	j->hard = grace <= 0;
+	/* frozen tasks cannot die: thaw first */
+	cg_set(l, j->name, "THAWED");
+	cg_kill(l, j->name, j->hard ? SIGKILL : SIGTERM);
+	j->step = 1;
+	return 0;
+}
+
+static int stop_step(struct local *l, struct verb_job *j, char *msg,
+		     size_t msglen)
+{
+	double now = sb_now();
+
+	if (j->step == 1) {
+		if (!cg_empty(l, j->name)) {
+			if (now >= j->end) {
+				snprintf(msg, msglen, "processes of sandbox "
+					 "'%s' did not end within the request "
+					 "timeout", j->name);
+				return -ETIMEDOUT;
+			}
+			if (!j->hard && now >= j->kill_at)
+				j->hard = true;
+			if (j->hard)
+				cg_kill(l, j->name, SIGKILL);
+			return 20;
+		}
+		/* zombies of jobs whose monitor (outside) is their parent
+		 * keep PID 1 from ending: have them reaped */
+		local_exec_reap(l, j->name);
+		j->step = 2;
+	}
 	/* it leaves the cgroup a moment before it turns into a zombie */
-	while (init_alive(m) && sb_now() < end)
-		sb_sleep_ms(5);
-	snprintf(m->state, sizeof(m->state), "stopped");
-	return meta_write(l, m);
+	if (init_alive(&j->m) && now < j->end)
+		return 5;
+	snprintf(j->m.state, sizeof(j->m.state), "stopped");
+	return meta_write(l, &j->m);
 }
 
 static int freeze_wait(struct local *l, const char *name, const char *want,
@@ -1923,11 +1960,11 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	return 0;
 }
 
-static void verb_work(struct local *l, void *arg, int err)
+static int verb_work(struct local *l, void *arg, int err)
 {
 	struct verb_job *j = arg;
 	char msg[512] = "";
-	struct sb_meta m;
+	struct sb_meta *m = &j->m;
 
 	if (err) {
 		/* waited its whole request timeout behind other work */
@@ -1935,7 +1972,13 @@ static void verb_work(struct local *l, void *arg, int err)
 			 "operation", j->name);
 		goto out;
 	}
-	err = meta_read(l, j->name, &m);
+	if (j->step) { /* a stop, called again */
+		err = stop_step(l, j, msg, sizeof(msg));
+		if (err > 0)
+			return err;
+		goto release;
+	}
+	err = meta_read(l, j->name, m);
 	if (err) {
 		snprintf(msg, sizeof(msg), "no sandbox named '%s'", j->name);
 		err = -ENOENT;
@@ -1943,28 +1986,32 @@ static void verb_work(struct local *l, void *arg, int err)
 	}
 	switch (j->verb) {
 	case API_VERB_START:
-		err = verb_start(l, &m, msg, sizeof(msg));
+		err = verb_start(l, m, msg, sizeof(msg));
 		break;
 	case API_VERB_STOP:
-		err = verb_stop(l, &m, j->arg, msg, sizeof(msg));
+		err = stop_begin(l, j, msg, sizeof(msg));
+		if (!err)
+			err = stop_step(l, j, msg, sizeof(msg));
+		if (err > 0)
+			return err;
 		break;
 	case API_VERB_PAUSE:
 	case API_VERB_RESUME:
-		err = verb_pause(l, &m, j->verb == API_VERB_PAUSE, msg,
+		err = verb_pause(l, m, j->verb == API_VERB_PAUSE, msg,
 				 sizeof(msg));
 		break;
 	case API_VERB_PING:
-		if (sb_state(l, &m) != API_ST_RUNNING) {
+		if (sb_state(l, m) != API_ST_RUNNING) {
 			snprintf(msg, sizeof(msg), "sandbox '%s' is %s",
-				 j->name, api_state_name(sb_state(l, &m)));
+				 j->name, api_state_name(sb_state(l, m)));
 			err = -EBUSY;
 		}
 		break;
 	case API_VERB_SNAPSHOT:
-		err = verb_snapshot(l, &m, j->arg, msg, sizeof(msg));
+		err = verb_snapshot(l, m, j->arg, msg, sizeof(msg));
 		break;
 	case API_VERB_DESTROY:
-		err = verb_destroy(l, &m, msg, sizeof(msg));
+		err = verb_destroy(l, m, msg, sizeof(msg));
 		break;
 	default:
 		snprintf(msg, sizeof(msg), "unknown verb");
@@ -1978,6 +2025,7 @@ out:
 			 j->name, api_strerror(err));
 	j->cb(j->ud, err, err ? msg : NULL);
 	free(j);
+	return 0;
 }
 
 void local_sb_verb(struct api_backend *be, const char *id,
@@ -2250,7 +2298,7 @@ out:
 	return err;
 }
 
-static void create_work(struct local *l, void *arg, int err)
+static int create_work(struct local *l, void *arg, int err)
 {
 	struct create_job *j = arg;
 	struct sb_meta *m = &j->m;
@@ -2373,6 +2421,7 @@ out:
 		free(r.json);
 	}
 	free(j);
+	return 0;
 }
 
 /* "512M", "2G", "1048576": bytes, or -1. */

@@ -50,8 +50,9 @@ static int qt_rank;
 static double qt_t0;
 static struct api_backend *be;
 static char tmpdir[64];
-static char names[2][64];
-static bool made[2];
+#define QT_NSB 4
+static char names[QT_NSB][64];
+static bool made[QT_NSB];
 
 static double qt_now(void)
 {
@@ -125,14 +126,14 @@ static void qt_setup(void)
 	int err = api_open(src, &args, &be);
 	fuse_opt_free_args(&args);
 	cr_assert_eq(err, 0, "api_open(%s): %s", src, strerror(-err));
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < QT_NSB; i++)
 		snprintf(names[i], sizeof(names[i]), "qt%d-%c", (int)getpid(),
 			 'a' + i);
 }
 
 static void qt_teardown(void)
 {
-	for (int i = 0; be && i < 2; i++) {
+	for (int i = 0; be && i < QT_NSB; i++) {
 		struct qt_done d = {0};
 		if (!made[i])
 			continue;
@@ -199,41 +200,54 @@ static const struct api_exec_cbs qt_cbs = {
 
 TestSuite(queue, .init = qt_setup, .fini = qt_teardown, .timeout = 240);
 
-Test(queue, busy_sandbox_does_not_stall_others)
+static void qt_create(int i)
+{
+	struct qt_done c = {0};
+
+	api_sb_create(be, names[i], NULL, 0, qt_sb_cb, &c);
+	cr_assert(qt_wait(&c), "create %s hung", names[i]);
+	cr_assert_eq(c.err, 0, "create %s: %s", names[i], c.msg);
+	made[i] = true;
+}
+
+/* A process in sandbox i that ignores SIGTERM: `stop GRACE` waits for
+ * it the whole grace period.  The shell ends at once; its child stays,
+ * orphaned to the sandbox's PID 1.  The command's output ends when that
+ * child let go of it, after "ready", i.e. after its trap was set. */
+static void qt_stubborn(int i)
 {
 	static const char *const argv[] = {
 		"sh", "-c",
-		"(trap '' TERM; exec sleep 1000) </dev/null >/dev/null 2>&1 &"
-		" echo ready",
+		"(trap '' TERM; echo ready;"
+		" exec sleep 1000 </dev/null >/dev/null 2>&1) &",
 		NULL};
 	struct api_exec_req req = {.argv = argv};
-	struct qt_done c[2] = {{0}}, stop = {0}, q[3] = {{0}}, b = {0};
 	struct qt_run run = {0};
 	struct api_exec *x = NULL;
-
-	qt_t0 = qt_now();
-	for (int i = 0; i < 2; i++) {
-		api_sb_create(be, names[i], NULL, 0, qt_sb_cb, &c[i]);
-		cr_assert(qt_wait(&c[i]), "create %s hung", names[i]);
-		cr_assert_eq(c[i].err, 0, "create %s: %s", names[i],
-			     c[i].msg);
-		made[i] = true;
-	}
-	api_exec_start(be, names[0], &req, &qt_cbs, &run, &x);
-	cr_assert_not_null(x);
-	pthread_mutex_lock(&qt_mu);
 	struct timespec dl;
+	int r = 0;
+
+	api_exec_start(be, names[i], &req, &qt_cbs, &run, &x);
+	cr_assert_not_null(x);
 	clock_gettime(CLOCK_REALTIME, &dl);
 	dl.tv_sec += QT_WAIT_S;
-	int r = 0;
-	/* the shell ends at once; its TERM-ignoring child stays in A,
-	 * orphaned to A's PID 1 */
+	pthread_mutex_lock(&qt_mu);
 	while (!run.exited && r != ETIMEDOUT)
 		r = pthread_cond_timedwait(&qt_cv, &qt_mu, &dl);
 	bool ready = run.ready;
 	pthread_mutex_unlock(&qt_mu);
-	cr_assert(ready, "the TERM-ignoring command did not start");
 	api_exec_free(be, x);
+	cr_assert(ready, "the TERM-ignoring command did not start in %s",
+		  names[i]);
+}
+
+Test(queue, busy_sandbox_does_not_stall_others)
+{
+	struct qt_done stop = {0}, q[3] = {{0}}, b = {0};
+
+	qt_create(0);
+	qt_create(1);
+	qt_stubborn(0);
 
 	/* A: a stop held for its grace period, then three verbs behind it */
 	qt_t0 = qt_now();
@@ -269,4 +283,35 @@ Test(queue, busy_sandbox_does_not_stall_others)
 		     q[0].msg);
 	cr_expect_eq(q[1].err, 0, "start after stop: %s", q[1].msg);
 	cr_expect_eq(q[2].err, 0, "ping after start: %s", q[2].msg);
+}
+
+/* Three sandboxes stopping with a grace period at once (as many as there
+ * were blocking workers) must not hold up a fourth: stop waits for the
+ * processes to end without holding a worker. */
+Test(queue, stops_hold_no_worker)
+{
+	struct qt_done stop[3] = {{0}}, d = {0};
+
+	for (int i = 0; i < QT_NSB; i++)
+		qt_create(i);
+	for (int i = 0; i < 3; i++)
+		qt_stubborn(i);
+	qt_t0 = qt_now();
+	qt_rank = 0;
+	for (int i = 0; i < 3; i++)
+		api_sb_verb(be, names[i], API_VERB_STOP, QT_GRACE, qt_done_cb,
+			    &stop[i]);
+	api_sb_verb(be, names[3], API_VERB_PING, NULL, qt_done_cb, &d);
+	cr_assert(qt_wait(&d), "ping of D hung");
+	cr_assert_eq(d.err, 0, "ping of D: %s", d.msg);
+	cr_log_info("ping of D done after %.3f s", d.at);
+	cr_expect_lt(d.at * 1000, QT_PROMPT_MS,
+		     "ping of D took %.3f s while A, B, C were stopping",
+		     d.at);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(qt_wait(&stop[i]), "stop %d hung", i);
+		cr_expect_eq(stop[i].err, 0, "stop %d: %s", i, stop[i].msg);
+		cr_expect_gt(stop[i].at, 4.0, "stop %d took only %.3f s", i,
+			     stop[i].at);
+	}
 }

@@ -200,3 +200,44 @@ Test(runtime, free_when_idle)
 	cr_assert_not_null(rt);
 	rt_free(rt); /* nothing queued: returns at once */
 }
+
+/* Keyed work that asks to be called again keeps its key but no worker:
+ * with one worker, other keys' work runs between its calls, and its own
+ * key's next item waits until it is done. */
+static int again_left = 5, again_calls;
+static int64_t again_first, again_last;
+
+static void again_fn(void *arg, int err)
+{
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	if (!again_calls++)
+		again_first = rt_now_ms();
+	again_last = rt_now_ms();
+	if (!err && again_left-- > 0)
+		cr_expect(rt_again(40));
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+Test(runtime, again_holds_key_not_worker)
+{
+	struct rt *rt = rt_new(1);
+	struct job other = {0}, next = {0};
+
+	cr_expect(!rt_again(10), "rt_again outside keyed work");
+	cr_assert_eq(rt_submit(rt, "A", 0, again_fn, NULL), 0);
+	cr_assert_eq(rt_submit(rt, "A", 0, job_fn, &next), 0);
+	cr_assert_eq(rt_submit(rt, "B", 0, job_fn, &other), 0);
+	cr_assert(wait_called(&other), "B waited for A's calls");
+	pthread_mutex_lock(&mu);
+	int calls = again_calls;
+	pthread_mutex_unlock(&mu);
+	cr_expect_lt(calls, 6, "B ran only after all of A's calls");
+	cr_expect(rt_key_busy(rt, "A"));
+	cr_assert(wait_called(&next));
+	cr_expect_eq(again_calls, 6);
+	cr_expect_geq(next.at, again_last);
+	cr_expect_geq(again_last - again_first, 5 * 40 - 5);
+	rt_free(rt);
+}
