@@ -11,6 +11,11 @@
  * block while a sandbox is busy, the three queued verbs take every
  * worker and B's verb waits for A's stop: ~5 s instead of milliseconds.
  *
+ * Then: three sandboxes stopping with a grace period at once do not hold
+ * up a fourth (stop waits without a worker), and a sandbox root that is
+ * not mounted is mounted again at start-up or, for a file operation, in
+ * the background (EBUSY meanwhile), never on the caller's thread.
+ *
  * Every sandbox is destroyed and the data dir removed in fini, even when
  * an assertion failed.
  */
@@ -18,10 +23,14 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,13 +121,11 @@ static int qt_rm(const char *p, const struct stat *st, int type,
 	return 0;
 }
 
-static void qt_setup(void)
+static void qt_open(void)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	char src[128];
 
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sbxfs-qt-XXXXXX");
-	cr_assert(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
 	snprintf(src, sizeof(src), "local:%s", tmpdir);
 	fuse_opt_add_arg(&args, "queue_test");
 	fuse_opt_add_arg(&args, "-o");
@@ -126,6 +133,13 @@ static void qt_setup(void)
 	int err = api_open(src, &args, &be);
 	fuse_opt_free_args(&args);
 	cr_assert_eq(err, 0, "api_open(%s): %s", src, strerror(-err));
+}
+
+static void qt_setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sbxfs-qt-XXXXXX");
+	cr_assert(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
+	qt_open();
 	for (int i = 0; i < QT_NSB; i++)
 		snprintf(names[i], sizeof(names[i]), "qt%d-%c", (int)getpid(),
 			 'a' + i);
@@ -314,4 +328,114 @@ Test(queue, stops_hold_no_worker)
 		cr_expect_gt(stop[i].at, 4.0, "stop %d took only %.3f s", i,
 			     stop[i].at);
 	}
+}
+
+/* ---- roots that are not mounted ----------------------------------------- */
+
+struct qt_stat {
+	bool done;
+	int err;
+	char msg[256];
+};
+
+static void qt_stat_cb(void *ud, int err, const char *msg,
+		       const struct stat *st)
+{
+	struct qt_stat *q = ud;
+
+	(void)st;
+	pthread_mutex_lock(&qt_mu);
+	q->err = err;
+	snprintf(q->msg, sizeof(q->msg), "%s", msg ? msg : "");
+	q->done = true;
+	pthread_cond_broadcast(&qt_cv);
+	pthread_mutex_unlock(&qt_mu);
+}
+
+/* stat of /etc/os-release in sandbox i; its error */
+static int qt_stat(int i, char *msg, size_t len)
+{
+	struct qt_stat q = {0};
+	struct timespec dl;
+	int r = 0;
+
+	api_file_stat(be, names[i], "/etc/os-release", qt_stat_cb, &q);
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += QT_WAIT_S;
+	pthread_mutex_lock(&qt_mu);
+	while (!q.done && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&qt_cv, &qt_mu, &dl);
+	pthread_mutex_unlock(&qt_mu);
+	cr_assert(q.done, "stat hung");
+	if (msg)
+		snprintf(msg, len, "%s", q.msg);
+	return q.err;
+}
+
+static bool qt_root_mounted(int i)
+{
+	char root[PATH_MAX];
+	struct statfs sf;
+
+	snprintf(root, sizeof(root), "%s/sandboxes/%s/root", tmpdir,
+		 names[i]);
+	return statfs(root, &sf) == 0 && sf.f_type == 0x794c7630;
+}
+
+static void qt_unmount_root(int i)
+{
+	char root[PATH_MAX];
+
+	snprintf(root, sizeof(root), "%s/sandboxes/%s/root", tmpdir,
+		 names[i]);
+	cr_assert(qt_root_mounted(i));
+	cr_assert_eq(umount2(root, MNT_DETACH), 0, "umount %s: %s", root,
+		     strerror(errno));
+	cr_assert(!qt_root_mounted(i));
+}
+
+/* A root unmounted behind our back: the file operation answers EBUSY at
+ * once (no mount on its thread) and the root is mounted again in the
+ * background; then files are there again. */
+Test(queue, file_op_remounts_in_background)
+{
+	char msg[256];
+	int err, n = 0;
+
+	qt_create(0);
+	cr_assert_eq(qt_stat(0, NULL, 0), 0);
+	/* the cached root descriptor still reaches the detached overlay:
+	 * start over with a fresh backend, which mounts every root at
+	 * start-up, then unmount it */
+	api_close(be);
+	be = NULL;
+	qt_open();
+	qt_unmount_root(0);
+	err = qt_stat(0, msg, sizeof(msg));
+	cr_expect_eq(err, -EBUSY, "stat of an unmounted root: %d %s", err,
+		     msg);
+	cr_log_info("first stat: %d %s", err, msg);
+	/* mounted again by the runtime: poll for it, bounded */
+	for (int64_t end = (int64_t)qt_now() + 20;
+	     !qt_root_mounted(0) && qt_now() < end; n++) {
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	cr_assert(qt_root_mounted(0), "the root was not mounted again");
+	cr_expect_eq(qt_stat(0, msg, sizeof(msg)), 0, "stat: %s", msg);
+}
+
+/* A root unmounted while sbxfs was away (a reboot): mounted again when
+ * the backend starts, before any file operation. */
+Test(queue, startup_remounts_roots)
+{
+	char msg[256];
+
+	qt_create(0);
+	api_close(be);
+	be = NULL;
+	qt_unmount_root(0);
+	qt_open();
+	cr_expect(qt_root_mounted(0), "root not mounted at start-up");
+	cr_expect_eq(qt_stat(0, msg, sizeof(msg)), 0, "stat: %s", msg);
 }
