@@ -15,144 +15,17 @@ set -u
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
 proxy_bin=${1:-$src/tools/faultproxy}
-sbxfs=${SBXFS_BIN:?SBXFS_BIN not set}
 : "${SBXFS_SERVER_PORT:?run me under tools/with-server.sh}"
 TIMEOUT=3	# -o timeout= of the mount: the request bound
 BOUND=15	# seconds a failing operation may take at most, all retries in
-HANG=60		# `timeout` of every command: beyond this it hung
-
-T=$(mktemp -d "${SBXFS_TEST_TMP:-/tmp}/sbxfs-ft-XXXXXX") || exit 2
-M=$T/mnt
-mkdir "$M"
-: >"$T/ctl"
-pass=0
-fail=0
-ppid_=
-fpid=
-spid=$SBXFS_SERVER_PID	# the server we talk to now (restarted by us)
-own_server=
-
-cleanup() {
-	trap - EXIT INT TERM
-	if mountpoint -q "$M"; then
-		# destroy what we made while the server is reachable
-		: >"$T/ctl"
-		# NAME is the directory, the cl- ID a symlink to it
-		for d in "$M"/*; do
-			[ -d "$d" ] && [ ! -L "$d" ] &&
-				timeout 60 rmdir "$d" 2>/dev/null
-		done
-		fusermount3 -u "$M" 2>/dev/null || fusermount3 -uz "$M"
-	fi
-	[ -n "$fpid" ] && kill "$fpid" 2>/dev/null
-	[ -n "$ppid_" ] && kill "$ppid_" 2>/dev/null
-	# a server we started ourselves is ours to end (with-server.sh
-	# sweeps the data dir afterwards)
-	[ -n "$own_server" ] && kill "$spid" 2>/dev/null
-	wait 2>/dev/null
-	rm -rf --one-file-system "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ok() { pass=$((pass + 1)); echo "ok   - $*"; }
-nok() { fail=$((fail + 1)); echo "FAIL - $*"; }
-check() { # NAME CMD...: CMD must succeed
-	local n=$1
-	shift
-	if timeout "$HANG" "$@" >"$T/out" 2>"$T/err"; then
-		ok "$n"
-	else
-		nok "$n (status $?: $(head -c 300 "$T/err"))"
-	fi
-}
-now() { date +%s.%N; }
-since() { echo "$(now) $1" | awk '{ printf "%.1f", $1 - $2 }'; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-
-# NAME BOUND CMD...: CMD must fail (not by our timeout) within BOUND s.
-fails_within() {
-	local n=$1 b=$2 t0 rc el
-	shift 2
-	t0=$(now)
-	timeout "$HANG" "$@" >"$T/out" 2>"$T/err"
-	rc=$?
-	el=$(since "$t0")
-	if [ $rc = 124 ]; then
-		nok "$n: hung (> ${HANG}s)"
-	elif [ $rc = 0 ]; then
-		nok "$n: succeeded, expected an error ($(head -c 200 "$T/out"))"
-	elif ! lt "$el" "$b"; then
-		nok "$n: failed after ${el}s, bound ${b}s"
-	else
-		ok "$n: failed in ${el}s:" \
-			"$(tr '\n' ' ' <"$T/err" | head -c 120)"
-	fi
-}
-
-sbxfs_alive() {
-	if kill -0 "$fpid" 2>/dev/null && mountpoint -q "$M"; then
-		ok "$1: sbxfs still up"
-	else
-		nok "$1: sbxfs died or the mount is gone"
-		tail -20 "$T/sbxfs.log"
-		exit 1
-	fi
-}
-
-kill_server() {
-	kill -KILL "$spid" 2>/dev/null
-	wait "$spid" 2>/dev/null
-	for _ in $(seq 50); do
-		kill -0 "$spid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-}
-
-start_server() {
-	local line
-	rm -f "$T/s.out"
-	mkfifo "$T/s.out"
-	"$SBXFS_SERVER_BIN" --listen "127.0.0.1:$SBXFS_SERVER_PORT" \
-		--data "$SBXFS_SERVER_DATA" >"$T/s.out" 2>>"$T/server.log" &
-	spid=$!
-	own_server=1
-	exec 4<"$T/s.out"
-	if read -r -t 20 line <&4 && [ "${line#listening on}" != "$line" ]
-	then
-		cat <&4 >>"$T/server.log" &
-		exec 4<&-
-		ok "server started again on port $SBXFS_SERVER_PORT"
-	else
-		exec 4<&-
-		nok "server did not start again: '$line'"
-		cat "$T/server.log"
-		exit 1
-	fi
-}
+FAULTS_API=wrenn
+FAULTS_TAG=ft
+. "$src/tests/faults/lib.sh"
 
 # ---- setup: proxy, mount, one capsule with a small and a big file -------
 
-"$proxy_bin" --upstream "$SBXFS_SERVER_PORT" --control "$T/ctl" \
-	--log "$T/proxy.log" >"$T/proxy.out" 2>&1 &
-ppid_=$!
-for _ in $(seq 100); do
-	pport=$(sed -n 's/^listening on .*://p' "$T/proxy.out")
-	[ -n "$pport" ] && break
-	sleep 0.1
-done
-[ -n "$pport" ] || { echo "faultproxy did not start"; exit 2; }
-
-"$sbxfs" -f -o "timeout=$TIMEOUT" "wrenn:http://127.0.0.1:$pport" "$M" \
-	>"$T/sbxfs.log" 2>&1 &
-fpid=$!
-for _ in $(seq 100); do
-	mountpoint -q "$M" && break
-	sleep 0.1
-done
-mountpoint -q "$M" || { echo "mount failed"; cat "$T/sbxfs.log"; exit 2; }
-# never cd into the mount: a background child would pin it
+start_proxy
+mount_sbxfs
 
 check "mkdir box" mkdir "$M/box"
 B=$M/box
@@ -196,7 +69,7 @@ else
 fi
 sbxfs_alive "kill mid-transfer"
 : >"$T/ctl"
-fails_within "server down: stat fails" "$BOUND" stat "$B/fs/tmp/nope1"
+fails_within "server down: stat fails" "$BOUND" '' stat "$B/fs/tmp/nope1"
 start_server
 check "server back: read small" sh -c "[ \"\$(cat $B/fs/tmp/small)\" = small ]"
 check "server back: write+read" sh -c "echo again > $B/fs/tmp/again && \
@@ -206,74 +79,14 @@ $B/fs/tmp/big | cut -d' ' -f1)\" = $bigsum ]"
 
 # ---- 2. server killed mid-stream (exec output, and a proc/ job) ----------
 
-( exec 3<>"$B/exec"
-  echo 'i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done' >&3
-  timeout "$HANG" cat <&3 >"$T/stream.out" 2>"$T/stream.err"
-  echo $? >"$T/stream.rc" ) &
-cpid=$!
-check "job: start" sh -c "mkdir $B/proc/j && echo 'i=0; while :; do \
-echo j\$i; i=\$((i+1)); sleep 0.05; done' > $B/proc/j/cmd"
-( timeout "$HANG" cat "$B/proc/j/stdout" >"$T/jout.out" 2>"$T/jout.err"
-  echo $? >"$T/jout.rc" ) &
-jpid=$!
-( timeout "$HANG" cat "$B/proc/j/wait" >"$T/wait.out" 2>"$T/wait.err"
-  echo $? >"$T/wait.rc" ) &
-wpid=$!
+streams_start
 for _ in $(seq 100); do
 	[ "$(wc -l <"$T/stream.out" 2>/dev/null || echo 0)" -gt 10 ] && break
 	sleep 0.1
 done
 sleep 0.5
 kill_server
-t0=$(now)
-wait $cpid
-el=$(since "$t0")
-rc=$(cat "$T/stream.rc")
-n=$(wc -l <"$T/stream.out")
-if [ "$rc" = 124 ]; then
-	nok "kill mid-stream: exec read hung"
-elif [ "$rc" = 0 ]; then
-	nok "kill mid-stream: exec output ended in EOF as if the command" \
-		"exited (err: $(tail -1 "$B/err" 2>&1 | head -c 120))"
-elif ! lt "$el" "$BOUND"; then
-	nok "kill mid-stream: exec read ended only after ${el}s"
-elif ! grep -q 'Input/output error' "$T/stream.err"; then
-	nok "kill mid-stream: exec read failed, but not with EIO:" \
-		"$(head -c 100 "$T/stream.err")"
-elif [ "$n" -le 10 ]; then
-	nok "kill mid-stream: exec read lost the output before the cut" \
-		"($n lines)"
-else
-	ok "kill mid-stream: exec read failed after ${el}s, $n lines:" \
-		"$(head -c 100 "$T/stream.err")"
-fi
-# a reader of proc/j/stdout: what arrived, then EIO (not EOF)
-wait $jpid
-rc=$(cat "$T/jout.rc")
-n=$(grep -c '^j[0-9]' "$T/jout.out")
-if [ "$rc" = 124 ]; then
-	nok "kill mid-stream: proc/j/stdout hung"
-elif [ "$rc" = 0 ]; then
-	nok "kill mid-stream: proc/j/stdout ended in EOF as if the job exited"
-elif ! grep -q 'Input/output error' "$T/jout.err"; then
-	nok "kill mid-stream: proc/j/stdout failed, but not with EIO:" \
-		"$(head -c 100 "$T/jout.err")"
-elif [ "$n" -le 10 ]; then
-	nok "kill mid-stream: proc/j/stdout lost the output ($n lines)"
-else
-	ok "kill mid-stream: proc/j/stdout gave $n lines, then" \
-		"$(head -c 100 "$T/jout.err")"
-fi
-wait $wpid
-rc=$(cat "$T/wait.rc")
-if [ "$rc" = 124 ]; then
-	nok "kill mid-stream: proc/j/wait hung"
-elif [ "$rc" = 0 ] || ! grep -q 'Input/output error' "$T/wait.err"; then
-	nok "kill mid-stream: proc/j/wait not EIO (status $rc," \
-		"'$(head -c 60 "$T/wait.out")' $(head -c 80 "$T/wait.err"))"
-else
-	ok "kill mid-stream: proc/j/wait failed: $(head -c 80 "$T/wait.err")"
-fi
+streams_cut "kill mid-stream" "$(now)"
 grep -q 'lost track of the command' "$B/err" 2>/dev/null &&
 	ok "kill mid-stream: err says the command was lost" ||
 	nok "kill mid-stream: err lacks the sentence: $(cat "$B/err" 2>&1)"
@@ -287,14 +100,14 @@ $B/proc/k/cmd && [ \"\$(cat $B/proc/k/stdout)\" = kk ]"
 # ---- 3. a slow server (every answer later than the request bound) --------
 
 echo "delay 8" >"$T/ctl"
-fails_within "slow: stat" "$BOUND" stat "$B/fs/tmp/slow1"
+fails_within "slow: stat" "$BOUND" '' stat "$B/fs/tmp/slow1"
 grep -q 'timed out' "$T/err" && ok "slow: ETIMEDOUT" ||
 	nok "slow: not ETIMEDOUT: $(cat "$T/err")"
-fails_within "slow: write" "$BOUND" sh -c "echo x > $B/fs/tmp/slow2"
-fails_within "slow: exec" "$BOUND" sh -c "exec 3<>$B/exec; echo 'echo hi' \
+fails_within "slow: write" "$BOUND" '' sh -c "echo x > $B/fs/tmp/slow2"
+fails_within "slow: exec" "$BOUND" '' sh -c "exec 3<>$B/exec; echo 'echo hi' \
 >&3; cat <&3"
 echo "hang" >"$T/ctl"
-fails_within "no answer at all: stat" "$BOUND" stat "$B/fs/tmp/slow3"
+fails_within "no answer at all: stat" "$BOUND" '' stat "$B/fs/tmp/slow3"
 sbxfs_alive "slow"
 : >"$T/ctl"
 check "fast again: stat" stat "$B/fs/tmp/small"
@@ -304,19 +117,19 @@ check "fast again: write+read" sh -c "echo s > $B/fs/tmp/slow4 && \
 # ---- 4. 5xx replies (JSON envelope and plain text) -----------------------
 
 echo "status 503" >"$T/ctl"
-fails_within "503: stat" "$BOUND" stat "$B/fs/tmp/ft1/sub/e1"
+fails_within "503: stat" "$BOUND" '' stat "$B/fs/tmp/ft1/sub/e1"
 grep -q 'No such file' "$T/err" && nok "503: stat said ENOENT"
 # a directory never listed: the create needs a listing, which fails (a
 # write into a listed one fails at close(2), which sh ignores: see 7.)
-fails_within "503: write" "$BOUND" sh -c "echo x > $B/fs/tmp/ft7/sub/e2"
-fails_within "503: mkdir capsule" "$BOUND" mkdir "$M/e3"
+fails_within "503: write" "$BOUND" '' sh -c "echo x > $B/fs/tmp/ft7/sub/e2"
+fails_within "503: mkdir capsule" "$BOUND" '' mkdir "$M/e3"
 echo "rawstatus 500" >"$T/ctl"
-fails_within "500 plain text: stat" "$BOUND" stat "$B/fs/tmp/ft2/sub/e4"
+fails_within "500 plain text: stat" "$BOUND" '' stat "$B/fs/tmp/ft2/sub/e4"
 grep -q 'No such file' "$T/err" && nok "500: stat said ENOENT"
-fails_within "500 plain text: exec" "$BOUND" sh -c "exec 3<>$B/exec; \
+fails_within "500 plain text: exec" "$BOUND" '' sh -c "exec 3<>$B/exec; \
 echo 'echo hi' >&3; cat <&3"
 echo "status 502" >"$T/ctl"
-fails_within "502: cat" "$BOUND" cat "$B/fs/tmp/e5"
+fails_within "502: cat" "$BOUND" '' cat "$B/fs/tmp/e5"
 sbxfs_alive "5xx"
 : >"$T/ctl"
 grep -q 'injected' "$B/err" 2>/dev/null &&
@@ -328,17 +141,17 @@ check "after 5xx: write+read" sh -c "echo f > $B/fs/tmp/e6 && \
 # ---- 5. truncated bodies -------------------------------------------------
 
 echo "truncate 1000000 stream/read" >"$T/ctl"
-fails_within "truncated download: cat" "$BOUND" sh -c "cat $B/fs/tmp/big \
+fails_within "truncated download: cat" "$BOUND" '' sh -c "cat $B/fs/tmp/big \
 > $T/trunc"
 echo "truncate 100 files/list" >"$T/ctl"
-fails_within "truncated listing: stat" "$BOUND" stat "$B/fs/tmp/ft3/sub/t1"
+fails_within "truncated listing: stat" "$BOUND" '' stat "$B/fs/tmp/ft3/sub/t1"
 grep -q 'No such file' "$T/err" && nok "truncated listing: stat said ENOENT"
-fails_within "truncated listing: ls" "$BOUND" ls "$B/fs/usr/share"
+fails_within "truncated listing: ls" "$BOUND" '' ls "$B/fs/usr/share"
 # The exec wrapper re-encodes output as hex lines; with 20000 lines of
 # output the 300th byte after the 101 is inside the stream (past `start`,
 # long before the exit message), so the command is lost mid-way.
 echo "truncate 300 exec/stream" >"$T/ctl"
-fails_within "WebSocket cut mid-message" "$BOUND" sh -c "exec 3<>$B/exec; \
+fails_within "WebSocket cut mid-message" "$BOUND" '' sh -c "exec 3<>$B/exec; \
 echo 'seq 20000' >&3; cat <&3"
 grep -q 'Input/output error' "$T/err" &&
 	ok "WebSocket cut mid-message: EIO" ||
@@ -347,7 +160,7 @@ grep -q 'exec: lost track of the command' "$B/err" 2>/dev/null &&
 	ok "WebSocket cut mid-message: cut after the start, err says so" ||
 	nok "WebSocket cut mid-message: err: $(cat "$B/err" 2>&1)"
 echo "drop" >"$T/ctl"
-fails_within "connection dropped: stat" "$BOUND" stat "$B/fs/tmp/ft4/sub/t2"
+fails_within "connection dropped: stat" "$BOUND" '' stat "$B/fs/tmp/ft4/sub/t2"
 sbxfs_alive "truncated"
 : >"$T/ctl"
 check "whole again: big file" sh -c "[ \"\$(sha256sum < $B/fs/tmp/big | \
@@ -361,37 +174,13 @@ check "whole again: ls" ls "$B/fs/usr/share"
 # a small file only queues it, api/rfile.c); creating a capsule is a
 # listing and a create: each must end in ETIMEDOUT near the bound (not
 # after 2x it), never in EIO.
-OPB=$(awk -v t="$TIMEOUT" 'BEGIN { print t + 1.5 }')
-# (timed inside: only the close, not python's start under load)
-timeout "$HANG" python3 -c "
-import os, sys, time
-fd = os.open('$B/fs/tmp/pw', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-os.write(fd, b'x' * 100)
-open('$T/ctl', 'w').write('delay 2\n')
-t = time.monotonic()
-try:
-    os.fsync(fd)
-    print('ok', time.monotonic() - t)
-except OSError as e:
-    print(e.strerror.replace(' ', '_'), time.monotonic() - t)
-os.close(fd)
-" >"$T/out" 2>"$T/err"
-read -r what el <"$T/out"
-if [ "$what" = ok ]; then
-	nok "per-op: fsync succeeded (${el}s), expected ETIMEDOUT"
-elif [ "$what" != Connection_timed_out ]; then
-	nok "per-op: fsync not ETIMEDOUT: $what $(cat "$T/err")"
-elif ! lt "$el" "$OPB"; then
-	nok "per-op: fsync took ${el}s, bound ${OPB}s"
-else
-	ok "per-op: fsync (upload + command) ETIMEDOUT in ${el}s"
-fi
+per_op_fsync "upload + command" "delay 2"
 : >"$T/ctl"
 
 # ---- 7. orphan-free create (issue 8) -------------------------------------
 
 # A file whose write-back failed does not appear (and fsync says why).
-fails_within "failed create: fsync" "$BOUND" python3 -c "
+fails_within "failed create: fsync" "$BOUND" '' python3 -c "
 import os, sys
 fd = os.open('$B/fs/tmp/cf', os.O_WRONLY | os.O_CREAT | os.O_EXCL)
 os.write(fd, b'y\n')
@@ -417,7 +206,7 @@ orphans() { # unnamed capsules: cl- directories that are not symlinks
 }
 before=$(orphans | wc -l)
 echo "delay 5 POST /v1/capsules" >"$T/ctl"
-fails_within "create times out: mkdir" "$BOUND" mkdir "$M/orph"
+fails_within "create times out: mkdir" "$BOUND" '' mkdir "$M/orph"
 grep -q 'timed out' "$T/err" && ok "create times out: ETIMEDOUT" ||
 	nok "create times out: not ETIMEDOUT: $(cat "$T/err")"
 : >"$T/ctl"
@@ -433,7 +222,7 @@ done
 [ -n "$settled" ] && ok "create times out: no orphan capsule" ||
 	nok "create times out: orphan left: $(orphans | tr '\n' ' ')"
 if [ -d "$M/orph" ]; then
-	fails_within "create times out: retry says it exists" "$BOUND" \
+	fails_within "create times out: retry says it exists" "$BOUND" '' \
 		mkdir "$M/orph"
 else
 	check "create times out: retry" mkdir "$M/orph"
@@ -565,26 +354,6 @@ rmdir "$M/box2" 2>/dev/null
 
 # ---- end: clean unmount, sbxfs exits 0 -----------------------------------
 
-for d in "$M"/*; do
-	[ -d "$d" ] && [ ! -L "$d" ] && timeout 60 rmdir "$d"
-done
-if fusermount3 -u "$M"; then
-	for _ in $(seq 100); do
-		kill -0 "$fpid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$fpid" 2>/dev/null; then
-		nok "sbxfs still running 10 s after the unmount"
-	else
-		wait "$fpid"
-		rc=$?
-		[ $rc = 0 ] && ok "sbxfs exited 0" ||
-			nok "sbxfs exit status $rc"
-		fpid=
-	fi
-else
-	nok "unmount failed"
-fi
+unmount_clean
 echo "requests through the proxy: $(wc -l <"$T/proxy.log")"
-echo "$pass passed, $fail failed"
-[ $fail = 0 ]
+summary

@@ -12,86 +12,8 @@
 # removed at exit (sandboxes, templates, mounts).
 set -u
 BIN=${1:-${SBXFS_BIN:-sbxfs}}
-T=$(mktemp -d "${SBXFS_TEST_TMP:-/tmp}/sbxfs-crp.XXXXXX")
-MNT=$T/mnt DATA=$T/data
-mkdir -p "$MNT" "$DATA"
-pass=0 fail=0 SPID=
-
-mounted() { awk -v m="$MNT" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
-start() {
-	"$BIN" -f "local:$DATA" "$MNT" >>"$T/sbxfs.log" 2>&1 &
-	SPID=$!
-	for _ in $(seq 200); do
-		mounted && timeout 5 stat "$MNT/ctl" >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "sbxfs did not mount"; tail -5 "$T/sbxfs.log"
-	return 1
-}
-crash() {
-	kill -9 "$SPID" 2>/dev/null
-	wait "$SPID" 2>/dev/null
-	SPID=
-	fusermount3 -uz "$MNT" 2>/dev/null
-}
-cleanup() {
-	[ -n "$SPID" ] && crash
-	if start 2>/dev/null; then
-		for d in "$MNT"/templates/*/; do
-			[ -d "$d" ] && timeout 30 rmdir "$d" 2>/dev/null
-		done
-		for d in "$MNT"/*/; do
-			case $d in */templates/) continue ;; esac
-			[ -d "$d" ] && timeout 30 rmdir "$d" 2>/dev/null
-		done
-		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
-		wait "$SPID" 2>/dev/null
-	else
-		fusermount3 -uz "$MNT" 2>/dev/null
-	fi
-	awk -v b="$T/" 'index($2, b) == 1 { print $2 }' /proc/mounts |
-		sort -r | xargs -r -n1 umount -l 2>/dev/null
-	rm -rf --one-file-system "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL - $1"; }
-
-init_alive() {
-	local meta=$DATA/sandboxes/$1/meta.json pid st
-	[ -f "$meta" ] || return 1
-	pid=$(jq -r .pid "$meta") st=$(jq -r .starttime "$meta")
-	[ "$pid" -gt 0 ] 2>/dev/null || return 1
-	[ -r "/proc/$pid/stat" ] || return 1
-	[ "$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$pid/stat")" = "$st" ]
-}
-cg_live() {
-	local f n=0 p
-	for f in /sys/fs/cgroup/freezer/sbxfs/*-"$1"/cgroup.procs \
-		/sys/fs/cgroup/sbxfs/*-"$1"/cgroup.procs; do
-		[ -f "$f" ] || continue
-		for p in $(cat "$f"); do
-			[ "$(awk '{ sub(/.*\) /, ""); print $1 }' /proc/$p/stat 2>/dev/null)" = Z ] ||
-				n=$((n + 1))
-		done
-	done
-	[ "$n" -gt 0 ]
-}
-# frozen on the host: v1 freezer.state FROZEN or v2 cgroup.freeze 1
-cg_frozen() {
-	local f
-	for f in /sys/fs/cgroup/freezer/sbxfs/*-"$1"/freezer.state; do
-		[ -f "$f" ] && grep -q FROZEN "$f" && return 0
-	done
-	for f in /sys/fs/cgroup/sbxfs/*-"$1"/cgroup.freeze; do
-		[ -f "$f" ] && [ "$(cat "$f")" = 1 ] && return 0
-	done
-	return 1
-}
-overlay_of() { awk -v d="$DATA/sandboxes/$1/" 'index($2, d) == 1' /proc/mounts | grep -q .; }
+RECOVERY_TAG=crp
+. "$(dirname "$0")/lib.sh"
 
 # one sandbox against the host
 check_box() {
@@ -127,7 +49,7 @@ verdict() { # what, names...
 		b=$(check_box "$n")
 		[ -n "$b" ] && bad="$bad $n:${b# }"
 	done
-	if [ -z "$bad" ]; then ok "$what"; else ko "$what:$bad"; fi
+	if [ -z "$bad" ]; then ok "$what"; else nok "$what:$bad"; fi
 }
 # a job in sandbox NAME that runs until killed: proc/JOB
 job() {
@@ -176,9 +98,9 @@ if timeout 60 mkdir "$MNT/$B" && J=$(job "$B"); then
 	done
 	# the job: its directory is back; after stop it is ended
 	if [ -d "$MNT/$B/proc/$J" ]; then ok "job dir back after the crashes"
-	else ko "job dir $J gone after the crashes"; fi
+	else nok "job dir $J gone after the crashes"; fi
 else
-	ko "setup of $B (mkdir + job)"
+	nok "setup of $B (mkdir + job)"
 fi
 
 # mid-snapshot: no broken template in MOUNT/templates/
@@ -191,7 +113,7 @@ if timeout 60 mkdir "$MNT/$S" && job "$S" >/dev/null &&
 		# it was running: the freeze of the copy does not outlive the kill
 		st=$(timeout 10 head -1 "$MNT/$S/status")
 		[ "$st" = running ] && ok "kill -9 $ms ms into snapshot: sandbox running again" ||
-			ko "kill -9 $ms ms into snapshot: sandbox reads $st"
+			nok "kill -9 $ms ms into snapshot: sandbox reads $st"
 		bad=
 		for t in "$MNT"/templates/*/; do
 			[ -d "$t" ] || continue
@@ -214,19 +136,19 @@ if timeout 60 mkdir "$MNT/$S" && job "$S" >/dev/null &&
 		ls -d "$DATA"/tmp/snap-* >/dev/null 2>&1 && bad="$bad half-copy-left-in-tmp"
 		[ -n "${VERBOSE:-}" ] && ls "$MNT/templates/" >&2
 		if [ -z "$bad" ]; then ok "kill -9 $ms ms into snapshot: templates/ whole"
-		else ko "kill -9 $ms ms into snapshot: templates/:$bad"; fi
+		else nok "kill -9 $ms ms into snapshot: templates/:$bad"; fi
 		# a template that is listed is usable
 		if [ -d "$MNT/templates/$u-t$ms" ]; then
 			if timeout 60 sh -c "echo 'new $u-f$ms template=$u-t$ms' > '$MNT/ctl'" &&
 				timeout 10 cmp -s "$MNT/$u-f$ms/fs/root/big" "$MNT/$S/fs/root/big"; then
 				ok "snapshot $u-t$ms listed and usable"
 			else
-				ko "snapshot $u-t$ms listed but not usable"
+				nok "snapshot $u-t$ms listed but not usable"
 			fi
 		fi
 	done
 else
-	ko "setup of $S"
+	nok "setup of $S"
 fi
 
 # mid-cp of a large file into fs/
@@ -247,14 +169,14 @@ if timeout 60 mkdir "$MNT/$C"; then
 		sz=$(timeout 10 stat -c %s "$MNT/$C/fs/root/big" 2>/dev/null || echo none)
 		hs=$(stat -c %s "/proc/$up/root/root/big" 2>/dev/null || echo none)
 		[ "$sz" = "$hs" ] && ok "mid-cp: mount and sandbox agree on the size ($sz of 268435456)" ||
-			ko "mid-cp: mount says $sz, sandbox $hs"
+			nok "mid-cp: mount says $sz, sandbox $hs"
 		if timeout 30 cp "$T/big" "$MNT/$C/fs/root/big" &&
 			timeout 30 cmp -s "$T/big" "$MNT/$C/fs/root/big"; then
 			ok "mid-cp: the copy again is whole"
-		else ko "mid-cp: the copy again differs"; fi
+		else nok "mid-cp: the copy again differs"; fi
 	fi
 else
-	ko "setup of $C"
+	nok "setup of $C"
 fi
 
 # mid-destroy (rmdir) with a job running: finished on the remount
@@ -274,20 +196,19 @@ for ms in 5 40; do
 		done
 		verdict "kill -9 $ms ms into rmdir (job running), remount" "$D$ms"
 	else
-		ko "setup of $D$ms"
+		nok "setup of $D$ms"
 	fi
 done
 
 timeout 10 ls "$MNT" >/dev/null && ok "mount answers after the crashes" ||
-	ko "mount hangs"
+	nok "mount hangs"
 # a clean unmount of the last sbxfs: no sanitizer report in any run's log
 fusermount3 -u "$MNT" && wait "$SPID" 2>/dev/null
 SPID=
 if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/sbxfs.log"; then
-	ko "sanitizer report in the log"
+	nok "sanitizer report in the log"
 	grep -E -A5 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/sbxfs.log" | head -20
 else
 	ok "no sanitizer report in the logs"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

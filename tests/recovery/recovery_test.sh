@@ -15,79 +15,8 @@
 # /dev/fuse and the root image.  Everything it starts is removed at exit.
 set -u
 BIN=${1:-${SBXFS_BIN:-sbxfs}}
-T=$(mktemp -d "${SBXFS_TEST_TMP:-/tmp}/sbxfs-rec.XXXXXX")
-MNT=$T/mnt DATA=$T/data
-mkdir -p "$MNT" "$DATA"
-pass=0 fail=0 SPID=
-
-mounted() { awk -v m="$MNT" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
-start() {
-	"$BIN" -f "local:$DATA" "$MNT" >>"$T/sbxfs.log" 2>&1 &
-	SPID=$!
-	for _ in $(seq 100); do
-		mounted && timeout 5 stat "$MNT/ctl" >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "sbxfs did not mount"; tail -5 "$T/sbxfs.log"
-	return 1
-}
-crash() {
-	kill -9 "$SPID" 2>/dev/null
-	wait "$SPID" 2>/dev/null
-	SPID=
-	fusermount3 -uz "$MNT" 2>/dev/null
-}
-cleanup() {
-	[ -n "$SPID" ] && crash
-	if start 2>/dev/null; then
-		for d in "$MNT"/*/; do
-			[ -d "$d" ] && timeout 30 rmdir "$d" 2>/dev/null
-		done
-		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
-		wait "$SPID" 2>/dev/null
-	else
-		fusermount3 -uz "$MNT" 2>/dev/null
-	fi
-	awk -v b="$T/" 'index($2, b) == 1 { print $2 }' /proc/mounts |
-		sort -r | xargs -r -n1 umount -l 2>/dev/null
-	rm -rf --one-file-system "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL - $1"; }
-
-# init of sandbox NAME alive on the host, from its metadata (pid + start
-# time), independently of sbxfs
-init_alive() {
-	local meta=$DATA/sandboxes/$1/meta.json pid st
-	[ -f "$meta" ] || return 1
-	pid=$(jq -r .pid "$meta") st=$(jq -r .starttime "$meta")
-	[ "$pid" -gt 0 ] 2>/dev/null || return 1
-	[ -r "/proc/$pid/stat" ] || return 1
-	[ "$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$pid/stat")" = "$st" ]
-}
-# live processes in the cgroup of sandbox NAME (v1 freezer or v2), found
-# by its unique name, independently of sbxfs
-cg_live() {
-	local f n=0
-	for f in /sys/fs/cgroup/freezer/sbxfs/*-"$1"/cgroup.procs \
-		/sys/fs/cgroup/sbxfs/*-"$1"/cgroup.procs; do
-		[ -f "$f" ] || continue
-		for p in $(cat "$f"); do
-			[ "$(awk '{ sub(/.*\) /, ""); print $1 }' /proc/$p/stat 2>/dev/null)" = Z ] ||
-				n=$((n + 1))
-		done
-	done
-	[ "$n" -gt 0 ]
-}
-
-cg_pids() {
-	cat /sys/fs/cgroup/freezer/sbxfs/*-"$1"/cgroup.procs \
-		/sys/fs/cgroup/sbxfs/*-"$1"/cgroup.procs 2>/dev/null
-}
+RECOVERY_TAG=rec
+. "$(dirname "$0")/lib.sh"
 
 # Compare the mount with the host.  Every sandbox an interrupted create
 # left is either finished (running, its init alive) or gone (no directory,
@@ -116,7 +45,7 @@ consistent() {
 		*) bad="$bad $name:status'$st'" ;;
 		esac
 	done
-	if [ -z "$bad" ]; then ok "$what"; else ko "$what:$bad"; fi
+	if [ -z "$bad" ]; then ok "$what"; else nok "$what:$bad"; fi
 }
 
 [ "$(id -u)" = 0 ] || { echo "0 passed, 1 failed"; exit 1; }
@@ -136,7 +65,7 @@ for ms in 0 5 10 15 20 30 40 60 80 120; do
 	consistent "kill -9 ${ms} ms into mkdir, remount"
 done
 timeout 10 ls "$MNT" >/dev/null && ok "mount answers after the crashes" ||
-	ko "mount hangs"
+	nok "mount hangs"
 
 # mid-verb: pause and stop of a running sandbox
 v=$u-v
@@ -155,9 +84,9 @@ if mkdir "$MNT/$v" 2>/dev/null; then
 	echo start >"$MNT/$v/ctl" 2>/dev/null
 	[ "$(head -1 "$MNT/$v/status")" = running ] &&
 		ok "sandbox usable after interrupted verbs" ||
-		ko "sandbox state after interrupted verbs: $(head -1 "$MNT/$v/status")"
+		nok "sandbox state after interrupted verbs: $(head -1 "$MNT/$v/status")"
 else
-	ko "mkdir $v: $(cat "$MNT/err" 2>/dev/null)"
+	nok "mkdir $v: $(cat "$MNT/err" 2>/dev/null)"
 fi
 
 # mid-cp: the writer dies with sbxfs; the file is whole or partly there,
@@ -172,20 +101,14 @@ sz=$(stat -c %s "$MNT/$v/fs/root/big" 2>/dev/null)
 echo "       after the crash the file has ${sz:-?} of 67108864 bytes"
 cmp -n "${sz:-0}" "$T/big" "$MNT/$v/fs/root/big" >/dev/null 2>&1 &&
 	ok "what arrived of the interrupted cp is intact" ||
-	ko "interrupted cp left wrong bytes"
+	nok "interrupted cp left wrong bytes"
 cp "$T/big" "$MNT/$v/fs/root/big" && cmp -s "$T/big" "$MNT/$v/fs/root/big" &&
-	ok "cp again after the remount" || ko "cp after the remount"
+	ok "cp again after the remount" || nok "cp after the remount"
 
 # jobs: kill -9 with one job that finishes while sbxfs is down (exit 7,
 # output on both streams) and one that keeps running; after the remount
 # proc/ has both back with status, wait, output and kill, and no monitor
 # is left once they are removed.
-until_ok() { # tries (0.05 s apart), command...
-	local n=$1
-	shift
-	for _ in $(seq "$n"); do "$@" && return 0; sleep 0.05; done
-	return 1
-}
 # processes forked from a sbxfs of this test other than the mount itself
 monitors() {
 	local p n=0
@@ -201,7 +124,7 @@ if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
 	echo 'exec sleep 300' >"$J/j2/cmd"; then
 	read -r line <"$J/j1/stdout"
 	[ "$line" = early ] &&
-		ok "job output before the crash" || ko "job output before the crash"
+		ok "job output before the crash" || nok "job output before the crash"
 	crash
 	j2pid=$(cg_pids "$v" | while read -r p; do
 		[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" = "sleep 300 " ] &&
@@ -211,40 +134,40 @@ if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
 	until_ok 200 test -f "$JD/j1/exit" &&
 		[ "$(cat "$JD/j1/exit")" = 7 ] &&
 		ok "exit 7 recorded on the host while no sbxfs runs" ||
-		ko "exit status while down: $(cat "$JD/j1/exit" 2>&1)"
+		nok "exit status while down: $(cat "$JD/j1/exit" 2>&1)"
 	grep -q late "$JD/j1/out.spool" 2>/dev/null &&
 		ok "output while down spooled in the data dir" ||
-		ko "no spool: $(ls "$JD/j1" 2>&1)"
+		nok "no spool: $(ls "$JD/j1" 2>&1)"
 	start
 	[ "$(ls "$J" 2>/dev/null | tr '\n' ' ')" = "j1 j2 " ] &&
 		ok "proc/ lists the jobs after the remount" ||
-		ko "proc/ after the remount: $(ls "$J" 2>&1)"
+		nok "proc/ after the remount: $(ls "$J" 2>&1)"
 	[ "$(head -1 "$J/j1/status" 2>/dev/null)" = exited ] &&
 		ok "status of the job that ended while down" ||
-		ko "status: $(head -1 "$J/j1/status" 2>&1)"
+		nok "status: $(head -1 "$J/j1/status" 2>&1)"
 	[ "$(timeout 10 cat "$J/j1/wait" 2>/dev/null)" = 7 ] &&
 		ok "wait gives the true exit code" ||
-		ko "wait: $(timeout 10 cat "$J/j1/wait" 2>&1)"
+		nok "wait: $(timeout 10 cat "$J/j1/wait" 2>&1)"
 	[ "$(timeout 10 cat "$J/j1/stdout" 2>/dev/null)" = late ] &&
 		[ "$(timeout 10 cat "$J/j1/stderr" 2>/dev/null)" = oops ] &&
 		ok "stdout and stderr written while down" ||
-		ko "output: $(timeout 10 cat "$J/j1/stdout" "$J/j1/stderr" 2>&1)"
+		nok "output: $(timeout 10 cat "$J/j1/stdout" "$J/j1/stderr" 2>&1)"
 	grep -q "sleep 300" "$J/j1/status" "$J/j2/status" 2>/dev/null &&
 		[ "$(head -1 "$J/j2/status" 2>/dev/null)" = running ] &&
 		[ -n "$j2pid" ] && kill -0 "$j2pid" 2>/dev/null &&
 		ok "the running job is running, cmd kept" ||
-		ko "running job: $(head -3 "$J/j2/status" 2>&1) host pid ${j2pid:-none}"
+		nok "running job: $(head -3 "$J/j2/status" 2>&1) host pid ${j2pid:-none}"
 	echo kill >"$J/j2/ctl" 2>/dev/null
 	w=$(timeout 10 cat "$J/j2/wait" 2>/dev/null)
 	# gone, or the zombie kept until rmdir
 	st=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$j2pid/stat" 2>/dev/null)
 	{ [ "$w" = 137 ] || [ "$w" = 143 ]; } && { [ -z "$st" ] || [ "$st" = Z ]; } &&
-		ok "kill of a recovered job ($w)" || ko "kill: wait '$w'"
+		ok "kill of a recovered job ($w)" || nok "kill: wait '$w'"
 	rmdir "$J/j1" "$J/j2"
 	until_ok 100 test "$(monitors)" = 0 && until_ok 100 test ! -e "$JD/j1" &&
 		until_ok 100 test ! -e "$JD/j2" &&
 		ok "no monitor or job directory left after rmdir" ||
-		ko "left: $(monitors) monitors, $(ls "$JD" 2>&1)"
+		nok "left: $(monitors) monitors, $(ls "$JD" 2>&1)"
 	# a job still running when its sandbox is destroyed while no mount
 	# looked at proc/: the monitor goes with the sandbox
 	mkdir "$J/j3" && echo 'exec sleep 300' >"$J/j3/cmd"
@@ -252,10 +175,9 @@ if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
 	start && rmdir "$MNT/$v" 2>/dev/null
 	until_ok 200 test "$(monitors)" = 0 &&
 		ok "destroy ends the monitors of unattached jobs" ||
-		ko "destroy left $(monitors) monitors"
+		nok "destroy left $(monitors) monitors"
 else
-	ko "jobs: $(cat "$MNT/$v/err" 2>/dev/null)"
+	nok "jobs: $(cat "$MNT/$v/err" 2>/dev/null)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary
