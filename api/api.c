@@ -18,6 +18,7 @@
 
 #include "api/api.h"
 #include "api/rfile.h"
+#include "api/runtime.h"
 
 /* ---- names -------------------------------------------------------------- */
 
@@ -322,10 +323,13 @@ int api_open(const char *source, struct fuse_args *args,
 	return 0;
 }
 
+static void emu_drain(void);
+
 void api_close(struct api_backend *be)
 {
 	if (!be)
 		return;
+	emu_drain(); /* emulated commands freed before their backend */
 	if (be->ops->free)
 		be->ops->free(be);
 	api_rfile_free(be);
@@ -383,6 +387,12 @@ struct emu {
 	char what[64];
 };
 
+struct emu_drain {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+};
+
 static const struct {
 	const char *text;
 	int err;
@@ -427,7 +437,23 @@ static void emu_free(struct emu *e)
 }
 
 /* exec_free may not be called from inside the exec's own callback (the
- * backend may hold its lock there), so a short-lived thread does it. */
+ * backend may hold its lock there), so the runtime does it: one worker
+ * for every backend of the process, made at the first emulated command
+ * and kept (an idle thread); a short-lived thread only if it cannot be
+ * made. */
+static pthread_mutex_t emu_rt_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rt *emu_rt;
+
+static struct rt *emu_runtime(void)
+{
+	pthread_mutex_lock(&emu_rt_mu);
+	if (!emu_rt)
+		emu_rt = rt_new(1);
+	struct rt *rt = emu_rt;
+	pthread_mutex_unlock(&emu_rt_mu);
+	return rt;
+}
+
 static void *emu_reaper(void *arg)
 {
 	struct emu *e = arg;
@@ -435,6 +461,63 @@ static void *emu_reaper(void *arg)
 	api_exec_free(e->be, e->x);
 	emu_free(e);
 	return NULL;
+}
+
+static void emu_reap_work(void *arg, int err)
+{
+	(void)err;
+	emu_reaper(arg);
+}
+
+static void emu_reap(struct emu *e)
+{
+	struct rt *rt = emu_runtime();
+	pthread_t t;
+	pthread_attr_t a;
+
+	if (rt && rt_submit(rt, NULL, 0, emu_reap_work, e) == 0)
+		return;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, emu_reaper, e))
+		emu_reaper(e); /* last resort */
+	pthread_attr_destroy(&a);
+}
+
+/* Emulated commands of a backend being closed are freed before it is:
+ * the one worker runs in order, so a marker queued now runs after every
+ * free queued before. */
+static void emu_mark(void *arg, int err)
+{
+	struct emu_drain *d = arg;
+
+	(void)err;
+	pthread_mutex_lock(&d->mu);
+	d->done = true;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void emu_drain(void)
+{
+	struct emu_drain d = {.done = false};
+	struct rt *rt;
+
+	pthread_mutex_lock(&emu_rt_mu);
+	rt = emu_rt;
+	pthread_mutex_unlock(&emu_rt_mu);
+	if (!rt)
+		return;
+	pthread_mutex_init(&d.mu, NULL);
+	pthread_cond_init(&d.cv, NULL);
+	if (rt_submit(rt, NULL, 0, emu_mark, &d) == 0) {
+		pthread_mutex_lock(&d.mu);
+		while (!d.done)
+			pthread_cond_wait(&d.cv, &d.mu);
+		pthread_mutex_unlock(&d.mu);
+	}
+	pthread_cond_destroy(&d.cv);
+	pthread_mutex_destroy(&d.mu);
 }
 
 static void emu_finish(struct emu *e, int err, const char *msg)
@@ -464,17 +547,10 @@ static void emu_started(void *ud, int err, const char *msg)
 	pthread_mutex_lock(&e->mu);
 	pthread_mutex_unlock(&e->mu);
 	emu_finish(e, err, msg ? msg : api_strerror(err));
-	if (e->x) {
-		pthread_t t;
-		pthread_attr_t a;
-		pthread_attr_init(&a);
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&t, &a, emu_reaper, e))
-			emu_reaper(e); /* last resort */
-		pthread_attr_destroy(&a);
-	} else {
+	if (e->x)
+		emu_reap(e);
+	else
 		emu_free(e);
-	}
 }
 
 static int emu_output(void *ud, int stream, const void *buf, size_t len)
@@ -503,8 +579,6 @@ static void emu_exited(void *ud, int code, int err, const char *msg)
 {
 	struct emu *e = ud;
 	char sentence[EMU_ERR_MAX + 128];
-	pthread_t t;
-	pthread_attr_t a;
 
 	pthread_mutex_lock(&e->mu);
 	pthread_mutex_unlock(&e->mu);
@@ -530,11 +604,7 @@ static void emu_exited(void *ud, int code, int err, const char *msg)
 		}
 	}
 	emu_finish(e, err, msg);
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &a, emu_reaper, e))
-		emu_reaper(e);
-	pthread_attr_destroy(&a);
+	emu_reap(e);
 }
 
 static const struct api_exec_cbs emu_cbs = {
