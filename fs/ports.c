@@ -7,13 +7,12 @@
  * name that is not a port is EINVAL with a sentence in NAME/err.  Present
  * only where the backend has API_CAP_PORTS. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/fs_int.h"
+#include "fs/gen.h"
 
 static fuse_ino_t port_ino(const struct fs_sb *sb, unsigned port)
 {
@@ -46,7 +45,7 @@ static unsigned parse_port(const char *s)
 static void ports_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct fuse_entry_param e;
+	fuse_ino_t ino;
 	int err;
 	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
 	unsigned port;
@@ -63,12 +62,9 @@ static void ports_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	memset(&e, 0, sizeof e);
-	e.ino = port_ino(sb, port);
+	ino = port_ino(sb, port);
 	fs_sb_put(fs, sb);
-	fs_stat_node(fs, e.ino, &e.attr);
-	e.attr_timeout = e.entry_timeout = 1.0;
-	fuse_reply_entry(req, &e);
+	fs_gen_entry(req, fs, ino, 0);
 }
 
 struct plist {
@@ -99,17 +95,12 @@ static void got_ports(void *ud, int err, const char *msg, const char *s)
 			      api_strerror(err));
 		goto out;
 	}
-	d = calloc(1, sizeof *d);
+	d = fs_gen_dir(fs, p->ino, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen,
+					     0, 0), &err);
 	if (!d) {
 		err = -ENOMEM;
 		goto out;
 	}
-	fs_stat_synthetic(fs, p->ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	fs_stat_synthetic(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0,
-					  0), S_IFDIR | 0755, &st);
-	if (!err)
-		err = fs_dir_add(d, "..", &st);
 	for (const char *l = s; l && *l && !err;) {
 		const char *nl = strchr(l, '\n');
 		size_t n = nl ? (size_t)(nl - l) : strlen(l);
@@ -176,18 +167,16 @@ const struct fuse_lowlevel_ops fs_ports_dir_ops = {
 
 /* ---- NAME/ports/PORT ---------------------------------------------------- */
 
-struct ptext {
+struct popen {
 	fuse_req_t req;
 	struct fuse_file_info fi;
 	struct fs *fs;
 	unsigned slot, gen, port;
-	size_t len;
-	char text[];
 };
 
 static void got_url(void *ud, int err, const char *msg, const char *s)
 {
-	struct ptext *t = ud, *t2;
+	struct popen *t = ud;
 	struct fs *fs = t->fs;
 
 	if (err) {
@@ -200,30 +189,17 @@ static void got_url(void *ud, int err, const char *msg, const char *s)
 			fs_sb_put(fs, sb);
 		}
 		fuse_reply_err(t->req, -err);
-		free(t);
-		return;
+	} else {
+		fs_gen_open(t->req, &t->fi, s, strlen(s), "\n");
 	}
-	t->len = strlen(s);
-	t2 = realloc(t, sizeof *t + t->len + 2);
-	if (!t2) {
-		fuse_reply_err(t->req, ENOMEM);
-		free(t);
-		return;
-	}
-	t = t2;
-	memcpy(t->text, s, t->len);
-	t->text[t->len++] = '\n';
-	t->fi.fh = (uint64_t)(uintptr_t)t;
-	t->fi.direct_io = 1;
-	if (fuse_reply_open(t->req, &t->fi) != 0) /* no RELEASE comes */
-		free(t);
+	free(t);
 }
 
 static void port_open(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct ptext *t;
+	struct popen *t;
 	char id[API_ID_MAX];
 	int err;
 	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
@@ -232,9 +208,8 @@ static void port_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+	if (!fs_gen_rdonly(req, fi)) {
 		fs_sb_put(fs, sb);
-		fuse_reply_err(req, EACCES);
 		return;
 	}
 	t = calloc(1, sizeof *t);
@@ -254,44 +229,9 @@ static void port_open(fuse_req_t req, fuse_ino_t ino,
 	api_sb_port(fs->be, id, t->port, got_url, t);
 }
 
-static void port_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		      struct fuse_file_info *fi)
-{
-	struct ptext *t = (struct ptext *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	fs_reply_text(req, t->text, t->len, size, off);
-}
-
-static void port_release(fuse_req_t req, fuse_ino_t ino,
-			 struct fuse_file_info *fi)
-{
-	(void)ino;
-	free((void *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
-}
-
-static void port_getattr(fuse_req_t req, fuse_ino_t ino,
-			 struct fuse_file_info *fi)
-{
-	struct fs *fs = fs_of(req);
-	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-
-	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_sb_put(fs, sb);
-	fs_stat_node(fs, ino, &st); /* size 0: made at open, direct I/O */
-	fuse_reply_attr(req, &st, 0);
-}
-
 const struct fuse_lowlevel_ops fs_port_ops = {
-	.getattr = port_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.open = port_open,
-	.read = port_read,
-	.release = port_release,
+	.read = fs_gen_read,
+	.release = fs_gen_release,
 };

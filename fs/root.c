@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/fs_int.h"
+#include "fs/gen.h"
 
 #define CTL_WRITE_MAX (64u << 10) /* one write to root ctl */
 #define CTL_LINES_MAX 64
@@ -18,35 +18,28 @@
 
 static const char root_verbs[] = "new\n";
 
-static void entry_of(struct fs *fs, fuse_ino_t ino, struct fuse_entry_param *e)
-{
-	memset(e, 0, sizeof *e);
-	e->ino = ino;
-	fs_stat_node(fs, ino, &e->attr);
-	e->attr_timeout = e->entry_timeout = 1.0;
-}
+/* MOUNT/'s own entries, before the sandboxes */
+static const struct fs_gen_ent root_entries[] = {
+	{ "ctl", FS_K_ROOT_CTL, 0, 0 },
+	{ "err", FS_K_ROOT_ERR, 0, 0 },
+	{ "templates", FS_K_TPL_DIR, API_CAP_TEMPLATES, 0 },
+	{ ".tags", FS_K_TAGS_DIR, API_CAP_TAGS, 0 },
+};
 
 /* ---- MOUNT/ ------------------------------------------------------------- */
 
 static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct fuse_entry_param e;
+	const struct fs_gen_ent *en;
 	struct fs_sb *sb;
+	fuse_ino_t ino;
+	off_t size;
 
 	(void)parent;
-	if (strcmp(name, "ctl") == 0 || strcmp(name, "err") == 0) {
-		entry_of(fs, fs_ino_make(name[0] == 'c' ? FS_K_ROOT_CTL :
-					 FS_K_ROOT_ERR, 0, 0, 0, 0), &e);
-		fuse_reply_entry(req, &e);
-		return;
-	}
-	if ((!strcmp(name, "templates") &&
-	     api_has(fs->be, API_CAP_TEMPLATES)) ||
-	    (!strcmp(name, ".tags") && api_has(fs->be, API_CAP_TAGS))) {
-		entry_of(fs, fs_ino_make(name[0] == '.' ? FS_K_TAGS_DIR :
-					 FS_K_TPL_DIR, 0, 0, 0, 0), &e);
-		fuse_reply_entry(req, &e);
+	en = fs_gen_find(fs, root_entries, FS_GEN_N(root_entries), name);
+	if (en) {
+		fs_gen_entry(req, fs, fs_ino_make(en->kind, 0, 0, 0, 0), 0);
 		return;
 	}
 	sb = fs_sb_get_name(fs, name);
@@ -55,44 +48,28 @@ static void root_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	bool alias = strcmp(fs_sb_dirname(sb), name) != 0;
-	entry_of(fs, fs_ino_make(alias ? FS_K_SB_ALIAS : FS_K_SB_DIR,
-				 sb->slot, sb->gen, 0, 0), &e);
-	if (alias)
-		e.attr.st_size = (off_t)strlen(sb->name);
+	ino = fs_ino_make(alias ? FS_K_SB_ALIAS : FS_K_SB_DIR, sb->slot,
+			  sb->gen, 0, 0);
+	size = alias ? (off_t)strlen(sb->name) : 0;
 	fs_sb_put(fs, sb);
-	fuse_reply_entry(req, &e);
+	fs_gen_entry(req, fs, ino, size);
 }
 
 static void root_opendir(fuse_req_t req, fuse_ino_t ino,
 			 struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_dir *d = calloc(1, sizeof *d);
 	struct stat st;
-	int err;
+	int err = 0;
+	struct fs_dir *d = fs_gen_dir(fs, ino, ino, &err); /* ".." is "." */
 
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
 	if (!err)
-		err = fs_dir_add(d, "..", &st);
-	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_CTL, 0, 0, 0, 0), &st);
-	if (!err)
-		err = fs_dir_add(d, "ctl", &st);
-	fs_stat_node(fs, fs_ino_make(FS_K_ROOT_ERR, 0, 0, 0, 0), &st);
-	if (!err)
-		err = fs_dir_add(d, "err", &st);
-	if (!err && api_has(fs->be, API_CAP_TEMPLATES)) {
-		fs_stat_node(fs, fs_ino_make(FS_K_TPL_DIR, 0, 0, 0, 0), &st);
-		err = fs_dir_add(d, "templates", &st);
-	}
-	if (!err && api_has(fs->be, API_CAP_TAGS)) {
-		fs_stat_node(fs, fs_ino_make(FS_K_TAGS_DIR, 0, 0, 0, 0), &st);
-		err = fs_dir_add(d, ".tags", &st);
-	}
+		err = fs_gen_dir_table(fs, d, root_entries,
+				       FS_GEN_N(root_entries), 0, 0);
 
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned s = 0; s < FS_SB_MAX && !err; s++) {
@@ -161,14 +138,13 @@ static void create_cb(void *ud, int err, const char *msg,
 	}
 	fs_poll_kick(fs);
 	if (j->mkdir) {
-		struct fuse_entry_param e;
+		fuse_ino_t ino = fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen,
+					     0, 0);
 
 		/* The directory is NAME even where the platform assigns
 		 * IDs (the ID is a symlink to it). */
-		entry_of(fs, fs_ino_make(FS_K_SB_DIR, sb->slot, sb->gen, 0, 0),
-			 &e);
 		fs_sb_put(fs, sb);
-		fuse_reply_entry(j->req, &e);
+		fs_gen_entry(j->req, fs, ino, 0);
 		rjob_free(j);
 		return;
 	}
@@ -502,45 +478,23 @@ static void root_err_clear(struct fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-/* The text is taken at open (fi->fh: a malloc'd "LEN\0TEXT"), so one cat
- * sees one sentence; writing anything or O_TRUNC clears it, as NAME/err. */
-struct errsnap {
-	size_t len;
-	char text[];
-};
-
+/* The text is taken at open, so one cat sees one sentence; writing
+ * anything or O_TRUNC clears it, as NAME/err. */
 static void rerr_open(fuse_req_t req, fuse_ino_t ino,
 		      struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct errsnap *s;
+	char text[sizeof fs->root_err];
+	size_t len;
 
 	(void)ino;
 	if (fi->flags & O_TRUNC)
 		root_err_clear(fs);
-	s = malloc(sizeof *s + sizeof fs->root_err + 1);
-	if (!s) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
 	pthread_mutex_lock(&fs->lock);
-	s->len = strlen(fs->root_err);
-	memcpy(s->text, fs->root_err, s->len);
+	len = strlen(fs->root_err);
+	memcpy(text, fs->root_err, len);
 	pthread_mutex_unlock(&fs->lock);
-	if (s->len)
-		s->text[s->len++] = '\n';
-	fi->fh = (uintptr_t)s;
-	fi->direct_io = 1;
-	fuse_reply_open(req, fi);
-}
-
-static void rerr_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		      struct fuse_file_info *fi)
-{
-	const struct errsnap *s = (const struct errsnap *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	fs_reply_text(req, s->text, s->len, size, off);
+	fs_gen_open(req, fi, text, len, len ? "\n" : "");
 }
 
 static void rerr_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -572,18 +526,10 @@ static void rerr_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	fuse_reply_attr(req, &st, 0);
 }
 
-static void rerr_release(fuse_req_t req, fuse_ino_t ino,
-			 struct fuse_file_info *fi)
-{
-	(void)ino;
-	free((void *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
-}
-
 const struct fuse_lowlevel_ops fs_root_err_ops = {
 	.open = rerr_open,
-	.read = rerr_read,
+	.read = fs_gen_read,
 	.write = rerr_write,
 	.setattr = rerr_setattr,
-	.release = rerr_release,
+	.release = fs_gen_release,
 };

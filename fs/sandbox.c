@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/fs_int.h"
+#include "fs/gen.h"
 
 /* Sandboxes we destroyed lately, so a list that started before the
  * destroy finished does not bring them back. */
@@ -304,28 +304,22 @@ void fs_sb_apply_list(struct fs *fs, const struct api_sandbox *recs,
 
 /* ---- NAME/ -------------------------------------------------------------- */
 
-struct entry {
-	const char *name;
-	enum fs_kind kind;
-	unsigned cap; /* needed backend capability, 0 = always */
+static const struct fs_gen_ent sb_entries[] = {
+	{ "ctl", FS_K_SB_CTL, 0, 0 },
+	{ "status", FS_K_SB_STATUS, 0, 0 },
+	{ "info", FS_K_SB_INFO, 0, 0 },
+	{ "err", FS_K_SB_ERR, 0, 0 },
+	{ "metrics", FS_K_SB_METRICS, API_CAP_METRICS, 0 },
+	{ "ports", FS_K_PORTS_DIR, API_CAP_PORTS, 0 },
+	{ "fs", FS_K_FILE, API_CAP_FILES, S_IFDIR | 0755 },
+	{ "exec", FS_K_SB_EXEC, API_CAP_EXEC, 0 },
+	{ "proc", FS_K_PROC_DIR, API_CAP_EXEC, 0 },
 };
-
-static const struct entry sb_entries[] = {
-	{ "ctl", FS_K_SB_CTL, 0 },
-	{ "status", FS_K_SB_STATUS, 0 },
-	{ "info", FS_K_SB_INFO, 0 },
-	{ "err", FS_K_SB_ERR, 0 },
-	{ "metrics", FS_K_SB_METRICS, API_CAP_METRICS },
-	{ "ports", FS_K_PORTS_DIR, API_CAP_PORTS },
-	{ "fs", FS_K_FILE, API_CAP_FILES },
-	{ "exec", FS_K_SB_EXEC, API_CAP_EXEC },
-	{ "proc", FS_K_PROC_DIR, API_CAP_EXEC },
-};
-#define N_ENTRIES (sizeof sb_entries / sizeof sb_entries[0])
 
 static void sb_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
+	const struct fs_gen_ent *en;
 	int err;
 	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
 
@@ -333,28 +327,15 @@ static void sb_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	for (size_t i = 0; i < N_ENTRIES; i++) {
-		const struct entry *en = &sb_entries[i];
-
-		if (strcmp(name, en->name) != 0)
-			continue;
-		if (en->cap && !api_has(fs->be, en->cap))
-			break;
-		if (en->kind == FS_K_FILE) {
-			fs_file_root_lookup(req, sb); /* replies */
-			fs_sb_put(fs, sb);
-			return;
-		}
-		struct fuse_entry_param e = { 0 };
-		e.ino = fs_ino_make(en->kind, sb->slot, sb->gen, 0, 0);
-		fs_stat_node(fs, e.ino, &e.attr);
-		e.attr_timeout = e.entry_timeout = 1.0;
-		fs_sb_put(fs, sb);
-		fuse_reply_entry(req, &e);
-		return;
-	}
+	en = fs_gen_find(fs, sb_entries, FS_GEN_N(sb_entries), name);
+	if (!en)
+		fuse_reply_err(req, ENOENT);
+	else if (en->kind == FS_K_FILE)
+		fs_file_root_lookup(req, sb); /* replies */
+	else
+		fs_gen_entry(req, fs, fs_ino_make(en->kind, sb->slot, sb->gen,
+						  0, 0), 0);
 	fs_sb_put(fs, sb);
-	fuse_reply_err(req, ENOENT);
 }
 
 static void sb_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -382,35 +363,18 @@ static void sb_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_dir *d = calloc(1, sizeof *d);
-	struct stat st;
 	int err = 0;
 	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_dir *d = sb ? fs_gen_dir(fs, ino, FUSE_ROOT_ID, &err) : NULL;
 
-	if (!sb || !d) {
-		free(d);
+	if (!d) {
 		fs_sb_put(fs, sb);
 		fuse_reply_err(req, sb ? ENOMEM : -err);
 		return;
 	}
-	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	st.st_ino = FUSE_ROOT_ID;
 	if (!err)
-		err = fs_dir_add(d, "..", &st);
-	for (size_t i = 0; i < N_ENTRIES && !err; i++) {
-		const struct entry *en = &sb_entries[i];
-		fuse_ino_t ino2 = fs_ino_make(en->kind, sb->slot, sb->gen, 0,
-					      0);
-
-		if (en->cap && !api_has(fs->be, en->cap))
-			continue;
-		if (en->kind == FS_K_FILE)
-			fs_stat_synthetic(fs, ino2, S_IFDIR | 0755, &st);
-		else
-			fs_stat_node(fs, ino2, &st);
-		err = fs_dir_add(d, en->name, &st);
-	}
+		err = fs_gen_dir_table(fs, d, sb_entries, FS_GEN_N(sb_entries),
+				       sb->slot, sb->gen);
 	fs_sb_put(fs, sb);
 	fs_dir_open_reply(req, fi, d, err);
 }

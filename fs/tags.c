@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/fs_int.h"
+#include "fs/gen.h"
 
 /* Tag names seen, by index (inode numbers carry the index). */
 #define TAG_IDX_MAX FS_JOB_MAX
@@ -65,20 +65,6 @@ bool fs_tags_has(const char *tags, const char *t)
 	return false;
 }
 
-static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
-			off_t size)
-{
-	struct fuse_entry_param e;
-
-	memset(&e, 0, sizeof e);
-	e.ino = ino;
-	fs_stat_node(fs, ino, &e.attr);
-	if (size)
-		e.attr.st_size = size;
-	e.attr_timeout = e.entry_timeout = 1.0;
-	fuse_reply_entry(req, &e);
-}
-
 /* ---- MOUNT/.tags/ ------------------------------------------------------- */
 
 static bool any_has(struct fs *fs, const char *t)
@@ -115,31 +101,26 @@ static void tags_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	reply_entry(req, fs, fs_ino_make(FS_K_TAG_DIR, 0, 0, (unsigned)idx, 0),
-		    0);
+	fs_gen_entry(req, fs,
+		     fs_ino_make(FS_K_TAG_DIR, 0, 0, (unsigned)idx, 0), 0);
 }
 
 static void tags_opendir(fuse_req_t req, fuse_ino_t ino,
 			 struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_dir *d = calloc(1, sizeof *d);
 	char (*seen)[64] = calloc(FS_SB_MAX, 64);
 	size_t nseen = 0;
 	struct stat st;
 	int err = 0;
+	struct fs_dir *d = seen ? fs_gen_dir(fs, ino, FUSE_ROOT_ID, &err) :
+				  NULL;
 
-	if (!d || !seen) {
-		free(d);
+	if (!d) {
 		free(seen);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	st.st_ino = FUSE_ROOT_ID;
-	if (!err)
-		err = fs_dir_add(d, "..", &st);
 	/* distinct tags of the live sandboxes */
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned s = 0; s < FS_SB_MAX; s++) {
@@ -225,7 +206,7 @@ static void tag_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	reply_entry(req, fs, ino, size);
+	fs_gen_entry(req, fs, ino, size);
 }
 
 static void tag_opendir(fuse_req_t req, fuse_ino_t ino,
@@ -242,17 +223,11 @@ static void tag_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	d = calloc(1, sizeof *d);
+	d = fs_gen_dir(fs, ino, fs_ino_make(FS_K_TAGS_DIR, 0, 0, 0, 0), &err);
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	fs_stat_synthetic(fs, fs_ino_make(FS_K_TAGS_DIR, 0, 0, 0, 0),
-			  S_IFDIR | 0755, &st);
-	if (!err)
-		err = fs_dir_add(d, "..", &st);
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned s = 0; s < FS_SB_MAX && !err; s++) {
 		struct fs_sb *sb = fs->sbs[s];

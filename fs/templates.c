@@ -11,8 +11,6 @@
  * before ENOENT, so a snapshot made a moment ago is found.  Inode numbers
  * carry an index into a table of names seen (never reused). */
 #include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +18,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "fs/fs_int.h"
+#include "fs/gen.h"
 
 #define TPL_IDX_MAX FS_SB_MAX
 #define TPL_KEEP 1.0 /* seconds a list answers lookups */
@@ -187,19 +185,14 @@ static struct top *top_new(fuse_req_t req, enum top_kind k, fuse_ino_t ino,
 static void run_opendir(struct top *o)
 {
 	struct fs *fs = o->fs;
-	struct fs_dir *d = calloc(1, sizeof *d);
 	struct stat st;
-	int err;
+	int err = 0;
+	struct fs_dir *d = fs_gen_dir(fs, o->ino, FUSE_ROOT_ID, &err);
 
 	if (!d) {
 		fuse_reply_err(o->req, ENOMEM);
 		return;
 	}
-	fs_stat_synthetic(fs, o->ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	st.st_ino = FUSE_ROOT_ID;
-	if (!err)
-		err = fs_dir_add(d, "..", &st);
 	pthread_mutex_lock(&tpl_mu);
 	for (size_t i = 0; i < ncache && !err; i++) {
 		int idx = index_locked(cache[i].name);
@@ -246,11 +239,6 @@ static char *info_text(const struct tpl_ent *t, size_t *len)
 	out[*len] = '\0';
 	return out;
 }
-
-struct itext {
-	size_t len;
-	char *text;
-};
 
 static void top_run(struct top *o)
 {
@@ -308,22 +296,16 @@ static void top_run(struct top *o)
 		break;
 	}
 	case TOP_INFO_OPEN: {
-		struct itext *it = calloc(1, sizeof *it);
+		size_t len = 0;
+		char *text = info_text(t, &len);
 
-		if (it)
-			it->text = info_text(t, &it->len);
 		pthread_mutex_unlock(&tpl_mu);
-		if (!it || !it->text) {
-			free(it);
+		if (!text) {
 			fuse_reply_err(o->req, ENOMEM);
 			break;
 		}
-		o->fi.fh = (uint64_t)(uintptr_t)it;
-		o->fi.direct_io = 1;
-		if (fuse_reply_open(o->req, &o->fi) != 0) {
-			free(it->text);
-			free(it);
-		}
+		fs_gen_open(o->req, &o->fi, text, len, "");
+		free(text);
 		break;
 	}
 	default:
@@ -434,43 +416,42 @@ static void tpl_getattr(fuse_req_t req, fuse_ino_t ino,
 		top_start(o);
 }
 
+/* what MOUNT/templates/X/ holds (inodes carry X's index as sb slot) */
+static const struct fs_gen_ent tpl_entries[] = {
+	{ "info", FS_K_TPL_INFO, 0, 0 },
+};
+
 static void tpl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fuse_entry_param e;
+	struct fs *fs = fs_of(req);
+	const struct fs_gen_ent *en = fs_gen_find(fs, tpl_entries,
+						  FS_GEN_N(tpl_entries), name);
 
-	if (strcmp(name, "info") != 0) {
+	if (!en) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	memset(&e, 0, sizeof e);
-	e.ino = fs_ino_make(FS_K_TPL_INFO, fs_ino_sb_slot(parent), 0, 0, 0);
-	fs_stat_node(fs_of(req), e.ino, &e.attr);
-	e.attr_timeout = e.entry_timeout = 1.0;
-	fuse_reply_entry(req, &e);
+	fs_gen_entry(req, fs,
+		     fs_ino_make(en->kind, fs_ino_sb_slot(parent), 0, 0, 0), 0);
 }
 
 static void tpl_opendir(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_dir *d = calloc(1, sizeof *d);
-	struct stat st;
-	int err;
+	int err = 0;
+	struct fs_dir *d = fs_gen_dir(fs, ino,
+				      fs_ino_make(FS_K_TPL_DIR, 0, 0, 0, 0),
+				      &err);
 
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
-	err = fs_dir_add(d, ".", &st);
-	fs_stat_synthetic(fs, fs_ino_make(FS_K_TPL_DIR, 0, 0, 0, 0),
-			  S_IFDIR | 0755, &st);
 	if (!err)
-		err = fs_dir_add(d, "..", &st);
-	fs_stat_node(fs, fs_ino_make(FS_K_TPL_INFO, fs_ino_sb_slot(ino), 0, 0,
-				     0), &st);
-	if (!err)
-		err = fs_dir_add(d, "info", &st);
+		err = fs_gen_dir_table(fs, d, tpl_entries,
+				       FS_GEN_N(tpl_entries),
+				       fs_ino_sb_slot(ino), 0);
 	fs_dir_open_reply(req, fi, d, err);
 }
 
@@ -490,10 +471,8 @@ static void info_open(fuse_req_t req, fuse_ino_t ino,
 {
 	struct top *o;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, EACCES);
+	if (!fs_gen_rdonly(req, fi))
 		return;
-	}
 	/* the X/ directory's inode: the same index */
 	o = top_new(req, TOP_INFO_OPEN,
 		    fs_ino_make(FS_K_TPL, fs_ino_sb_slot(ino), 0, 0, 0), NULL,
@@ -502,28 +481,8 @@ static void info_open(fuse_req_t req, fuse_ino_t ino,
 		top_start(o);
 }
 
-static void info_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		      struct fuse_file_info *fi)
-{
-	const struct itext *it = (const struct itext *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	fs_reply_text(req, it->text, it->len, size, off);
-}
-
-static void info_release(fuse_req_t req, fuse_ino_t ino,
-			 struct fuse_file_info *fi)
-{
-	struct itext *it = (struct itext *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	free(it->text);
-	free(it);
-	fuse_reply_err(req, 0);
-}
-
 const struct fuse_lowlevel_ops fs_tpl_info_ops = {
 	.open = info_open,
-	.read = info_read,
-	.release = info_release,
+	.read = fs_gen_read,
+	.release = fs_gen_release,
 };
