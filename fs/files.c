@@ -27,6 +27,7 @@
 #define NAME_MAX_LEN 255
 #define FS_PATH_LIMIT (16 * PATH_MAX)
 #define OP_NO_CHOWN 0x80000000u /* op->flags: a link keeps its owner */
+#define OP_LOOKUP 0x40000000u	/* op->flags: a LOOKUP (may answer "none") */
 
 struct node {
 	uint64_t id;
@@ -46,12 +47,17 @@ struct lent {
 	struct stat st;
 };
 
+/* One directory as one platform call returned it, sorted by name.  Shared
+ * (never changed once made) by the cache and the open directories that
+ * list it: `refs` counts them, under files->mu. */
 struct listing {
 	unsigned slot, gen;
 	char *path;
 	struct timespec when;
 	size_t n;
 	struct lent *e; /* sorted by name */
+	char *names;	/* every e[i].name, one block */
+	int refs;
 };
 
 struct fs_files {
@@ -290,11 +296,17 @@ static void listing_free(struct listing *l)
 {
 	if (!l)
 		return;
-	for (size_t i = 0; i < l->n; i++)
-		free(l->e[i].name);
+	free(l->names);
 	free(l->e);
 	free(l->path);
 	free(l);
+}
+
+/* Drop one reference (files->mu held, or the listing not shared yet). */
+static void listing_put(struct listing *l)
+{
+	if (l && --l->refs <= 0)
+		listing_free(l);
 }
 
 static double age(const struct timespec *t)
@@ -312,12 +324,12 @@ static int lent_cmp(const void *a, const void *b)
 		      ((const struct lent *)b)->name);
 }
 
+/* Cache l (sorted), taking a reference of its own. */
 static void cache_put(struct fs *fs, struct listing *l)
 {
 	struct fs_files *f = fs->files;
 	int victim = 0;
 
-	qsort(l->e, l->n, sizeof *l->e, lent_cmp);
 	for (int i = 0; i < CACHE_N; i++) {
 		struct listing *c = f->cache[i];
 
@@ -333,7 +345,8 @@ static void cache_put(struct fs *fs, struct listing *l)
 			victim = i;
 		}
 	}
-	listing_free(f->cache[victim]);
+	listing_put(f->cache[victim]);
+	l->refs++;
 	f->cache[victim] = l;
 }
 
@@ -367,7 +380,7 @@ static void cache_drop_sb(struct fs_files *f, unsigned slot)
 {
 	for (int i = 0; i < CACHE_N; i++) {
 		if (f->cache[i] && f->cache[i]->slot == slot) {
-			listing_free(f->cache[i]);
+			listing_put(f->cache[i]);
 			f->cache[i] = NULL;
 		}
 	}
@@ -429,7 +442,7 @@ void fs_files_free(struct fs *fs)
 		}
 	}
 	for (int i = 0; i < CACHE_N; i++)
-		listing_free(f->cache[i]);
+		listing_put(f->cache[i]);
 	free(f->by_id);
 	free(f->by_path);
 	free(f->by_host);
@@ -477,13 +490,21 @@ struct ofile {
 	unsigned slot, gen;
 	fuse_ino_t ino;		/* for fstat of an unlinked open file */
 	bool dirty;		/* written since the last flush */
-	struct ofile *next;	/* (of_mu) hash chain */
+	struct ofile *next;	/* (of_mu) hash chain by id */
+	struct ofile *next_ino;	/* (of_mu) hash chain by ino */
 };
 
 #define OF_BUCKETS 1024u
 static pthread_mutex_t of_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ofile *of_tab[OF_BUCKETS];
+static struct ofile *of_ino_tab[OF_BUCKETS]; /* the same, by inode */
 static uint64_t of_next = 1;
+
+static unsigned of_ino_hash(fuse_ino_t ino)
+{
+	return (unsigned)(((uint64_t)ino * 0x9E3779B97F4A7C15ull) >> 40) %
+	       OF_BUCKETS;
+}
 
 static void nop_cb(void *ud, int err, const char *msg);
 
@@ -494,6 +515,8 @@ static uint64_t of_register(struct ofile *of)
 	of->refs = 1;
 	of->next = of_tab[of->id % OF_BUCKETS];
 	of_tab[of->id % OF_BUCKETS] = of;
+	of->next_ino = of_ino_tab[of_ino_hash(of->ino)];
+	of_ino_tab[of_ino_hash(of->ino)] = of;
 	pthread_mutex_unlock(&of_mu);
 	return of->id;
 }
@@ -543,6 +566,14 @@ static void of_unregister(uint64_t id)
 			break;
 		}
 	}
+	if (of) {
+		struct ofile **pp = &of_ino_tab[of_ino_hash(of->ino)];
+
+		while (*pp && *pp != of)
+			pp = &(*pp)->next_ino;
+		if (*pp)
+			*pp = of->next_ino;
+	}
 	pthread_mutex_unlock(&of_mu);
 	if (of)
 		of_put(of);
@@ -554,7 +585,7 @@ struct odir {
 	char id[API_ID_MAX];
 	char *path;
 	fuse_ino_t ino;
-	struct listing *l; /* unsorted copy, in the platform's order */
+	struct listing *l; /* a reference; NULL before the first pass */
 };
 
 enum op_kind { OP_ENTRY, OP_ATTR, OP_CREATE, OP_NONE };
@@ -738,11 +769,33 @@ static void reply_entry(struct op *o, const struct stat *st)
 	op_free(o);
 }
 
+/* "No such name", kept by the kernel as a negative entry for
+ * attr_timeout: the LOOKUP the kernel sends before each create (`: > f`,
+ * tar) is asked once, and so is a missing name probed again and again
+ * (a PATH search, a compiler's include path).  A name a sandbox process
+ * makes meanwhile shows through the mount at the latest when the entry
+ * expires, like a changed file's attributes (README, Caching); our own
+ * creates, renames and links replace the entry in the kernel at once. */
+static void reply_negative(struct op *o)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof e);
+	e.entry_timeout = o->fs->opts.attr_timeout;
+	fuse_reply_entry(o->req, &e);
+	op_free(o);
+}
+
 /* Completion of every api_file_stat: reply by op kind. */
 static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 {
 	struct op *o = ud;
 
+	if (err == -ENOENT && (o->flags & OP_LOOKUP) &&
+	    o->fs->opts.attr_timeout > 0) {
+		reply_negative(o);
+		return;
+	}
 	if (err) {
 		if (o->kind == OP_CREATE && o->of) {
 			/* Created but cannot be described: do not leak. */
@@ -833,17 +886,11 @@ static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (hit < 0) {
-		/* not in the fresh listing: a negative entry the kernel
-		 * keeps as briefly as attributes (tar's lookup before each
-		 * create costs nothing) */
-		struct fuse_entry_param e;
-
-		memset(&e, 0, sizeof e);
-		e.entry_timeout = o->fs->opts.attr_timeout;
-		fuse_reply_entry(o->req, &e);
-		op_free(o);
+		/* not in the fresh listing: no platform call at all */
+		reply_negative(o);
 		return;
 	}
+	o->flags |= OP_LOOKUP;
 	do_stat(o, OP_ENTRY);
 }
 
@@ -894,9 +941,9 @@ static struct ofile *of_by_ino(fuse_ino_t ino)
 	struct ofile *of = NULL;
 
 	pthread_mutex_lock(&of_mu);
-	for (unsigned b = 0; b < OF_BUCKETS && !of; b++)
-		for (of = of_tab[b]; of && of->ino != ino; of = of->next)
-			;
+	for (of = of_ino_tab[of_ino_hash(ino)]; of && of->ino != ino;
+	     of = of->next_ino)
+		;
 	if (of)
 		of->refs++;
 	pthread_mutex_unlock(&of_mu);
@@ -938,6 +985,26 @@ static void f_getattr(fuse_req_t req, fuse_ino_t ino,
 	api_file_fstat(c->fs->be, of->f, fstat_cb, c);
 }
 
+static void setattr_fstat_cb(void *ud, int err, const char *msg,
+			     const struct stat *st)
+{
+	struct op *o = ud;
+	struct ofile *of = o->of;
+
+	(void)msg;
+	o->of = NULL;
+	of_put(of);
+	if (err) { /* no such path for this backend: by path */
+		do_stat(o, OP_ATTR);
+		return;
+	}
+	struct stat a = *st;
+
+	a.st_ino = shown_ino(o->fs->files, o->ino, st);
+	fuse_reply_attr(o->req, &a, o->fs->opts.attr_timeout);
+	op_free(o);
+}
+
 static void setattr_cb(void *ud, int err, const char *msg)
 {
 	struct op *o = ud;
@@ -948,6 +1015,15 @@ static void setattr_cb(void *ud, int err, const char *msg)
 		return;
 	}
 	inval_siblings(o->fs, o->ino);
+	/* The new attributes: a local file that is open (tar sets times,
+	 * owner and mode of the file it is writing) is described through
+	 * its descriptor, not by a second walk of its path. */
+	struct ofile *of = o->fs->page_cache ? of_by_ino(o->ino) : NULL;
+	if (of) {
+		o->of = of;
+		api_file_fstat(o->fs->be, of->f, setattr_fstat_cb, o);
+		return;
+	}
 	do_stat(o, OP_ATTR);
 }
 
@@ -1138,6 +1214,11 @@ static void owned_cb(void *ud, int err, const char *msg)
 {
 	struct op *o = ud;
 
+	if (err == -ENOENT && (o->flags & OP_LOOKUP) &&
+	    o->fs->opts.attr_timeout > 0) {
+		reply_negative(o);
+		return;
+	}
 	if (err) {
 		if (o->kind == OP_CREATE && o->of) {
 			api_file_close(o->fs->be, o->of->f, nop_cb, NULL);
@@ -1695,48 +1776,36 @@ static void f_opendir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_open(req, fi);
 }
 
-static struct listing *listing_copy(const struct listing *l)
-{
-	struct listing *c = calloc(1, sizeof *c);
-
-	if (!c)
-		return NULL;
-	*c = *l;
-	c->path = strdup(l->path);
-	c->e = calloc(l->n ? l->n : 1, sizeof *c->e);
-	c->n = 0;
-	if (!c->path || !c->e) {
-		listing_free(c);
-		return NULL;
-	}
-	for (size_t i = 0; i < l->n; i++) {
-		c->e[i].st = l->e[i].st;
-		c->e[i].name = strdup(l->e[i].name);
-		if (!c->e[i].name) {
-			listing_free(c);
-			return NULL;
-		}
-		c->n++;
-	}
-	return c;
-}
-
 static void dir_reply(struct op *o)
 {
 	struct fs *fs = o->fs;
 	struct fs_files *f = fs->files;
 	struct odir *d = o->od;
+	struct listing *l = d->l;
 	bool plus = o->kind == OP_ENTRY;
 	size_t size = o->size, used = 0;
+	size_t dl = strlen(d->path);
 	char *buf = malloc(size ? size : 1);
+	/* each child's path, built in place: DIR/NAME */
+	char *p = plus ? malloc(dl + NAME_MAX_LEN + 2) : NULL;
 
-	if (!buf) {
+	if (!buf || (plus && !p)) {
+		free(buf);
+		free(p);
 		fuse_reply_err(o->req, ENOMEM);
 		op_free(o);
 		return;
 	}
+	if (plus) {
+		if (strcmp(d->path, "/") == 0)
+			dl = 0;
+		memcpy(p, d->path, dl);
+		p[dl] = '/';
+		/* one lock for the whole reply, not one per entry */
+		pthread_mutex_lock(&f->mu);
+	}
 	/* Offsets: 1 = ".", 2 = "..", 2 + i + 1 = entry i. */
-	for (off_t off = o->off; off < (off_t)d->l->n + 2; off++) {
+	for (off_t off = o->off; off < (off_t)l->n + 2; off++) {
 		struct stat st;
 		const char *name;
 		size_t n;
@@ -1747,8 +1816,8 @@ static void dir_reply(struct op *o)
 			st.st_mode = S_IFDIR;
 			st.st_ino = d->ino;
 		} else {
-			name = d->l->e[off - 2].name;
-			st = d->l->e[off - 2].st;
+			name = l->e[off - 2].name;
+			st = l->e[off - 2].st;
 		}
 		if (!plus) {
 			n = fuse_add_direntry(o->req, buf + used, size - used,
@@ -1760,18 +1829,14 @@ static void dir_reply(struct op *o)
 		}
 		struct fuse_entry_param e = { .attr = st };
 		struct node *nd = NULL;
-		if (off >= 2) {
-			char *p;
-			int err = 0;
+		size_t nl = strlen(name);
 
-			p = path_join(d->path, name, &err);
-			pthread_mutex_lock(&f->mu);
-			nd = p ? node_get(f, d->slot, d->gen, p, 1) : NULL;
-			if (nd)
-				e.attr.st_ino = node_ino(f, nd, &st);
-			pthread_mutex_unlock(&f->mu);
-			free(p);
+		if (off >= 2 && nl <= NAME_MAX_LEN &&
+		    dl + nl + 2 <= FS_PATH_LIMIT) {
+			memcpy(p + dl + 1, name, nl + 1);
+			nd = node_get(f, d->slot, d->gen, p, 1);
 			if (nd) {
+				e.attr.st_ino = node_ino(f, nd, &st);
 				e.ino = fs_ino_file(nd->id);
 				e.attr_timeout = e.entry_timeout =
 					fs->opts.attr_timeout;
@@ -1780,17 +1845,17 @@ static void dir_reply(struct op *o)
 		n = fuse_add_direntry_plus(o->req, buf + used, size - used,
 					   name, &e, off + 1);
 		if (n > size - used) {
-			if (nd) {
-				pthread_mutex_lock(&f->mu);
+			if (nd)
 				node_unref(f, nd, 1);
-				pthread_mutex_unlock(&f->mu);
-			}
 			break;
 		}
 		used += n;
 	}
+	if (plus)
+		pthread_mutex_unlock(&f->mu);
 	fuse_reply_buf(o->req, buf, used);
 	free(buf);
+	free(p);
 	op_free(o);
 }
 
@@ -1799,18 +1864,23 @@ static void readdir_cb(void *ud, int err, const char *msg,
 {
 	struct op *o = ud;
 	struct odir *d = o->od;
+	struct fs_files *f = o->fs->files;
 	struct listing *l;
+	size_t total = 0;
 
 	if (err) {
 		op_fail(o, err, msg, "readdir");
 		return;
 	}
+	for (size_t i = 0; i < n; i++)
+		total += strlen(ents[i].name) + 1;
 	l = calloc(1, sizeof *l);
 	if (l) {
 		l->e = calloc(n ? n : 1, sizeof *l->e);
+		l->names = malloc(total ? total : 1);
 		l->path = strdup(d->path);
 	}
-	if (!l || !l->e || !l->path) {
+	if (!l || !l->e || !l->names || !l->path) {
 		listing_free(l);
 		fuse_reply_err(o->req, ENOMEM);
 		op_free(o);
@@ -1818,28 +1888,30 @@ static void readdir_cb(void *ud, int err, const char *msg,
 	}
 	l->slot = d->slot;
 	l->gen = d->gen;
+	l->refs = 1;
 	clock_gettime(CLOCK_MONOTONIC, &l->when);
+	char *np = l->names;
 	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(ents[i].name) + 1;
+
 		if (strcmp(ents[i].name, ".") == 0 ||
 		    strcmp(ents[i].name, "..") == 0)
 			continue;
-		l->e[l->n].name = strdup(ents[i].name);
-		if (!l->e[l->n].name)
-			break;
+		memcpy(np, ents[i].name, len);
+		l->e[l->n].name = np;
 		l->e[l->n].st = ents[i].st;
 		l->n++;
+		np += len;
 	}
-	listing_free(d->l);
+	/* sorted once: the cache looks names up in it, and the kernel's
+	 * offsets index it (one order for every pass of this open) */
+	qsort(l->e, l->n, sizeof *l->e, lent_cmp);
+	pthread_mutex_lock(&f->mu);
+	listing_put(d->l);
 	d->l = l;
-	if (o->fs->opts.attr_timeout > 0) {
-		struct listing *c = listing_copy(l);
-
-		if (c) {
-			pthread_mutex_lock(&o->fs->files->mu);
-			cache_put(o->fs, c);
-			pthread_mutex_unlock(&o->fs->files->mu);
-		}
-	}
+	if (o->fs->opts.attr_timeout > 0)
+		cache_put(o->fs, l);
+	pthread_mutex_unlock(&f->mu);
 	dir_reply(o);
 }
 
@@ -1899,7 +1971,9 @@ static void f_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct odir *d = (struct odir *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	listing_free(d->l);
+	pthread_mutex_lock(&fs_of(req)->files->mu);
+	listing_put(d->l);
+	pthread_mutex_unlock(&fs_of(req)->files->mu);
 	free(d->path);
 	free(d);
 	fuse_reply_err(req, 0);

@@ -3,7 +3,7 @@
 # former bench-fs.sh and bench-exec.sh, which it replaces), each printed
 # beside its reference from the same run, with the ratio sbxfs / reference.
 #
-#   tools/bench.sh [-e] [-r REPS] [-n ROUNDS] [-s MIB]  (as root; ~5 min)
+#   tools/bench.sh [-e|-f] [-r REPS] [-n ROUNDS] [-s MIB]  (as root; ~5 min)
 #
 # Mounts its own sbxfs (local backend, a fresh data dir under $TMPDIR or
 # /tmp), creates one sandbox and compares:
@@ -15,7 +15,8 @@
 # Every row runs sbxfs and its reference alternately REPS times (default
 # 3) and prints the medians; exec rows are the mean of ROUNDS commands
 # (default 200) per repetition.  MIB (default 1024) sizes the big file and
-# the stdout stream.  -e: the exec rows only (issue 10 item 2).  The load
+# the stdout stream.  -e: the exec rows only (issue 10 item 2); -f: the
+# file rows only (item 1).  The load
 # average is printed first and last: on a shared machine read the ratios,
 # not the absolutes.
 #
@@ -29,15 +30,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${SBXFS_BUILD:-$HERE/../build}
 BIN=${SBXFS_BIN:-$BUILD/src/sbxfs}
 SBX=${SBX:-$BUILD/tools/sbx}
-REPS=3 ROUNDS=200 MIB=1024 EXEC_ONLY=
-while getopts er:n:s: o; do
+REPS=3 ROUNDS=200 MIB=1024 EXEC_ONLY= FILES_ONLY=
+while getopts efr:n:s: o; do
 	case $o in
 	e) EXEC_ONLY=1 ;;
+	f) FILES_ONLY=1 ;;
 	r) REPS=$OPTARG ;;
 	n) ROUNDS=$OPTARG ;;
 	s) MIB=$OPTARG ;;
 	*)
-		echo "usage: $0 [-e] [-r REPS] [-n ROUNDS] [-s MIB]" >&2
+		echo "usage: $0 [-e|-f] [-r REPS] [-n ROUNDS] [-s MIB]" >&2
 		exit 2
 		;;
 	esac
@@ -229,6 +231,10 @@ n=$(ls "$M/../direct/many" | wc -l)
 
 }
 [ -n "$EXEC_ONLY" ] || files_rows
+if [ -n "$FILES_ONLY" ]; then
+	echo "load $(load) at the end"
+	exit 0
+fi
 
 # ---- exec: round trip of true ------------------------------------------
 PID=$(tr -d ' \t\n' <"$MNT/bench/info" |

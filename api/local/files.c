@@ -521,8 +521,11 @@ void local_file_open(struct api_backend *be, const char *id,
 	 * the file (its owner and mode are then ours to set). */
 	int oflags = (flags & allowed) | O_NOCTTY | O_NONBLOCK;
 	bool created = false;
+	/* (an exclusive create can only make a regular file: no FIFO to
+	 * block on, no O_NONBLOCK to clear afterwards) */
 	fd = f_resolve(op.rootfd, path,
-		       (flags & O_CREAT) ? oflags | O_EXCL : oflags,
+		       (flags & O_CREAT) ? (oflags | O_EXCL) & ~O_NONBLOCK
+					 : oflags,
 		       mode & 07777);
 	if (fd >= 0)
 		created = (flags & O_CREAT) != 0;
@@ -560,7 +563,8 @@ void local_file_open(struct api_backend *be, const char *id,
 			 "files can be opened from outside the sandbox", path);
 		goto out;
 	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	if (!created)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	f = malloc(sizeof(*f));
 	if (!f) {
 		err = -ENOMEM;

@@ -113,3 +113,67 @@ Test(posix, change_in_sandbox_seen)
 	SH_OK(o);
 	cr_assert_str_eq(o.out, "one\ntwotwo\n11\n");
 }
+
+/* Read system calls sbxfs has made so far (each FUSE request it takes is
+ * one), from /proc/PID/io. */
+static long daemon_reads(void)
+{
+	char path[64], line[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/io", (int)m.pid);
+	f = fopen(path, "r");
+	cr_assert(f, "no %s", path);
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "syscr: %ld", &n) == 1)
+			break;
+	fclose(f);
+	cr_assert_geq(n, 0, "no syscr in %s", path);
+	return n;
+}
+
+/* A name that is not there is asked once and then kept by the kernel as a
+ * negative entry for the attribute timeout: probing it again and again (a
+ * PATH search, make, an editor's backup check) costs no request. */
+Test(posix, missing_name_asked_once)
+{
+	struct sh_out o = sh_run("mkdir -p box/fs/tmp/neg && "
+				 "! test -e box/fs/tmp/neg/nope");
+	SH_OK(o);
+	long before = daemon_reads();
+	o = sh_run("cd box/fs/tmp/neg && i=0; while [ $i -lt 300 ]; do "
+		   "test -e nope && exit 1; i=$((i + 1)); done; exit 0");
+	SH_OK(o);
+	long n = daemon_reads() - before;
+	/* 300 before negative entries; a few for the status poller */
+	cr_assert_lt(n, 60, "300 lookups of a missing name took %ld "
+		     "requests", n);
+}
+
+/* ... and the negative entry never hides what comes later: our own
+ * create, mkdir and rename replace it at once, and a name a sandbox
+ * process makes shows within the attribute timeout (1 s). */
+Test(posix, missing_name_then_made)
+{
+	struct sh_out o = sh_run(
+		"cd box/fs/tmp && mkdir n2 && cd n2 && "
+		"test -e f || : > f; test -e d || mkdir d; "
+		"test -e r || mv f r; ls; "
+		"test -e s || true; "
+		"echo hi > \"$DATA/sandboxes/box/root/tmp/n2/s\"; "
+		"for i in $(seq 30); do test -e s && break; sleep 0.1; done; "
+		"cat s");
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "d\nr\nhi\n");
+}
+
+/* Attributes set on a file that is open (tar: write, then times, owner,
+ * mode before the close) read back as set, through either name. */
+Test(posix, setattr_of_open_file)
+{
+	same_as_disk("exec 3>f && echo data >&3 && "
+		     "touch -d @1000000000 f && chmod 640 f && "
+		     "chown 12:34 f && ln f g && chmod 604 g && "
+		     "stat -c '%a %u %g %s %Y %h' f g && exec 3>&-");
+}
