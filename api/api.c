@@ -444,8 +444,22 @@ static void emu_free(struct emu *e)
 static pthread_mutex_t emu_rt_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct rt *emu_rt;
 
+/* Threads do not survive fork() (fuse_daemonize): a child starts over. */
+static void emu_rt_forked(void)
+{
+	emu_rt = NULL;
+}
+
+static void emu_atfork(void)
+{
+	pthread_atfork(NULL, NULL, emu_rt_forked);
+}
+
 static struct rt *emu_runtime(void)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, emu_atfork);
 	pthread_mutex_lock(&emu_rt_mu);
 	if (!emu_rt)
 		emu_rt = rt_new(1);
