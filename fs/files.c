@@ -770,12 +770,14 @@ static void reply_entry(struct op *o, const struct stat *st)
 }
 
 /* "No such name", kept by the kernel as a negative entry for
- * attr_timeout: the LOOKUP the kernel sends before each create (`: > f`,
- * tar) is asked once, and so is a missing name probed again and again
- * (a PATH search, a compiler's include path).  A name a sandbox process
- * makes meanwhile shows through the mount at the latest when the entry
- * expires, like a changed file's attributes (README, Caching); our own
- * creates, renames and links replace the entry in the kernel at once. */
+ * attr_timeout: a missing name probed again and again (a PATH search, a
+ * compiler's include path, python's imports) is asked once.  A name a
+ * sandbox process makes meanwhile shows through the mount at the latest
+ * when the entry expires, like a changed file's attributes (README,
+ * Caching); our own creates, renames and links replace the entry in the
+ * kernel at once.  Local files only (a lookup that asked the platform);
+ * remote backends keep their close-to-open model (api/README.md), where
+ * only a name missing from a fresh listing is answered this way. */
 static void reply_negative(struct op *o)
 {
 	struct fuse_entry_param e;
@@ -791,7 +793,7 @@ static void stat_cb(void *ud, int err, const char *msg, const struct stat *st)
 {
 	struct op *o = ud;
 
-	if (err == -ENOENT && (o->flags & OP_LOOKUP) &&
+	if (err == -ENOENT && (o->flags & OP_LOOKUP) && o->fs->page_cache &&
 	    o->fs->opts.attr_timeout > 0) {
 		reply_negative(o);
 		return;
@@ -1214,7 +1216,7 @@ static void owned_cb(void *ud, int err, const char *msg)
 {
 	struct op *o = ud;
 
-	if (err == -ENOENT && (o->flags & OP_LOOKUP) &&
+	if (err == -ENOENT && (o->flags & OP_LOOKUP) && o->fs->page_cache &&
 	    o->fs->opts.attr_timeout > 0) {
 		reply_negative(o);
 		return;
