@@ -1635,6 +1635,62 @@ static int stop_step(struct local *l, struct verb_job *j, char *msg,
 	return meta_write(l, &j->m);
 }
 
+/* One look at the freezer: 0 when it reads `want`, N > 0 to look again
+ * in N ms, -errno (-ETIMEDOUT past j->end). */
+static int freeze_step(struct local *l, struct verb_job *j, const char *want,
+		       char *msg, size_t msglen)
+{
+	char st[32];
+	int err = cg_set(l, j->name, want);
+
+	if (err) {
+		snprintf(msg, msglen, "cannot write freezer state of '%s': %s",
+			 j->name, strerror(-err));
+		return err;
+	}
+	if (cg_freezer_state(l, j->name, st, sizeof(st)) == 0 &&
+	    !strcmp(st, want))
+		return 0;
+	if (sb_now() >= j->end) {
+		snprintf(msg, msglen, "sandbox '%s' did not reach %s within "
+			 "the request timeout", j->name, want);
+		return -ETIMEDOUT;
+	}
+	return 10;
+}
+
+/* Pause / resume: freeze or thaw, then look until the freezer reads
+ * back, bounded; waits by returning N > 0 (like stop). */
+static int pause_step(struct local *l, struct verb_job *j, char *msg,
+		      size_t msglen)
+{
+	bool pause = j->verb == API_VERB_PAUSE;
+	int err = freeze_step(l, j, pause ? "FROZEN" : "THAWED", msg, msglen);
+
+	if (err == -ETIMEDOUT && pause)
+		cg_set(l, j->name, "THAWED");
+	return err;
+}
+
+static int pause_begin(struct local *l, struct verb_job *j, char *msg,
+		       size_t msglen)
+{
+	enum api_state st = sb_state(l, &j->m);
+	bool pause = j->verb == API_VERB_PAUSE;
+
+	if (st != API_ST_RUNNING && st != API_ST_PAUSED) {
+		snprintf(msg, msglen, "sandbox '%s' is %s; only a running "
+			 "sandbox can be %s", j->name, api_state_name(st),
+			 pause ? "paused" : "resumed");
+		return -EBUSY;
+	}
+	j->end = sb_now() + l->be->timeout;
+	j->step = 1;
+	return pause_step(l, j, msg, msglen);
+}
+
+/* Freeze or thaw and wait (bounded) until the freezer reads back: for
+ * snapshot, whose copy follows on the same worker anyway. */
 static int freeze_wait(struct local *l, const char *name, const char *want,
 		       char *msg, size_t msglen)
 {
@@ -1659,26 +1715,6 @@ static int freeze_wait(struct local *l, const char *name, const char *want,
 	snprintf(msg, msglen, "sandbox '%s' did not reach %s within the "
 		 "request timeout", name, want);
 	return -ETIMEDOUT;
-}
-
-static int verb_pause(struct local *l, struct sb_meta *m, bool pause,
-		      char *msg, size_t msglen)
-{
-	enum api_state st = sb_state(l, m);
-
-	if (st != API_ST_RUNNING && st != API_ST_PAUSED) {
-		snprintf(msg, msglen, "sandbox '%s' is %s; only a running "
-			 "sandbox can be %s", m->name, api_state_name(st),
-			 pause ? "paused" : "resumed");
-		return -EBUSY;
-	}
-	if (pause) {
-		int err = freeze_wait(l, m->name, "FROZEN", msg, msglen);
-		if (err == -ETIMEDOUT)
-			cg_set(l, m->name, "THAWED");
-		return err;
-	}
-	return freeze_wait(l, m->name, "THAWED", msg, msglen);
 }
 
 static int verb_snapshot(struct local *l, struct sb_meta *m,
@@ -1921,17 +1957,14 @@ void local_sweep_trash(struct local *l)
 	closedir(dp);
 }
 
-static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
+/* Destroy, once every process of the sandbox is gone. */
+static int destroy_rest(struct local *l, struct sb_meta *m, char *msg,
 			size_t msglen)
 {
 	char dir[PATH_MAX], trash[PATH_MAX];
 	static unsigned seq;
-	double end = sb_now() + l->be->timeout;
 	int err;
 
-	err = sb_kill_all(l, m->name, 0, end, msg, msglen);
-	if (err)
-		return err;
 	local_exec_reap(l, m->name);
 	local_exec_forget(l, m->name);
 	sb_umount(l, m->name);
@@ -1960,6 +1993,33 @@ static int verb_destroy(struct local *l, struct sb_meta *m, char *msg,
 	return 0;
 }
 
+/* Destroy: thaw, SIGKILL every process of the cgroup, wait (by
+ * returning N > 0, like stop) until it is empty, then the rest. */
+static int destroy_step(struct local *l, struct verb_job *j, char *msg,
+			size_t msglen)
+{
+	if (!cg_empty(l, j->name)) {
+		if (sb_now() >= j->end) {
+			snprintf(msg, msglen, "processes of sandbox '%s' did "
+				 "not end within the request timeout", j->name);
+			return -ETIMEDOUT;
+		}
+		cg_kill(l, j->name, SIGKILL);
+		return 20;
+	}
+	return destroy_rest(l, &j->m, msg, msglen);
+}
+
+static int destroy_begin(struct local *l, struct verb_job *j, char *msg,
+			 size_t msglen)
+{
+	j->end = sb_now() + l->be->timeout;
+	j->step = 1;
+	cg_set(l, j->name, "THAWED"); /* frozen tasks cannot die */
+	cg_kill(l, j->name, SIGKILL);
+	return destroy_step(l, j, msg, msglen);
+}
+
 static int verb_work(struct local *l, void *arg, int err)
 {
 	struct verb_job *j = arg;
@@ -1972,8 +2032,13 @@ static int verb_work(struct local *l, void *arg, int err)
 			 "operation", j->name);
 		goto out;
 	}
-	if (j->step) { /* a stop, called again */
-		err = stop_step(l, j, msg, sizeof(msg));
+	if (j->step) { /* a verb that waits, called again */
+		if (j->verb == API_VERB_STOP)
+			err = stop_step(l, j, msg, sizeof(msg));
+		else if (j->verb == API_VERB_DESTROY)
+			err = destroy_step(l, j, msg, sizeof(msg));
+		else
+			err = pause_step(l, j, msg, sizeof(msg));
 		if (err > 0)
 			return err;
 		goto release;
@@ -1997,8 +2062,9 @@ static int verb_work(struct local *l, void *arg, int err)
 		break;
 	case API_VERB_PAUSE:
 	case API_VERB_RESUME:
-		err = verb_pause(l, m, j->verb == API_VERB_PAUSE, msg,
-				 sizeof(msg));
+		err = pause_begin(l, j, msg, sizeof(msg));
+		if (err > 0)
+			return err;
 		break;
 	case API_VERB_PING:
 		if (sb_state(l, m) != API_ST_RUNNING) {
@@ -2011,7 +2077,9 @@ static int verb_work(struct local *l, void *arg, int err)
 		err = verb_snapshot(l, m, j->arg, msg, sizeof(msg));
 		break;
 	case API_VERB_DESTROY:
-		err = verb_destroy(l, m, msg, sizeof(msg));
+		err = destroy_begin(l, j, msg, sizeof(msg));
+		if (err > 0)
+			return err;
 		break;
 	default:
 		snprintf(msg, sizeof(msg), "unknown verb");
