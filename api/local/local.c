@@ -51,7 +51,8 @@ struct local_work {
 	local_job_fn job;
 	void *arg;
 	bool creating;
-	bool marked; /* in the busy set */
+	bool started; /* called once with err 0: in l->busy until done */
+	struct local_work *bnext;
 	char key[64];
 };
 
@@ -80,37 +81,31 @@ int local_submit(struct local *l, local_work_fn fn, void *arg)
 	return err;
 }
 
-static int local_busy_find(struct local *l, const char *name)
+static struct local_work **local_busy_find(struct local *l, const char *name)
 {
-	for (int i = 0; i < LOCAL_MAX_BUSY; i++)
-		if (l->busy[i][0] && strcmp(l->busy[i], name) == 0)
-			return i;
-	return -1;
+	struct local_work **pp = &l->busy;
+
+	while (*pp && strcmp((*pp)->key, name))
+		pp = &(*pp)->bnext;
+	return pp;
 }
 
-/* The runtime runs one item of a key at a time, and at most one per
- * worker: the busy set never holds more than LOCAL_NWORKERS names. */
-static void local_busy_mark(struct local *l, const char *name, bool creating)
+static void local_busy_mark(struct local_work *w)
 {
+	struct local *l = w->l;
+
 	pthread_mutex_lock(&l->lock);
-	for (int i = 0; i < LOCAL_MAX_BUSY; i++) {
-		if (!l->busy[i][0]) {
-			snprintf(l->busy[i], sizeof(l->busy[i]), "%s", name);
-			l->busy_creating[i] = creating;
-			break;
-		}
-	}
+	w->bnext = l->busy;
+	l->busy = w;
 	pthread_mutex_unlock(&l->lock);
 }
 
 void local_busy_release(struct local *l, const char *name)
 {
 	pthread_mutex_lock(&l->lock);
-	int i = local_busy_find(l, name);
-	if (i >= 0) {
-		l->busy[i][0] = '\0';
-		l->busy_creating[i] = false;
-	}
+	struct local_work **pp = local_busy_find(l, name), *w = *pp;
+	if (w)
+		*pp = w->bnext;
 	pthread_mutex_unlock(&l->lock);
 }
 
@@ -119,14 +114,14 @@ static void local_run_key(void *arg, int err)
 	struct local_work *w = arg;
 	int again;
 
-	if (!err && !w->marked) {
-		local_busy_mark(w->l, w->key, w->creating);
-		w->marked = true;
+	if (!err && !w->started) {
+		w->started = true;
+		local_busy_mark(w);
 	}
 	again = w->job(w->l, w->arg, err);
 	if (again > 0 && !err && rt_again(again))
 		return; /* called again later: still busy */
-	if (w->marked)
+	if (!err)
 		local_busy_release(w->l, w->key);
 	free(w);
 }
@@ -170,7 +165,7 @@ void local_reap(struct local *l, pid_t pid)
 bool local_busy(struct local *l, const char *name)
 {
 	pthread_mutex_lock(&l->lock);
-	bool r = local_busy_find(l, name) >= 0;
+	bool r = *local_busy_find(l, name) != NULL;
 	pthread_mutex_unlock(&l->lock);
 	return r;
 }
@@ -178,8 +173,8 @@ bool local_busy(struct local *l, const char *name)
 bool local_busy_creating(struct local *l, const char *name)
 {
 	pthread_mutex_lock(&l->lock);
-	int i = local_busy_find(l, name);
-	bool r = i >= 0 && l->busy_creating[i];
+	struct local_work *w = *local_busy_find(l, name);
+	bool r = w && w->creating;
 	pthread_mutex_unlock(&l->lock);
 	return r;
 }

@@ -12,7 +12,6 @@
 #include "api/runtime.h"
 
 #define LOCAL_NWORKERS 3
-#define LOCAL_MAX_BUSY 64
 
 /* Host IDs of a sandbox's user namespace: 0..LOCAL_ID_RANGE-1 inside are
  * base..base+LOCAL_ID_RANGE-1 outside; bases are LOCAL_ID_FIRST plus a
@@ -32,6 +31,8 @@ struct local_limits {
 	long pids;	  /* processes and threads */
 };
 
+struct local_work;
+
 struct local {
 	struct api_backend *be;
 	char datadir[1024];	   /* absolute, no trailing slash */
@@ -43,11 +44,11 @@ struct local {
 
 	struct rt *rt;	      /* workers, timers, per-sandbox queues */
 	pthread_mutex_t lock; /* (L): busy set */
-	/* Sandboxes whose lifecycle work is running now (the runtime runs
-	 * one item per sandbox at a time, so create/verbs/destroy never
-	 * interleave). */
-	char busy[LOCAL_MAX_BUSY][64];
-	bool busy_creating[LOCAL_MAX_BUSY];
+	/* The lifecycle work in progress, one item per sandbox at most (the
+	 * runtime runs a sandbox's work one item at a time, so create, verbs
+	 * and destroy never interleave); an item waiting between its steps
+	 * stays here.  (L) */
+	struct local_work *busy;
 	pthread_mutex_t mount_lock; /* serialises overlay (re)mounts */
 };
 
