@@ -228,20 +228,20 @@ static int local_init(struct api_backend *be, const char *arg,
 	if (conf.image && (conf.image[0] != '/' ||
 			   strlen(conf.image) >= sizeof(l->image) - 8 ||
 			   strpbrk(conf.image, ",:\\\n"))) {
-		fprintf(stderr, "sbxfs: image=%s: want an absolute path "
-			"without ',', ':', '\\' or newlines\n", conf.image);
+		api_log("image=%s: want an absolute path "
+			"without ',', ':', '\\' or newlines", conf.image);
 		free(conf.image);
 		return -EINVAL;
 	}
 	if (dir[0] != '/') {
-		fprintf(stderr, "sbxfs: local data dir '%s' must be an "
-			"absolute path\n", dir);
+		api_log("local data dir '%s' must be an "
+			"absolute path", dir);
 		return -EINVAL;
 	}
 	if (strpbrk(dir, ",:\\\n")) {
 		/* overlayfs mount options cannot carry these */
-		fprintf(stderr, "sbxfs: local data dir '%s' may not contain "
-			"',', ':', '\\' or newlines\n", dir);
+		api_log("local data dir '%s' may not contain "
+			"',', ':', '\\' or newlines", dir);
 		return -EINVAL;
 	}
 	l = calloc(1, sizeof(*l));
@@ -255,14 +255,14 @@ static int local_init(struct api_backend *be, const char *arg,
 	free(conf.image);
 	err = local_mkdir_p(dir, 0700);
 	if (err) {
-		fprintf(stderr, "sbxfs: cannot create data dir %s: %s\n", dir,
+		api_log("cannot create data dir %s: %s", dir,
 			strerror(-err));
 		free(l);
 		return err;
 	}
 	if (!realpath(dir, l->datadir)) {
 		err = -errno;
-		fprintf(stderr, "sbxfs: data dir %s: %s\n", dir,
+		api_log("data dir %s: %s", dir,
 			strerror(errno));
 		free(l);
 		return err;
@@ -272,7 +272,7 @@ static int local_init(struct api_backend *be, const char *arg,
 			 i ? "templates" : "sandboxes");
 		if (mkdir(sub, 0700) && errno != EEXIST) {
 			err = -errno;
-			fprintf(stderr, "sbxfs: cannot create %s: %s\n", sub,
+			api_log("cannot create %s: %s", sub,
 				strerror(errno));
 			free(l);
 			return err;
@@ -284,7 +284,7 @@ static int local_init(struct api_backend *be, const char *arg,
 	if (!err)
 		err = local_seccomp_init(msg, sizeof(msg));
 	if (err) {
-		fprintf(stderr, "sbxfs: %s\n", msg);
+		api_log("%s", msg);
 		free(l);
 		return err;
 	}
@@ -294,7 +294,7 @@ static int local_init(struct api_backend *be, const char *arg,
 	be->priv = l;
 	l->rt = rt_new(LOCAL_NWORKERS);
 	if (!l->rt) {
-		fprintf(stderr, "sbxfs: cannot start worker threads\n");
+		api_log("cannot start worker threads");
 		err = -EAGAIN;
 		goto fail;
 	}
@@ -302,7 +302,7 @@ static int local_init(struct api_backend *be, const char *arg,
 	local_sweep_trash(l);
 	err = local_exec_init(l);
 	if (err) {
-		fprintf(stderr, "sbxfs: cannot start the exec engine: %s\n",
+		api_log("cannot start the exec engine: %s",
 			strerror(-err));
 		goto fail;
 	}

@@ -762,7 +762,7 @@ static int remount_work(struct local *l, void *arg, int err)
 		err = sb_mount_locked(l, &m, msg, sizeof(msg));
 		pthread_mutex_unlock(&l->mount_lock);
 		if (err)
-			fprintf(stderr, "sbxfs: %s\n", msg);
+			api_log("%s", msg);
 	}
 	free(name);
 	return 0;
@@ -1817,7 +1817,7 @@ static void trash_work(struct local *l, void *arg)
 {
 	(void)l;
 	if (rm_rf(arg))
-		fprintf(stderr, "sbxfs: could not fully remove %s\n",
+		api_log("could not fully remove %s",
 			(char *)arg);
 	free(arg);
 }
@@ -1850,9 +1850,9 @@ static void recover_one(struct local *l, const char *name)
 		if (!init_alive(&m) && !cg_empty(l, name)) {
 			sb_kill_all(l, name, 0, sb_now() + l->be->timeout,
 				    ignore, sizeof(ignore));
-			fprintf(stderr, "sbxfs: sandbox '%s': processes without "
+			api_log("sandbox '%s': processes without "
 				"a recorded init (an interrupted start); "
-				"stopped them\n", name);
+				"stopped them", name);
 		}
 		/* after a reboot: the overlay again, so that file operations
 		 * find it (they never mount it themselves) */
@@ -1860,7 +1860,7 @@ static void recover_one(struct local *l, const char *name)
 		if (err == 0 && !is_overlay(root)) {
 			pthread_mutex_lock(&l->mount_lock);
 			if (sb_mount_locked(l, &m, ignore, sizeof(ignore)))
-				fprintf(stderr, "sbxfs: sandbox '%s': %s\n",
+				api_log("sandbox '%s': %s",
 					name, ignore);
 			pthread_mutex_unlock(&l->mount_lock);
 		}
@@ -1872,8 +1872,8 @@ static void recover_one(struct local *l, const char *name)
 		snprintf(m.state, sizeof(m.state), "running");
 		done = meta_write(l, &m) == 0;
 		if (done)
-			fprintf(stderr, "sbxfs: sandbox '%s': its create was "
-				"interrupted after start; finished it\n", name);
+			api_log("sandbox '%s': its create was "
+				"interrupted after start; finished it", name);
 	}
 	if (!done) {
 		char trash[PATH_MAX];
@@ -1888,8 +1888,8 @@ static void recover_one(struct local *l, const char *name)
 		if (rename(dir, trash) == 0)
 			rm_rf(trash);
 		local_cg_remove(l, name);
-		fprintf(stderr, "sbxfs: sandbox '%s': its create was "
-			"interrupted; removed what was made\n", name);
+		api_log("sandbox '%s': its create was "
+			"interrupted; removed what was made", name);
 	}
 	close(fd);
 }
