@@ -793,11 +793,17 @@ int local_sb_mount(struct local *l, const char *name, char *msg,
 			 "mounted yet", name);
 		return -EBUSY;
 	}
-	arg = strdup(name);
-	err = arg ? local_submit_key(l, name, false, remount_work, arg)
-		  : -ENOMEM;
+	/* one remount queued at a time, however many operations ask (work
+	 * already queued for the sandbox comes first anyway) */
+	err = 0;
+	if (!rt_key_busy(l->rt, name)) {
+		arg = strdup(name);
+		err = arg ? local_submit_key(l, name, false, remount_work, arg)
+			  : -ENOMEM;
+		if (err)
+			free(arg);
+	}
 	if (err) {
-		free(arg);
 		snprintf(msg, msglen, "cannot mount the root of sandbox '%s' "
 			 "again: %s", name, strerror(-err));
 		return err;
