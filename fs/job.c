@@ -1174,6 +1174,9 @@ static void jf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
+	/* No FLUSH at close(2): it would do nothing here (stdin's EOF
+	 * comes with the last RELEASE) and cost a round trip per close. */
+	fi->noflush = 1;
 	/* Streams are pipes; text files (cmd, status, wait) keep offsets
 	 * so `cat` sees one consistent snapshot. */
 	if (kind == FS_K_JOB_STDIN || kind == FS_K_JOB_STDOUT ||

@@ -311,7 +311,11 @@ out:
 		fuse_reply_err(req, err);
 		return;
 	}
-	reply_entry(req, job_ino(j, FS_K_JOB_DIR), 0);
+	/* The new job's entry may be cached a moment (unlike a looked-up
+	 * one, see pd_lookup): it is the job just made, and an rmdir through
+	 * the mount drops it; so the opens of its files and the rmdir that
+	 * follow (`sbx run`) need no LOOKUP of the directory. */
+	reply_entry(req, job_ino(j, FS_K_JOB_DIR), 1.0);
 }
 
 static void pd_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -327,18 +327,16 @@ static void make_job(const char *sb, const char *sbpath)
 	}
 }
 
-/* Exit code from proc/JOB/wait: "CODE\n" (one read: the answer comes
- * whole); -1 when it is not a number. */
-static int read_wait(int jfd)
+/* Exit code from proc/JOB/wait (fd, opened with the other files so that
+ * no LOOKUP and OPEN wait for it after the streams ended): "CODE\n" (one
+ * read: the answer comes whole); -1 when it is not a number. */
+static int read_wait(int fd)
 {
 	char buf[32];
 	size_t len = 0;
 	char *end;
 	long code;
-	int fd = openat(jfd, "wait", O_RDONLY | O_CLOEXEC);
 
-	if (fd < 0)
-		return -1;
 	while (len < sizeof buf - 1 && !memchr(buf, '\n', len)) {
 		ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
 
@@ -378,7 +376,7 @@ static int cmd_run(int argc, char **argv)
 	char sbpath[PATH_MAX], ebuf[ERR_MAX + 1];
 	struct stat st;
 	bool nostdin = false;
-	int o, jfd, infd = -1, outfd, errfd, cfd, code;
+	int o, jfd, infd = -1, outfd, errfd, cfd, wfd, code;
 	const char *sb;
 	size_t len;
 	char *line;
@@ -433,9 +431,10 @@ static int cmd_run(int argc, char **argv)
 		infd = openat(jfd, "stdin", O_WRONLY | O_CLOEXEC);
 	outfd = jfd < 0 ? -1 : openat(jfd, "stdout", O_RDONLY | O_CLOEXEC);
 	errfd = jfd < 0 ? -1 : openat(jfd, "stderr", O_RDONLY | O_CLOEXEC);
+	wfd = jfd < 0 ? -1 : openat(jfd, "wait", O_RDONLY | O_CLOEXEC);
 	cfd = jfd < 0 ? -1 : openat(jfd, "cmd", O_WRONLY | O_CLOEXEC);
 	if (jfd < 0 || (!nostdin && infd < 0) || outfd < 0 || errfd < 0 ||
-	    cfd < 0) {
+	    wfd < 0 || cfd < 0) {
 		int e = errno;
 
 		remove_job();
@@ -475,7 +474,7 @@ static int cmd_run(int argc, char **argv)
 	pump_main(&pout);
 	pthread_join(perr.tid, NULL);
 
-	code = read_wait(jfd);
+	code = read_wait(wfd);
 	remove_job();
 	if (code < 0) {
 		fprintf(stderr, PROG ": lost the exit code of the job\n");

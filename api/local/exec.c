@@ -55,6 +55,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -148,7 +149,7 @@ struct exwatch {
 	int kind;
 };
 
-struct exloop;
+struct pool;
 
 struct api_exec {
 	struct exloop *lp;
@@ -202,6 +203,14 @@ struct exloop {
 	struct api_exec *grave;
 	unsigned char *buf;
 	int ndeadline;
+
+	/* spares (see "spares" below), under spmu */
+	pthread_mutex_t spmu;
+	pthread_cond_t spcond;
+	pthread_t mk;
+	bool mk_running, mk_stop;
+	struct pool *pools;
+	char mk_sb[64]; /* the sandbox a spare is being made for, "" */
 };
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -254,6 +263,8 @@ struct spawn {
 	char *const *envp;
 	const char **shargv; /* "sh", path, argv[1..], NULL: ENOEXEC */
 	const char *path;    /* PATH from envp */
+	bool entered;	     /* a spare: signals, IDs, capabilities and the
+				filter are done already */
 };
 
 static void st_write(int fd, int stage, int val)
@@ -349,12 +360,12 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
-	for (i = 1; i < NSIG; i++)
+	for (i = 1; i < NSIG && !sp->entered; i++)
 		sigaction(i, &sa, NULL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 
-	if (nofile_raised)
+	if (nofile_raised && !sp->entered)
 		setrlimit(RLIMIT_NOFILE, &nofile_orig);
 	if (setsid() < 0)
 		child_fail(st, ST_FDS, errno);
@@ -389,10 +400,10 @@ static __attribute__((noreturn)) void child_b(const struct spawn *sp)
 		child_fail(st, ST_TTY, errno);
 	/* the same capabilities and system-call filter as the sandbox's
 	 * PID 1 (caps.c, seccomp.c) */
-	i = local_caps_restrict();
+	i = sp->entered ? 0 : local_caps_restrict();
 	if (i < 0)
 		child_fail(st, ST_CAPS, -i);
-	i = local_seccomp_apply();
+	i = sp->entered ? 0 : local_seccomp_apply();
 	if (i < 0)
 		child_fail(st, ST_SECCOMP, -i);
 	if (sp->cwd) {
@@ -497,7 +508,7 @@ static void shim_send(int fd, const struct shim_msg *m, const int *fds,
 		      int nfd)
 {
 	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(8 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { (void *)m, sizeof(*m) };
@@ -564,7 +575,10 @@ static void shim_on_exit(struct shim *s)
 	fd = openat(s->dir, "exit.tmp",
 		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0) {
-		if (write(fd, buf, (size_t)n) == n && fsync(fd) == 0)
+		/* no fsync: the file is for a later sbxfs on this running
+		 * host (a reboot ends the job anyway), and rename is atomic
+		 * for it; an fsync cost milliseconds on every exit */
+		if (write(fd, buf, (size_t)n) == n)
 			renameat(s->dir, "exit.tmp", s->dir, "exit");
 		close(fd);
 	}
@@ -1070,7 +1084,7 @@ static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
 			 int *nfd)
 {
 	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(8 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { m, sizeof(*m) };
@@ -1212,6 +1226,843 @@ fail:
 	return r;
 }
 
+/* What a process needs to enter sandbox `id` whose init is ipid: a pidfd
+ * and the root of the init, the namespaces to join, the cgroups.
+ * 0/-errno with a sentence; the caller closes what sp holds. */
+static int ns_prepare(struct local *l, const char *id, pid_t ipid,
+		      struct spawn *sp, char *msg, size_t mlen)
+{
+	char path[64];
+	int r;
+
+	sp->pidfd = (int)syscall(SYS_pidfd_open, ipid, 0);
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)ipid);
+	sp->rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sp->pidfd < 0 || sp->rootfd < 0) {
+		r = errno == ESRCH ? -EBUSY : -errno;
+		snprintf(msg, mlen, "the sandbox's init process is gone: %s",
+			 strerror(errno));
+		return r;
+	}
+	/* Never run on the host: a stale or reused init PID would share
+	 * our namespaces. */
+	if (same_ns(ipid, "pid") || same_ns(ipid, "mnt")) {
+		snprintf(msg, mlen, "the sandbox's init process is gone");
+		return -EBUSY;
+	}
+	sp->nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
+		      CLONE_NEWUTS | CLONE_NEWNET;
+	if (!same_ns(ipid, "user")) {
+		sp->nsflags |= CLONE_NEWUSER;
+		sp->userns = true;
+	}
+	if (!same_ns(ipid, "cgroup"))
+		sp->nsflags |= CLONE_NEWCGROUP;
+
+	r = local_sb_cgroup_fds(l, id, sp->cgfd, LOCAL_CG_FDS);
+	if (r < 0) {
+		snprintf(msg, mlen, "cannot open the sandbox's cgroups: %s",
+			 strerror(-r));
+		return r;
+	}
+	sp->ncg = r;
+	return 0;
+}
+
+static void ns_release(struct spawn *sp)
+{
+	closefd(&sp->pidfd);
+	closefd(&sp->rootfd);
+	for (int i = 0; i < sp->ncg; i++)
+		closefd(&sp->cgfd[i]);
+	sp->ncg = 0;
+}
+
+/* ---- spares --------------------------------------------------------------
+ *
+ * Starting a job costs two things besides the command's own execve: the
+ * forks of sbxfs (a large, threaded process) and, above all, the moves of
+ * the new process into the sandbox's cgroups: on cgroup v1 the first
+ * write to a cgroup.procs waits for an RCU grace period (10-20 ms on the
+ * development VM, whatever the load), which was most of an `sbx run`.
+ * So a sandbox that runs jobs keeps spares: a monitor S' made as in
+ * shim_main, and its child B' that has already joined the sandbox's
+ * namespaces, root and cgroups and taken the sandbox's root IDs, and that
+ * waits on a socket.  A job takes a spare (spare_take): sbxfs hands S'
+ * the job's directory and sockets and B' its stdio, status pipe and
+ * command (spare_go), and B' goes on like child_b (setsid, descriptors,
+ * capabilities, filter, execve), S' like a monitor.  The spares are
+ * made by one thread per backend (spare_maker) off the request path.
+ *
+ * B' holds nothing of the host but its socket (every other descriptor is
+ * closed before it joins the cgroups, sbxfs's command line is wiped from
+ * its memory, and it is not dumpable: its memory was sbxfs's, so nothing
+ * in the sandbox may read it, as for B before execve).  The sandbox may
+ * kill it: S' then reaps it and exits, and the next job starts the
+ * direct way (a spare that is not ready within SPARE_WAIT_MS is dropped
+ * as well).  What B' sends is one byte, "ready"; nothing it could send
+ * is believed beyond that.  S' kills B' and exits when sbxfs drops the
+ * spare or dies.  Spares go with the sandbox (stop, destroy: local_exec_
+ * reap), when their init changed (a restart), after SPARE_IDLE_MS
+ * without a job, and at unmount.  A pool starts at one spare and doubles
+ * (up to SPARE_MAX) whenever a job found no spare ready. */
+
+#define SPARE_MAX 4
+#define SPARE_IDLE_MS 30000
+#define SPARE_WAIT_MS 2000
+#define SPARE_QUIET_MS 10
+#define SPARE_BLOB_MAX (32 * 1024)
+#define SPARE_POOLS_MAX 256
+
+enum { M_GO = 16 };
+
+/* sbxfs -> S': the job (fds: ctl, lfd, jobs, dir, out, err) */
+struct sgo_msg {
+	int32_t type;
+	char name[EXEC_NAME_MAX];
+};
+
+/* sbxfs -> B': the command (fds: stdin, stdout, stderr, status), then
+ * len bytes: cwd (empty: none), PATH, argv[argc], env[envc], each
+ * NUL-terminated. */
+struct bgo_hdr {
+	int32_t type;
+	uint32_t argc, envc, len;
+};
+
+struct spare {
+	struct spare *next;
+	pid_t b;	/* B', host PID */
+	int pidfd;	/* of B' */
+	int sctl, bctl; /* sockets to S' and to B' */
+	bool ready;	/* B' said so */
+};
+
+struct pool {
+	struct pool *next;
+	char sb[64];
+	pid_t ipid;	/* init of the sandbox when the spares were made */
+	struct spare *head;
+	int n, target;
+	int64_t used_ms;
+};
+
+/* Bytes of the strings spare_go sends to B'. */
+static size_t blob_len(const struct api_exec_req *req, char *const *env,
+		       const char *path)
+{
+	size_t n = strlen(req->cwd ? req->cwd : "") + 1 + strlen(path) + 1;
+
+	for (size_t i = 0; req->argv[i]; i++)
+		n += strlen(req->argv[i]) + 1;
+	for (size_t i = 0; env[i]; i++)
+		n += strlen(env[i]) + 1;
+	return n;
+}
+
+struct spare_start {
+	const struct spawn *sp;
+	int sctl, bctl;
+};
+
+/* kill: B' was not used (S' would kill it too, but later). */
+static void spare_free(struct spare *s, bool kill)
+{
+	if (kill && s->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+	closefd(&s->pidfd);
+	/* S' sees the hang-up, kills B' and exits */
+	closefd(&s->sctl);
+	closefd(&s->bctl);
+	free(s);
+}
+
+/* Write over our command line (sbxfs's: it names host paths) in place;
+ * its bounds are fields 48 and 49 of /proc/self/stat.  Raw calls only. */
+static void wipe_cmdline(void)
+{
+	static const char name[] = "sbxfs-exec";
+	char st[1024], *p;
+	unsigned long start, end;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
+	ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return;
+	st[n] = 0;
+	p = strrchr(st, ')');
+	if (!p)
+		return;
+	for (p++; *p && field < 48; p++)
+		if (*p == ' ')
+			field++;
+	start = strtoul(p, &p, 10);
+	end = strtoul(p, &p, 10);
+	if (!start || end <= start)
+		return;
+	memset((char *)start, 0, end - start);
+	if (end - start > sizeof(name))
+		memcpy((char *)start, name, sizeof(name));
+}
+
+/* B' after its command came: parse it, then as child_b. */
+static __attribute__((noreturn)) void spare_b_run(const char *buf,
+						   size_t len,
+						   const int *fds)
+{
+	const struct bgo_hdr *h = (const void *)buf;
+	const char *p = buf + sizeof(*h), *end = buf + len, **v;
+	struct spawn sp = { .pidfd = -1, .rootfd = -1 };
+	size_t nv, i;
+
+	nv = (size_t)h->argc + h->envc + h->argc + 5;
+	v = mmap(NULL, nv * sizeof(*v), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (v == MAP_FAILED || h->argc < 1)
+		child_fail(fds[3], ST_EXEC, v == MAP_FAILED ? ENOMEM : EINVAL);
+	/* strings: cwd, PATH, argv, env */
+	const char **argv = v, **envp = v + h->argc + 1,
+		   **shargv = envp + h->envc + 1;
+	const char *cwd = p;
+
+	for (i = 0; i < 2 + (size_t)h->argc + h->envc; i++) {
+		const char *z = memchr(p, 0, (size_t)(end - p));
+
+		if (!z)
+			child_fail(fds[3], ST_EXEC, EINVAL);
+		if (i == 1)
+			sp.path = p;
+		else if (i >= 2 && i < 2 + (size_t)h->argc)
+			argv[i - 2] = p;
+		else if (i >= 2)
+			envp[i - 2 - h->argc] = p;
+		p = z + 1;
+	}
+	argv[h->argc] = NULL;
+	envp[h->envc] = NULL;
+	shargv[0] = "sh";
+	for (i = 1; i < h->argc; i++)
+		shargv[i + 1] = argv[i];
+	shargv[h->argc + 1] = NULL;
+	sp.argv = argv;
+	sp.envp = (char *const *)envp;
+	sp.shargv = shargv;
+	sp.cwd = *cwd ? cwd : NULL;
+	sp.stdio[0] = fds[0];
+	sp.stdio[1] = fds[1];
+	sp.stdio[2] = fds[2];
+	sp.stw = fds[3];
+	sp.entered = true;
+	child_b(&sp);
+}
+
+/* B': into the sandbox, then wait for a command. */
+static __attribute__((noreturn)) void spare_b(const struct spare_start *a)
+{
+	const struct spawn *sp = a->sp;
+	struct sigaction sa;
+	sigset_t none;
+	int keep[LOCAL_CG_FDS + 1], nk = 0, i, fds[8], nfd;
+	char *buf;
+	ssize_t n;
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	prctl(PR_SET_NAME, "sbxfs-exec", 0, 0, 0);
+	if (syscall(SYS_setns, sp->pidfd, sp->nsflags & ~CLONE_NEWPID) < 0 ||
+	    fchdir(sp->rootfd) < 0 || chroot(".") < 0)
+		_exit(127);
+	/* nothing of the host but our socket (and the cgroups, for now) */
+	keep[nk++] = a->bctl;
+	for (i = 0; i < sp->ncg; i++)
+		keep[nk++] = sp->cgfd[i];
+	close_except(keep, nk);
+	close(0);
+	close(1);
+	close(2);
+	wipe_cmdline();
+	/* a stop's SIGTERM (or any signal) ends a spare */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (i = 1; i < NSIG; i++)
+		sigaction(i, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (nofile_raised)
+		setrlimit(RLIMIT_NOFILE, &nofile_orig);
+	for (i = 0; i < sp->ncg; i++) {
+		if (write(sp->cgfd[i], "0", 1) != 1)
+			_exit(127);
+		close(sp->cgfd[i]);
+	}
+	if (sp->userns && (setresgid(0, 0, 0) || setgroups(0, NULL) ||
+			   setresuid(0, 0, 0)))
+		_exit(127);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	/* from here on a sandbox process like any other (caps.c,
+	 * seccomp.c) */
+	if (local_caps_restrict() < 0 || local_seccomp_apply() < 0)
+		_exit(127);
+	if (send(a->bctl, "r", 1, MSG_NOSIGNAL) != 1)
+		_exit(0);
+	buf = mmap(NULL, sizeof(struct bgo_hdr) + SPARE_BLOB_MAX,
+		   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		_exit(127);
+	{
+		union {
+			char c[CMSG_SPACE(8 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = { buf,
+				     sizeof(struct bgo_hdr) + SPARE_BLOB_MAX };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.c,
+				     .msg_controllen = sizeof(u.c) };
+		struct cmsghdr *c;
+
+		do
+			n = recvmsg(a->bctl, &mh, MSG_CMSG_CLOEXEC);
+		while (n < 0 && errno == EINTR);
+		nfd = 0;
+		for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET ||
+			    c->cmsg_type != SCM_RIGHTS)
+				continue;
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) /
+				      sizeof(int));
+
+			for (i = 0; i < k && nfd < 8; i++)
+				memcpy(&fds[nfd++],
+				       CMSG_DATA(c) + i * sizeof(int),
+				       sizeof(int));
+		}
+	}
+	if (n < (ssize_t)sizeof(struct bgo_hdr) || nfd != 4 ||
+	    ((struct bgo_hdr *)buf)->type != M_GO ||
+	    ((struct bgo_hdr *)buf)->len + sizeof(struct bgo_hdr) !=
+		    (size_t)n)
+		_exit(0); /* dropped (or nonsense): nothing to run */
+	close(a->bctl);
+	spare_b_run(buf, (size_t)n, fds);
+}
+
+/* S' (a grandchild of sbxfs, adopted by init): forks B', reports its
+ * PID, then waits for a job or the end. */
+static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
+{
+	static char name[EXEC_NAME_MAX];
+	struct shim_msg m = { .type = M_REC, .a = ST_PID };
+	struct sgo_msg g;
+	struct pollfd pf[2];
+	siginfo_t si;
+	int keep[2], fd, fds[8], nfd, i;
+	pid_t p;
+	ssize_t n;
+
+	p = fork();
+	if (p != 0)
+		_exit(p < 0 ? 1 : 0);
+	setsid();
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (syscall(SYS_setns, a->sp->pidfd, CLONE_NEWPID) < 0) {
+		m.a = ST_SETNS;
+		m.b = errno;
+		shim_send(a->sctl, &m, NULL, 0);
+		_exit(0);
+	}
+	p = fork();
+	if (p == 0)
+		spare_b(a);
+	fd = p > 0 ? (int)syscall(SYS_pidfd_open, p, 0) : -1;
+	if (fd < 0) {
+		m.a = ST_CLONE;
+		m.b = errno;
+		if (p > 0) {
+			kill(p, SIGKILL);
+			waitpid(p, NULL, 0);
+		}
+		shim_send(a->sctl, &m, NULL, 0);
+		_exit(0);
+	}
+	m.b = p;
+	shim_send(a->sctl, &m, NULL, 0);
+	i = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (i >= 0) {
+		dup2(i, 0);
+		dup2(i, 1);
+		dup2(i, 2);
+	}
+	keep[0] = a->sctl;
+	keep[1] = fd;
+	close_except(keep, 2);
+	for (;;) {
+		pf[0] = (struct pollfd){ .fd = a->sctl, .events = POLLIN };
+		pf[1] = (struct pollfd){ .fd = fd, .events = POLLIN };
+		if (poll(pf, 2, -1) < 0)
+			continue;
+		/* a job first: B' may have run it and exited already */
+		if (!pf[0].revents && pf[1].revents)
+			break; /* B' died (killed in the sandbox) */
+		if (!pf[0].revents)
+			continue;
+		memset(&g, 0, sizeof(g));
+		{
+			union {
+				char c[CMSG_SPACE(8 * sizeof(int))];
+				struct cmsghdr align;
+			} u;
+			struct iovec iov = { &g, sizeof(g) };
+			struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+					     .msg_control = u.c,
+					     .msg_controllen = sizeof(u.c) };
+			struct cmsghdr *c;
+
+			n = recvmsg(a->sctl, &mh, MSG_CMSG_CLOEXEC |
+				    MSG_DONTWAIT);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			nfd = 0;
+			for (c = CMSG_FIRSTHDR(&mh); n > 0 && c;
+			     c = CMSG_NXTHDR(&mh, c)) {
+				if (c->cmsg_level != SOL_SOCKET ||
+				    c->cmsg_type != SCM_RIGHTS)
+					continue;
+				int k = (int)((c->cmsg_len - CMSG_LEN(0)) /
+					      sizeof(int));
+
+				for (i = 0; i < k && nfd < 8; i++)
+					memcpy(&fds[nfd++],
+					       CMSG_DATA(c) + i * sizeof(int),
+					       sizeof(int));
+			}
+		}
+		if (n != (ssize_t)sizeof(g) || g.type != M_GO || nfd != 6)
+			break; /* dropped, or sbxfs is gone */
+		memcpy(name, g.name, sizeof(name));
+		name[sizeof(name) - 1] = 0;
+		close(a->sctl);
+		struct shim s = { .ctl = fds[0], .lfd = fds[1],
+				  .jobs = fds[2], .dir = fds[3],
+				  .pipe = { fds[4], fds[5] },
+				  .sp = { -1, -1 }, .pidfd = fd, .b = p,
+				  .name = name };
+		shim_loop(&s);
+	}
+	kill(p, SIGKILL);
+	memset(&si, 0, sizeof(si));
+	waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED);
+	_exit(0);
+}
+
+/* Make one spare for sandbox id (init ipid); NULL on failure.  Runs on
+ * the maker thread. */
+static struct spare *spare_make(struct local *l, const char *id, pid_t ipid)
+{
+	struct spawn sp = { .pidfd = -1, .rootfd = -1,
+			    .stdio = { -1, -1, -1 }, .stw = -1 };
+	int sc[2] = { -1, -1 }, bc[2] = { -1, -1 }, nfd;
+	struct spare *s = NULL;
+	struct shim_msg m;
+	sigset_t all, old;
+	char msg[256];
+	pid_t x;
+
+	if (ns_prepare(l, id, ipid, &sp, msg, sizeof(msg)) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sc) < 0 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, bc) < 0)
+		goto out;
+	struct spare_start a = { .sp = &sp, .sctl = sc[1], .bctl = bc[1] };
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	x = fork();
+	if (x == 0)
+		spare_main(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (x < 0)
+		goto out;
+	closefd(&sc[1]);
+	closefd(&bc[1]);
+	while (waitpid(x, NULL, 0) < 0 && errno == EINTR)
+		;
+	setsockopt(sc[0], SOL_SOCKET, SO_RCVTIMEO, &shim_tmo,
+		   sizeof(shim_tmo));
+	if (shim_recv(sc[0], &m, NULL, 0, &nfd) != (ssize_t)sizeof(m) ||
+	    m.type != M_REC || m.a != ST_PID || m.b <= 0)
+		goto out;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		goto out;
+	s->b = m.b;
+	/* S' keeps B' (or its zombie) until we hang up: the PID is B's */
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->b, 0);
+	s->sctl = sc[0];
+	s->bctl = bc[0];
+	sc[0] = bc[0] = -1;
+out:
+	closefd(&sc[0]);
+	closefd(&sc[1]);
+	closefd(&bc[0]);
+	closefd(&bc[1]);
+	ns_release(&sp);
+	return s;
+}
+
+static struct pool *pool_find(struct exloop *lp, const char *id)
+{
+	struct pool *p;
+
+	for (p = lp->pools; p && strcmp(p->sb, id) != 0; p = p->next)
+		;
+	return p;
+}
+
+/* Unlink pool p (spmu held); its spares go to *dead. */
+static void pool_drop(struct exloop *lp, struct pool *p, struct spare **dead)
+{
+	struct pool **pp;
+
+	for (pp = &lp->pools; *pp && *pp != p; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = p->next;
+	while (p->head) {
+		struct spare *s = p->head;
+
+		p->head = s->next;
+		s->next = *dead;
+		*dead = s;
+	}
+	free(p);
+}
+
+static void spares_free(struct spare *dead)
+{
+	while (dead) {
+		struct spare *s = dead;
+
+		dead = s->next;
+		spare_free(s, true);
+	}
+}
+
+/* Wait (bounded) for B' to say it is ready; false when it is gone. */
+static bool spare_ready(struct spare *s)
+{
+	struct pollfd pf = { .fd = s->bctl, .events = POLLIN };
+	struct pollfd ps = { .fd = s->sctl, .events = POLLIN };
+	char c;
+
+	if (poll(&ps, 1, 0) != 0) /* S' said something: it is ending */
+		return false;
+	if (s->ready)
+		return true;
+	while (poll(&pf, 1, SPARE_WAIT_MS) < 0 && errno == EINTR)
+		;
+	s->ready = recv(s->bctl, &c, 1, MSG_DONTWAIT) == 1 && c == 'r';
+	return s->ready;
+}
+
+/* Sandbox sb runs with init ipid and no lifecycle verb holds it. */
+static bool sb_quiet(struct local *l, const char *sb, pid_t ipid)
+{
+	char msg[256];
+	pid_t pid = 0;
+
+	return !local_busy(l, sb) &&
+	       local_sb_init_pid(l, sb, &pid, msg, sizeof(msg)) == 0 &&
+	       pid == ipid;
+}
+
+static void *spare_maker(void *arg)
+{
+	struct exloop *lp = arg;
+	struct spare *dead = NULL, *s, *batch[SPARE_MAX];
+	struct pool *p, *nx;
+	char sb[64];
+	pid_t ipid;
+	int want, nb, i, got;
+	bool quiet;
+
+	pthread_mutex_lock(&lp->spmu);
+	while (!lp->mk_stop) {
+		int64_t now = now_ms();
+
+		for (p = lp->pools; p; p = nx) {
+			nx = p->next;
+			if (now - p->used_ms > SPARE_IDLE_MS)
+				pool_drop(lp, p, &dead);
+		}
+		if (dead) {
+			pthread_mutex_unlock(&lp->spmu);
+			spares_free(dead);
+			dead = NULL;
+			pthread_mutex_lock(&lp->spmu);
+			continue;
+		}
+		/* A pool that still has a spare is refilled once its
+		 * sandbox has been quiet for SPARE_QUIET_MS: a fork of sbxfs
+		 * next to a starting job slows the job down (CPU, and the
+		 * fork holds our memory map locked). */
+		int64_t wait = 1000;
+
+		for (p = lp->pools; p; p = p->next) {
+			int64_t due = p->n ? p->used_ms + SPARE_QUIET_MS : 0;
+
+			if (p->n >= p->target)
+				continue;
+			if (due <= now)
+				break;
+			if (due - now < wait)
+				wait = due - now;
+		}
+		if (!p) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+			ts.tv_sec += (time_t)(wait / 1000) +
+				     ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&lp->spcond, &lp->spmu, &ts);
+			continue;
+		}
+		snprintf(sb, sizeof(sb), "%s", p->sb);
+		ipid = p->ipid;
+		want = p->target - p->n;
+		snprintf(lp->mk_sb, sizeof(lp->mk_sb), "%s", sb);
+		pthread_mutex_unlock(&lp->spmu);
+		/* A batch: their moves into the cgroups share one grace
+		 * period, so a pool refills in one, not one per spare. */
+		nb = 0;
+		if (sb_quiet(lp->l, sb, ipid))
+			while (nb < want && (s = spare_make(lp->l, sb, ipid)))
+				batch[nb++] = s;
+		/* Ready, and the sandbox was running and not held by a
+		 * lifecycle verb all along: a stop that began before this
+		 * check finds the spares killed here, one that begins after
+		 * it finds them in the cgroups and kills them with the rest
+		 * (a spare that joined after the stop's kill would hold it
+		 * up for its whole grace period). */
+		for (i = 0; i < nb; i++)
+			if (!spare_ready(batch[i])) {
+				spare_free(batch[i], true);
+				batch[i] = NULL;
+			}
+		quiet = nb && sb_quiet(lp->l, sb, ipid);
+		pthread_mutex_lock(&lp->spmu);
+		lp->mk_sb[0] = 0;
+		p = pool_find(lp, sb);
+		for (i = 0, got = 0; i < nb; i++) {
+			s = batch[i];
+			if (!s)
+				continue;
+			if (!p || p->ipid != ipid || !quiet) {
+				s->next = dead;
+				dead = s;
+				continue;
+			}
+			struct spare **pp = &p->head;
+
+			while (*pp)
+				pp = &(*pp)->next;
+			s->next = NULL;
+			*pp = s;
+			p->n++;
+			got++;
+		}
+		if (p && p->ipid == ipid && !got)
+			p->target = 0; /* until the next job asks again */
+		pthread_cond_broadcast(&lp->spcond);
+	}
+	while ((p = lp->pools))
+		pool_drop(lp, p, &dead);
+	pthread_mutex_unlock(&lp->spmu);
+	spares_free(dead);
+	return NULL;
+}
+
+/* A ready spare for sandbox id (init ipid), or NULL: then the job
+ * starts the direct way, and spares are asked for. */
+static struct spare *spare_take(struct exloop *lp, const char *id, pid_t ipid)
+{
+	struct spare *dead = NULL, *s = NULL;
+	struct pool *p;
+	int npools = 0;
+
+	if (!lp->mk_running)
+		return NULL;
+	for (;;) {
+		pthread_mutex_lock(&lp->spmu);
+		p = pool_find(lp, id);
+		if (p && p->ipid != ipid) {
+			pool_drop(lp, p, &dead);
+			p = NULL;
+		}
+		if (!p) {
+			for (struct pool *q = lp->pools; q; q = q->next)
+				npools++;
+			p = npools < SPARE_POOLS_MAX ?
+			    calloc(1, sizeof(*p)) : NULL;
+			if (p) {
+				snprintf(p->sb, sizeof(p->sb), "%s", id);
+				p->ipid = ipid;
+				p->next = lp->pools;
+				lp->pools = p;
+			}
+		}
+		if (p) {
+			p->used_ms = now_ms();
+			if (p->target < 1)
+				p->target = 1;
+			s = p->head;
+			if (s) {
+				p->head = s->next;
+				p->n--;
+			}
+			if (!s || p->n == 0)
+				/* the next job may find none: make more */
+				p->target = p->target * 2 > SPARE_MAX ?
+					    SPARE_MAX : p->target * 2;
+			pthread_cond_broadcast(&lp->spcond);
+		}
+		pthread_mutex_unlock(&lp->spmu);
+		spares_free(dead);
+		dead = NULL;
+		if (!s)
+			return NULL;
+		if (spare_ready(s))
+			return s;
+		spare_free(s, true);
+		return NULL;
+	}
+}
+
+/* Start the job in spare s: S' takes the job's directory and sockets,
+ * B' its descriptors and command.  0/-errno with a sentence. */
+static int spare_go(struct spare *s, const struct api_exec_req *req,
+		    char *const *env, const char *path, struct spawn *sp,
+		    struct jobprep *jp, const struct api_exec *x, int stw,
+		    char *msg, size_t mlen)
+{
+	struct sgo_msg g = { .type = M_GO };
+	struct bgo_hdr h = { .type = M_GO };
+	char *buf;
+	size_t len = 0, cap;
+	int fds[6];
+	size_t i;
+
+	cap = blob_len(req, env, path);
+	buf = malloc(sizeof(h) + cap);
+	if (!buf) {
+		snprintf(msg, mlen, "out of memory");
+		return -ENOMEM;
+	}
+#define PUT(str)                                                       \
+	do {                                                           \
+		size_t l_ = strlen(str) + 1;                           \
+		memcpy(buf + sizeof(h) + len, (str), l_);              \
+		len += l_;                                             \
+	} while (0)
+	PUT(req->cwd ? req->cwd : "");
+	PUT(path);
+	for (i = 0; req->argv[i]; i++, h.argc++)
+		PUT(req->argv[i]);
+	for (i = 0; env[i]; i++, h.envc++)
+		PUT(env[i]);
+#undef PUT
+	h.len = (uint32_t)len;
+	memcpy(buf, &h, sizeof(h));
+	snprintf(g.name, sizeof(g.name), "%s", req->job);
+	fds[0] = jp->ctl[1];
+	fds[1] = jp->lfd;
+	fds[2] = jp->jobs;
+	fds[3] = jp->dir;
+	fds[4] = x->fd[W_OUT];
+	fds[5] = x->fd[W_ERR];
+	/* the monitor first: the job is watched before it runs */
+	{
+		struct iovec iov = { &g, sizeof(g) };
+		union {
+			char c[CMSG_SPACE(8 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.c };
+		struct cmsghdr *c;
+		ssize_t n;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_controllen = CMSG_SPACE(6 * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(6 * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, sizeof(fds));
+		do
+			n = sendmsg(s->sctl, &mh, MSG_NOSIGNAL);
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(g)) {
+			free(buf);
+			snprintf(msg, mlen, "the job's monitor is gone");
+			return -EIO;
+		}
+		/* B' gets its part; if it is gone (killed in the sandbox
+		 * this instant), its status pipe closes and S' reports
+		 * how it ended */
+		fds[0] = sp->stdio[0];
+		fds[1] = sp->stdio[1];
+		fds[2] = sp->stdio[2];
+		fds[3] = stw;
+		iov = (struct iovec){ buf, sizeof(h) + len };
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.c;
+		mh.msg_controllen = CMSG_SPACE(4 * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(4 * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, 4 * sizeof(int));
+		do
+			n = sendmsg(s->bctl, &mh, MSG_NOSIGNAL);
+		while (n < 0 && errno == EINTR);
+	}
+	free(buf);
+	return 0;
+}
+
+/* Sandbox id is stopping or going: its spares go now (B' killed, then
+ * waited for, bounded, so that nothing of ours is left in its cgroups
+ * and PID namespace). */
+static void spares_drop(struct exloop *lp, const char *id)
+{
+	struct spare *dead = NULL, *s;
+	struct pool *p;
+	int64_t end;
+
+	pthread_mutex_lock(&lp->spmu);
+	while (lp->mk_running && !strcmp(lp->mk_sb, id))
+		pthread_cond_wait(&lp->spcond, &lp->spmu);
+	p = pool_find(lp, id);
+	if (p)
+		pool_drop(lp, p, &dead);
+	pthread_mutex_unlock(&lp->spmu);
+	end = now_ms() + 1000;
+	for (s = dead; s; s = s->next)
+		if (s->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL,
+				NULL, 0);
+	for (s = dead; s; s = s->next) {
+		struct pollfd pf = { .fd = s->pidfd, .events = POLLIN };
+		int64_t left = end - now_ms();
+
+		if (s->pidfd >= 0 && left > 0)
+			poll(&pf, 1, (int)left);
+	}
+	spares_free(dead);
+}
 /* Runs A and collects B's PID.  0/-errno with a sentence in msg. */
 static int spawn(struct api_exec *x, struct local *l, const char *id,
 		 pid_t ipid, const struct api_exec_req *req, char *msg,
@@ -1219,11 +2070,11 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 {
 	struct spawn sp = { .pidfd = -1, .rootfd = -1,
 			    .stdio = { -1, -1, -1 }, .stw = -1 };
-	char path[PATH_MAX];
-	char **env = NULL;
+		char **env = NULL;
 	const char **shargv = NULL;
 	struct st_rec rec;
 	struct jobprep jp = { -1, -1, -1, { -1, -1 } };
+	struct spare *spare = NULL;
 	bool job = req->job && !req->tty, forked = false;
 	int r, st[2] = { -1, -1 }, wst;
 	size_t argc = 0, i;
@@ -1248,40 +2099,12 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	sp.cwd = req->cwd;
 	sp.tty = req->tty;
 
-	sp.pidfd = (int)syscall(SYS_pidfd_open, ipid, 0);
-	snprintf(path, sizeof(path), "/proc/%d/root", (int)ipid);
-	sp.rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (sp.pidfd < 0 || sp.rootfd < 0) {
-		r = errno == ESRCH ? -EBUSY : -errno;
-		snprintf(msg, mlen, "the sandbox's init process is gone: %s",
-			 strerror(errno));
-		goto out;
-	}
-	/* Never run on the host: a stale or reused init PID would share
-	 * our namespaces. */
-	if (same_ns(ipid, "pid") || same_ns(ipid, "mnt")) {
-		r = -EBUSY;
-		snprintf(msg, mlen, "the sandbox's init process is gone");
-		goto out;
-	}
-	sp.nsflags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
-		     CLONE_NEWUTS | CLONE_NEWNET;
-	if (!same_ns(ipid, "user")) {
-		sp.nsflags |= CLONE_NEWUSER;
-		sp.userns = true;
-	}
-	if (!same_ns(ipid, "cgroup"))
-		sp.nsflags |= CLONE_NEWCGROUP;
-
-	r = local_sb_cgroup_fds(l, id, sp.cgfd, LOCAL_CG_FDS);
-	if (r >= 0) {
-		sp.ncg = r;
-		r = 0;
-	}
-	if (r) {
-		snprintf(msg, mlen, "cannot open the sandbox's cgroups: %s",
-			 strerror(-r));
-		goto out;
+	if (job && blob_len(req, env, sp.path) <= SPARE_BLOB_MAX)
+		spare = spare_take(x->lp, id, ipid);
+	if (!spare) {
+		r = ns_prepare(l, id, ipid, &sp, msg, mlen);
+		if (r)
+			goto out;
 	}
 
 	r = make_stdio(x, req, &sp);
@@ -1294,6 +2117,31 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	sp.stw = st[1];
 	if (job) {
 		r = job_prepare(l, id, req, &jp, msg, mlen);
+		if (r)
+			goto out;
+	}
+	if (spare) {
+		pid_t b = spare->b;
+
+		r = spare_go(spare, req, env, sp.path, &sp, &jp, x, st[1], msg,
+			     mlen);
+		spare_free(spare, false);
+		spare = NULL;
+		if (r == 0) {
+			forked = true;
+			closefd(&st[1]);
+			stdio_close(&sp);
+			x->pid = b;
+			x->shim = true;
+			x->fd[W_PID] = jp.ctl[0];
+			jp.ctl[0] = -1;
+			setsockopt(x->fd[W_PID], SOL_SOCKET, SO_RCVTIMEO,
+				   &(struct timeval){ 0 },
+				   sizeof(struct timeval));
+			goto started;
+		}
+		/* the monitor is gone: the direct way */
+		r = ns_prepare(l, id, ipid, &sp, msg, mlen);
 		if (r)
 			goto out;
 	}
@@ -1386,16 +2234,15 @@ started:
 	fcntl(x->fd[W_STATUS], F_SETFL, O_NONBLOCK);
 	r = 0;
 out:
+	if (spare)
+		spare_free(spare, true);
 	if (r && job && !forked && jp.dir >= 0)
 		job_dir_remove(jp.jobs, req->job);
 	jobprep_close(&jp);
 	closefd(&st[0]);
 	closefd(&st[1]);
 	stdio_close(&sp);
-	closefd(&sp.pidfd);
-	closefd(&sp.rootfd);
-	for (i = 0; i < (size_t)sp.ncg; i++)
-		closefd(&sp.cgfd[i]);
+	ns_release(&sp);
 	free(env);
 	free(shargv);
 	return r;
@@ -2119,10 +2966,14 @@ int local_exec_init(struct local *l)
 		r = lp->buf ? -errno : -ENOMEM;
 		goto fail;
 	}
+	pthread_mutex_init(&lp->spmu, NULL);
+	pthread_cond_init(&lp->spcond, NULL);
 	r = -pthread_create(&lp->thr, NULL, loop_main, lp);
 	if (r)
 		goto fail;
 	lp->running = true;
+	/* without the maker, every job starts the direct way */
+	lp->mk_running = pthread_create(&lp->mk, NULL, spare_maker, lp) == 0;
 	pthread_mutex_lock(&reg_mu);
 	lp->next = registry;
 	registry = lp;
@@ -2157,6 +3008,14 @@ void local_exec_fini(struct local *l)
 	pthread_mutex_unlock(&reg_mu);
 	if (!lp)
 		return;
+	if (lp->mk_running) {
+		pthread_mutex_lock(&lp->spmu);
+		lp->mk_stop = true;
+		pthread_cond_broadcast(&lp->spcond);
+		pthread_mutex_unlock(&lp->spmu);
+		pthread_join(lp->mk, NULL);
+		lp->mk_running = false;
+	}
 	pthread_mutex_lock(&lp->mu);
 	lp->stop = true;
 	pthread_mutex_unlock(&lp->mu);
@@ -2220,6 +3079,8 @@ void local_exec_fini(struct local *l)
 	free(lp->buf);
 	pthread_mutex_destroy(&lp->mu);
 	pthread_cond_destroy(&lp->cond);
+	pthread_mutex_destroy(&lp->spmu);
+	pthread_cond_destroy(&lp->spcond);
 	free(lp);
 }
 
@@ -2605,6 +3466,8 @@ void local_exec_reap(struct local *l, const char *id)
 	struct exloop *lp = loop_of(l);
 	struct reapcmd rc;
 
+	if (lp && !lp->stop)
+		spares_drop(lp, id);
 	if (!lp || lp->stop || !lp->running ||
 	    pthread_equal(pthread_self(), lp->thr))
 		return;

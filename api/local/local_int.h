@@ -31,6 +31,10 @@ int local_sb_root(struct local *l, const char *id, char *buf, size_t len);
 int local_sb_init_pid(struct local *l, const char *id, pid_t *pid,
 		      char *msg, size_t msglen);
 
+/* True while a lifecycle verb (stop, destroy, pause...) holds sandbox
+ * `name` (local.c; exec.c makes no spare then). */
+bool local_busy(struct local *l, const char *name);
+
 /* Open cgroup.procs of every cgroup of the sandbox (exec'd processes
  * join them: pause freezes them too, destroy kills them, limits hold);
  * returns how many descriptors (<= max) or -errno. */
