@@ -572,6 +572,13 @@ static void shim_on_exit(struct shim *s)
 		buf[n++] = (char)('0' + v / 10 % 10);
 	buf[n++] = (char)('0' + v % 10);
 	buf[n++] = '\n';
+	/* sbxfs first (it is waiting), the file after: it is for a later
+	 * sbxfs, and we write it whatever becomes of this one */
+	if (s->ctl >= 0) {
+		struct shim_msg m = { .type = M_EXIT, .a = s->code };
+
+		shim_send(s->ctl, &m, NULL, 0);
+	}
 	fd = openat(s->dir, "exit.tmp",
 		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd >= 0) {
@@ -581,11 +588,6 @@ static void shim_on_exit(struct shim *s)
 		if (write(fd, buf, (size_t)n) == n)
 			renameat(s->dir, "exit.tmp", s->dir, "exit");
 		close(fd);
-	}
-	if (s->ctl >= 0) {
-		struct shim_msg m = { .type = M_EXIT, .a = s->code };
-
-		shim_send(s->ctl, &m, NULL, 0);
 	}
 	if (s->released)
 		shim_exit(s);
