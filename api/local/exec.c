@@ -1804,14 +1804,16 @@ static void *spare_maker(void *arg)
 			pthread_mutex_lock(&lp->spmu);
 			continue;
 		}
-		/* A pool that still has a spare is refilled once its
-		 * sandbox has been quiet for SPARE_QUIET_MS: a fork of sbxfs
-		 * next to a starting job slows the job down (CPU, and the
-		 * fork holds our memory map locked). */
+		/* A pool more than half full is refilled once its sandbox
+		 * has been quiet for SPARE_QUIET_MS: a fork of sbxfs next to
+		 * a starting job slows the job down (CPU, and the fork holds
+		 * our memory map locked). */
 		int64_t wait = 1000;
 
 		for (p = lp->pools; p; p = p->next) {
-			int64_t due = p->n ? p->used_ms + SPARE_QUIET_MS : 0;
+			/* half full or less: at once (jobs come in a run) */
+			int64_t due = p->n * 2 > p->target ?
+				      p->used_ms + SPARE_QUIET_MS : 0;
 
 			if (p->n >= p->target)
 				continue;
