@@ -787,7 +787,7 @@ static void create_poll(struct wrenn *w, struct wrenn_timer *t)
 	char path[256];
 
 	snprintf(path, sizeof(path), "/v1/capsules/%s", op->id);
-	w->op_deadline = op->deadline; /* still the mkdir's */
+	w->loop.op_deadline = op->deadline; /* still the mkdir's */
 	wrenn_call(w, "GET", path, NULL, create_check, op);
 }
 

@@ -12,6 +12,12 @@
 # function or object that a header of such a layer declares, and on a
 # global wrenn_* function defined in a .c file that its layer's header
 # does not declare (a back door around the headers).
+#
+# Below every layer is the service loop the remote backends share
+# (api/netloop.c, .h): only the transport (loop.c, http.c, http.h) may
+# include api/netloop.h or call its nl_* functions (the layers above go
+# through wrenn_post and the other wrappers of http.h), and the shared
+# loop includes nothing of a backend.
 set -u
 dir=${1:-$(cd "$(dirname "$0")" && pwd)}
 
@@ -96,6 +102,28 @@ for f in "$dir"/*.c "$dir"/*.h; do
 		esac
 	done < <(grep -oE '^[a-z].*\bwrenn_[a-z0-9_]+\(' "$f" | grep -v '^static' |
 		grep -oE 'wrenn_[a-z0-9_]+\($' | tr -d '(')
+done
+# the shared loop, at the bottom
+for f in "$dir/../netloop.c" "$dir/../netloop.h"; do
+	if [ ! -f "$f" ]; then
+		bad "api/$(basename "$f"): missing (the shared service loop)"
+		continue
+	fi
+	grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]+"api/(wrenn|cwsandbox)/' "$f" &&
+		bad "api/$(basename "$f") (shared loop, below every layer)" \
+			"includes a backend's header: upward"
+done
+for f in "$dir"/*.c "$dir"/*.h; do
+	[ -f "$f" ] || continue
+	[ "$(layer_of "$f")" = http ] && continue
+	grep -qE '^[[:space:]]*#[[:space:]]*include[[:space:]]+"api/netloop\.h"' "$f" &&
+		bad "$(basename "$f") includes api/netloop.h: only the" \
+			"transport (http) reaches the shared loop"
+	for s in $(sed 's@/\*.*\*/@@g' "$f" | grep -oE '\bnl_[a-z0-9_]+[[:space:]]*\(' |
+		grep -oE 'nl_[a-z0-9_]+' | sort -u); do
+		bad "$(basename "$f") calls $s of api/netloop.h: only the" \
+			"transport (http) reaches the shared loop"
+	done
 done
 [ "$n" -gt 0 ] || bad "no sources in $dir"
 [ "$fail" = 0 ] && echo "layers: $n files, no upward include or use"

@@ -202,7 +202,7 @@ static void http_free(struct wrenn_http *h)
 	wrenn_timer_cancel(h->w, &h->timer);
 	wrenn_timer_cancel(h->w, &h->watch);
 	if (h->in_multi) {
-		curl_multi_remove_handle(h->w->multi, h->easy);
+		curl_multi_remove_handle(h->w->loop.multi, h->easy);
 		h->w->nreq--;
 	}
 	live_del(h);
@@ -237,11 +237,11 @@ static void finish(struct wrenn_http *h, int err, const char *msg)
 			      h->w->base);
 	{
 		/* follow-up requests belong to the same operation */
-		int64_t saved = h->w->op_deadline;
+		int64_t saved = h->w->loop.op_deadline;
 
-		h->w->op_deadline = h->deadline;
+		h->w->loop.op_deadline = h->deadline;
 		h->cb(h->ud, err, err ? msg : NULL, &r);
-		h->w->op_deadline = saved;
+		h->w->loop.op_deadline = saved;
 	}
 	cJSON_Delete(j);
 	http_free(h);
@@ -292,7 +292,7 @@ static int submit(struct wrenn_http *h)
 	} else {
 		curl_easy_setopt(h->easy, CURLOPT_TIMEOUT_MS, (long)left);
 	}
-	if (curl_multi_add_handle(w->multi, h->easy) != CURLM_OK)
+	if (curl_multi_add_handle(w->loop.multi, h->easy) != CURLM_OK)
 		return -ENOMEM;
 	h->in_multi = true;
 	w->nreq++;
@@ -392,47 +392,41 @@ static bool retry_later(struct wrenn_http *h)
 	left = h->deadline - wrenn_now_ms();
 	if (delay >= left)
 		return false;
-	curl_multi_remove_handle(h->w->multi, h->easy);
+	curl_multi_remove_handle(h->w->loop.multi, h->easy);
 	h->in_multi = false;
 	h->w->nreq--;
 	wrenn_timer_arm(h->w, &h->timer, delay, timer_fired);
 	return true;
 }
 
-void wrenn_http_reap(struct wrenn *w)
+void wrenn_http_done(struct wrenn *w, CURL *easy, CURLcode rc)
 {
-	struct wrenn_http *h;
-	CURLMsg *m;
+	struct wrenn_http *h = NULL;
 	char msg[512];
 	long status;
-	int left, err;
+	int err;
 
-	while ((m = curl_multi_info_read(w->multi, &left))) {
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		h = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &h);
-		if (!h)
-			continue;
-		status = 0;
-		curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
-		if (m->data.result != CURLE_OK) {
-			if (h->sink_err) {
-				err = h->sink_err;
-				snprintf(msg, sizeof(msg), "wrenn: %s",
-					 api_strerror(err));
-			} else {
-				err = wrenn_err_curl(m->data.result, msg,
-						     sizeof(msg), h->errbuf);
-			}
-		} else if (status == 429 && retry_later(h)) {
-			continue;
+	(void)w;
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, &h);
+	if (!h)
+		return;
+	status = 0;
+	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (rc != CURLE_OK) {
+		if (h->sink_err) {
+			err = h->sink_err;
+			snprintf(msg, sizeof(msg), "wrenn: %s",
+				 api_strerror(err));
 		} else {
-			err = wrenn_err_http(status, h->resp, h->rlen, msg,
-					     sizeof(msg));
+			err = wrenn_err_curl(rc, msg, sizeof(msg), h->errbuf);
 		}
-		finish(h, err, msg);
+	} else if (status == 429 && retry_later(h)) {
+		return;
+	} else {
+		err = wrenn_err_http(status, h->resp, h->rlen, msg,
+				     sizeof(msg));
 	}
+	finish(h, err, msg);
 }
 
 void wrenn_http_abort_all(struct wrenn *w)

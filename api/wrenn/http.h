@@ -1,9 +1,10 @@
 /* http.h - layer 1 of the Wrenn backend: the transport.
  *
- * loop.c: the one service thread, its work queue, timers and the deadline
- * of the user operation being served; http.c: REST requests on the curl
- * multi handle the loop sleeps in (JSON, multipart uploads, streamed
- * bodies, 429 retried after Retry-After within the deadline).
+ * loop.c: the typed face of the one service thread, which is the shared
+ * loop of the remote backends (api/netloop.c: work queue, timers, the
+ * deadline of the user operation being served); http.c: REST requests
+ * on the curl multi handle the loop sleeps in (JSON, multipart uploads,
+ * streamed bodies, 429 retried after Retry-After within the deadline).
  *
  * Threading: every field of struct wrenn below the "loop only" mark and
  * every request, file and exec state machine is touched only by the
@@ -28,23 +29,23 @@
 #include <curl/curl.h>
 
 #include "api/api.h"
+#include "api/netloop.h"
 
 struct lws_context;
 struct wrenn;
 
-/* One queued unit of work; embedded in the structure it belongs to. */
+/* One queued unit of work; embedded in the structure it belongs to.
+ * The queue, its order and the deadline it carries are the shared
+ * loop's (api/netloop.h); this adds only the typed callback. */
 struct wrenn_work {
-	struct wrenn_work *next;
+	struct nl_work nl;
 	void (*fn)(struct wrenn *w, struct wrenn_work *wk);
-	int64_t deadline; /* of the user operation it belongs to */
 };
 
-/* A one-shot timer (loop thread only). */
+/* A one-shot timer (loop thread only), on the shared loop's list. */
 struct wrenn_timer {
-	struct wrenn_timer *next;
-	int64_t due_ms; /* monotonic */
+	struct nl_timer nl;
 	void (*fn)(struct wrenn *w, struct wrenn_timer *t);
-	bool armed;
 };
 
 /* A layer above that must run on every turn of the loop (WebSocket
@@ -56,8 +57,6 @@ struct wrenn_turn {
 	 * NULL.  While there are any, the loop looks in every 100 ms. */
 	int (*pollfds)(struct wrenn *w, struct curl_waitfd *fds, int max);
 };
-
-#define WRENN_TURNS_MAX 4
 
 /* State of the layers above, opaque here (each defined by its layer). */
 struct wrenn_alias;	     /* capsule.c */
@@ -81,25 +80,16 @@ struct wrenn {
 	bool trace;		 /* SBXFS_WRENN_TRACE: log each request */
 	char state_path[4096]; /* alias map file */
 
-	CURLM *multi;
+	/* The service thread, its curl multi handle (loop.multi), queue
+	 * and timers (api/netloop.h).  loop.op_deadline: deadline of the
+	 * user operation whose code runs now (0: none).  One -o timeout=
+	 * bounds a whole operation, however many requests it takes: work
+	 * posted, requests made and their callbacks carry it on, so a
+	 * follow-up request gets only what is left. */
+	struct netloop loop;
 	struct lws_context *lws;
-	pthread_t thr;
-	bool thr_started;
-
-	pthread_mutex_t qlock;
-	struct wrenn_work *qhead, *qtail;
-	bool stopping;
-
-	const struct wrenn_turn *turns[WRENN_TURNS_MAX];
-	int nturns;
 
 	/* ---- loop only ---- */
-	struct wrenn_timer *timers;
-	/* Deadline of the user operation whose code runs now (0: none).
-	 * One -o timeout= bounds a whole operation, however many requests
-	 * it takes: work posted, requests made and their callbacks carry
-	 * it on, so a follow-up request gets only what is left. */
-	int64_t op_deadline;
 	int nreq;		  /* requests in the multi handle */
 	struct wrenn_http *reqs;  /* live requests (http.c) */
 
@@ -139,9 +129,14 @@ void wrenn_timer_drop_all(struct wrenn *w,
 			  void (*drop)(struct wrenn_timer *t));
 
 /* Add a turn (before wrenn_loop_start); turns run in the order added.
- * -ENOSPC when WRENN_TURNS_MAX are there. */
+ * -ENOSPC when NL_TURNS_MAX are there. */
 int wrenn_loop_add(struct wrenn *w, const struct wrenn_turn *t);
-/* Start the service thread; stop it (queued work is abandoned). */
+/* Set up the multi handle (0 or -ENOMEM); tear it down (after the stop,
+ * once the requests are gone; safe when never set up). */
+int wrenn_loop_init(struct wrenn *w);
+void wrenn_loop_destroy(struct wrenn *w);
+/* Start the service thread; stop it: work queued before the stop still
+ * runs (on the service thread), nothing runs after it returns. */
 int wrenn_loop_start(struct wrenn *w);
 void wrenn_loop_stop(struct wrenn *w);
 
@@ -180,8 +175,8 @@ void wrenn_http_cancel(struct wrenn_http *h);
 /* Shortcut: new + go.  path/json copied. */
 void wrenn_call(struct wrenn *w, const char *method, const char *path,
 		const char *json, wrenn_http_cb cb, void *ud);
-/* Called by the loop after curl_multi_perform. */
-void wrenn_http_reap(struct wrenn *w);
+/* Called by the loop for each transfer of the multi handle that ended. */
+void wrenn_http_done(struct wrenn *w, CURL *easy, CURLcode rc);
 /* At shutdown, after the loop stopped: every live request ends with
  * -ECANCELED. */
 void wrenn_http_abort_all(struct wrenn *w);

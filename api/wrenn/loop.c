@@ -1,20 +1,21 @@
 /* loop.c - the Wrenn backend's service thread (transport layer, http.h).
  *
- * One thread owns the curl multi handle and the libwebsockets context.
- * It sleeps in curl_multi_poll() with the descriptors of the registered
- * turns (the WebSocket sockets) as extra descriptors, so HTTP and
- * WebSocket traffic share one wait; other threads queue work with
- * wrenn_post() and wake it with curl_multi_wakeup().  The woken side
- * drains the whole queue (wakeups coalesce).  Timers (429 retries, exec
- * deadlines) are a short list checked on every turn; the layers above
- * run their own per-turn work (WebSocket service, keep-alive pings) as
- * turns registered with wrenn_loop_add().
+ * The thread, its curl multi handle, work queue, timers and the
+ * deadline of the user operation are the shared loop of the remote
+ * backends (api/netloop.c).  What is Wrenn's: the typed work items and
+ * timers below (struct wrenn in the callbacks), the finished transfers
+ * handed to http.c, and the turns the layers above register with
+ * wrenn_loop_add() (exec.c: libwebsockets service, whose sockets the
+ * loop waits on beside curl's; capsule.c: keep-alive pings).
  */
 #include <errno.h>
 #include <stddef.h>
-#include <time.h>
 
 #include "api/wrenn/http.h"
+
+#define WRENN_OF(nl) ((struct wrenn *)(nl)->owner)
+#define CONTAINER(p, type, member) \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 struct wrenn *wrenn_of(struct api_backend *be)
 {
@@ -23,197 +24,128 @@ struct wrenn *wrenn_of(struct api_backend *be)
 
 int64_t wrenn_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return nl_now_ms();
 }
 
 int64_t wrenn_deadline(struct wrenn *w)
 {
-	return w->op_deadline ? w->op_deadline :
-				wrenn_now_ms() + w->timeout_ms;
+	return nl_deadline(&w->loop);
 }
 
 bool wrenn_in_loop(struct wrenn *w)
 {
-	return w->thr_started && pthread_equal(pthread_self(), w->thr);
+	return nl_in_loop(&w->loop);
+}
+
+static void work_run(struct netloop *nl, struct nl_work *nwk)
+{
+	struct wrenn_work *wk = CONTAINER(nwk, struct wrenn_work, nl);
+
+	wk->fn(WRENN_OF(nl), wk);
 }
 
 void wrenn_post(struct wrenn *w, struct wrenn_work *wk,
 		void (*fn)(struct wrenn *w, struct wrenn_work *wk))
 {
 	wk->fn = fn;
-	wk->next = NULL;
-	/* a new user operation, or a step of the one running here */
-	wk->deadline = wrenn_in_loop(w) && w->op_deadline ?
-			       w->op_deadline :
-			       wrenn_now_ms() + w->timeout_ms;
-	pthread_mutex_lock(&w->qlock);
-	if (w->qtail)
-		w->qtail->next = wk;
-	else
-		w->qhead = wk;
-	w->qtail = wk;
-	pthread_mutex_unlock(&w->qlock);
-	curl_multi_wakeup(w->multi);
+	nl_post(&w->loop, &wk->nl, work_run);
+}
+
+static void timer_run(struct netloop *nl, struct nl_timer *nt)
+{
+	struct wrenn_timer *t = CONTAINER(nt, struct wrenn_timer, nl);
+
+	t->fn(WRENN_OF(nl), t);
 }
 
 void wrenn_timer_cancel(struct wrenn *w, struct wrenn_timer *t)
 {
-	struct wrenn_timer **pp;
-
-	if (!t->armed)
-		return;
-	for (pp = &w->timers; *pp; pp = &(*pp)->next)
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
-	t->armed = false;
+	nl_timer_cancel(&w->loop, &t->nl);
 }
 
 void wrenn_timer_arm(struct wrenn *w, struct wrenn_timer *t, int64_t ms,
 		     void (*fn)(struct wrenn *w, struct wrenn_timer *t))
 {
-	wrenn_timer_cancel(w, t);
 	t->fn = fn;
-	t->due_ms = wrenn_now_ms() + (ms > 0 ? ms : 0);
-	t->next = w->timers;
-	w->timers = t;
-	t->armed = true;
+	nl_timer_arm(&w->loop, &t->nl, ms, timer_run);
+}
+
+struct drop_arg {
+	void (*fn)(struct wrenn *w, struct wrenn_timer *t);
+	void (*drop)(struct wrenn_timer *t);
+};
+
+static bool drop_match(struct nl_timer *nt, void *arg)
+{
+	const struct drop_arg *a = arg;
+
+	return CONTAINER(nt, struct wrenn_timer, nl)->fn == a->fn;
+}
+
+static void drop_one(struct nl_timer *nt, void *arg)
+{
+	const struct drop_arg *a = arg;
+
+	a->drop(CONTAINER(nt, struct wrenn_timer, nl));
 }
 
 void wrenn_timer_drop_all(struct wrenn *w,
 			  void (*fn)(struct wrenn *w, struct wrenn_timer *t),
 			  void (*drop)(struct wrenn_timer *t))
 {
-	struct wrenn_timer **pp = &w->timers;
+	struct drop_arg a = { fn, drop };
 
-	while (*pp) {
-		struct wrenn_timer *t = *pp;
-
-		if (t->fn == fn) {
-			*pp = t->next;
-			t->armed = false;
-			drop(t);
-		} else {
-			pp = &t->next;
-		}
-	}
+	nl_timer_drop_if(&w->loop, drop_match, drop_one, &a);
 }
 
-/* Fire due timers; return ms until the next one (or -1). */
-static int64_t timers_run(struct wrenn *w)
+static int64_t turn_run(struct netloop *nl, void *arg)
 {
-	int64_t now = wrenn_now_ms(), next = -1;
-	struct wrenn_timer *t;
+	const struct wrenn_turn *t = arg;
 
-again:
-	for (t = w->timers; t; t = t->next) {
-		if (t->due_ms <= now) {
-			wrenn_timer_cancel(w, t);
-			w->op_deadline = 0; /* timers start their own */
-			t->fn(w, t);
-			/* the list may have changed under us */
-			goto again;
-		}
-	}
-	for (t = w->timers; t; t = t->next)
-		if (next < 0 || t->due_ms - now < next)
-			next = t->due_ms - now;
-	return next;
+	return t->run(WRENN_OF(nl));
 }
+
+static int turn_pollfds(struct netloop *nl, void *arg,
+			struct curl_waitfd *fds, int max)
+{
+	const struct wrenn_turn *t = arg;
+
+	return t->pollfds ? t->pollfds(WRENN_OF(nl), fds, max) : 0;
+}
+
+static const struct nl_turn turn = { .run = turn_run,
+				     .pollfds = turn_pollfds };
 
 int wrenn_loop_add(struct wrenn *w, const struct wrenn_turn *t)
 {
-	if (w->nturns >= WRENN_TURNS_MAX)
-		return -ENOSPC;
-	w->turns[w->nturns++] = t;
-	return 0;
+	return nl_turn_add(&w->loop, &turn, (void *)t);
 }
 
-static bool queue_run(struct wrenn *w)
+static void transfer_done(struct netloop *nl, CURL *easy, CURLcode rc)
 {
-	struct wrenn_work *wk, *next;
-	bool stop;
-
-	pthread_mutex_lock(&w->qlock);
-	wk = w->qhead;
-	w->qhead = w->qtail = NULL;
-	stop = w->stopping;
-	pthread_mutex_unlock(&w->qlock);
-	for (; wk; wk = next) {
-		next = wk->next;
-		w->op_deadline = wk->deadline;
-		wk->fn(w, wk);
-		w->op_deadline = 0;
-	}
-	return stop;
+	wrenn_http_done(WRENN_OF(nl), easy, rc);
 }
 
-static void *loop_main(void *arg)
+/* Requests still in flight at the stop end after it, off the loop
+ * (wrenn.c: wrenn_http_abort_all), as they always did. */
+static const struct nl_ops wrenn_loop_ops = { .done = transfer_done };
+
+int wrenn_loop_init(struct wrenn *w)
 {
-	struct wrenn *w = arg;
-	struct curl_waitfd fds[64];
-	int running, n, i;
-	int64_t t, tk, want;
+	return nl_init(&w->loop, w, &wrenn_loop_ops, w->timeout_ms);
+}
 
-	for (;;) {
-		if (queue_run(w))
-			break;
-		curl_multi_perform(w->multi, &running);
-		wrenn_http_reap(w);
-		tk = -1;
-		for (i = 0; i < w->nturns; i++) {
-			want = w->turns[i]->run(w);
-			if (want >= 0 && (tk < 0 || want < tk))
-				tk = want;
-		}
-		t = timers_run(w);
-		/* timers may have queued work or started transfers */
-		curl_multi_perform(w->multi, &running);
-		wrenn_http_reap(w);
-		{
-			long ct = -1;
-
-			curl_multi_timeout(w->multi, &ct);
-			if (ct >= 0 && (t < 0 || ct < t))
-				t = ct;
-		}
-		if (tk >= 0 && (t < 0 || tk < t))
-			t = tk;
-		n = 0;
-		for (i = 0; i < w->nturns; i++)
-			if (w->turns[i]->pollfds)
-				n += w->turns[i]->pollfds(w, fds + n, 64 - n);
-		/* lws keeps internal timers (close, ping-pong): look in
-		 * often while WebSockets are live. */
-		if (n > 0 && (t < 0 || t > 100))
-			t = 100;
-		if (t < 0 || t > 1000)
-			t = 1000;
-		curl_multi_poll(w->multi, fds, (unsigned)n, (int)t, NULL);
-	}
-	return NULL;
+void wrenn_loop_destroy(struct wrenn *w)
+{
+	nl_destroy(&w->loop);
 }
 
 int wrenn_loop_start(struct wrenn *w)
 {
-	if (pthread_create(&w->thr, NULL, loop_main, w))
-		return -EAGAIN;
-	w->thr_started = true;
-	return 0;
+	return nl_start(&w->loop);
 }
 
 void wrenn_loop_stop(struct wrenn *w)
 {
-	if (!w->thr_started)
-		return;
-	pthread_mutex_lock(&w->qlock);
-	w->stopping = true;
-	pthread_mutex_unlock(&w->qlock);
-	curl_multi_wakeup(w->multi);
-	pthread_join(w->thr, NULL);
-	w->thr_started = false;
+	nl_stop(&w->loop);
 }

@@ -144,17 +144,15 @@ static void wrenn_destroy(struct wrenn *w)
 	if (!w)
 		return;
 	wrenn_loop_stop(w);
-	/* Work queued after the stop flag is abandoned; requests and
-	 * streams still in flight are cancelled with ECANCELED. */
+	/* Work queued before the stop ran; requests and streams still in
+	 * flight are cancelled with ECANCELED. */
 	wrenn_exec_free_all(w);
 	wrenn_http_abort_all(w);
 	wrenn_reconcile_drop_all(w);
 	wrenn_dcache_free(w);
 	wrenn_alias_free(w);
 	wrenn_keep_free_all(w);
-	if (w->multi)
-		curl_multi_cleanup(w->multi);
-	pthread_mutex_destroy(&w->qlock);
+	wrenn_loop_destroy(w);
 	if (w->key) {
 		explicit_bzero(w->key, strlen(w->key));
 		free(w->key);
@@ -185,7 +183,6 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 		err = -ENOMEM;
 		goto out;
 	}
-	pthread_mutex_init(&w->qlock, NULL);
 	w->be = be;
 	w->timeout_ms = be->timeout > 0 ? (int64_t)(be->timeout * 1000) :
 					  30000;
@@ -267,13 +264,11 @@ static int wrenn_init(struct api_backend *be, const char *arg,
 	err = wrenn_capsule_init(w, &wrenn_hooks);
 	if (err)
 		goto out;
-	w->multi = curl_multi_init();
-	if (!w->multi) {
-		err = -ENOMEM;
+	err = wrenn_loop_init(w);
+	if (err)
 		goto out;
-	}
-	curl_multi_setopt(w->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 8L);
-	curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, 16L);
+	curl_multi_setopt(w->loop.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 8L);
+	curl_multi_setopt(w->loop.multi, CURLMOPT_MAXCONNECTS, 16L);
 	err = wrenn_exec_init(w);
 	if (err) {
 		api_log("wrenn: cannot set up WebSockets");
