@@ -24,6 +24,8 @@
 
 #define NBUCKETS (1u << 16)
 #define CACHE_N 16
+#define NEG_N 256 /* negative entries remembered (older ones: kept by the kernel
+		    at most attr_timeout) */
 #define NAME_MAX_LEN 255
 #define FS_PATH_LIMIT (16 * PATH_MAX)
 #define OP_NO_CHOWN 0x80000000u /* op->flags: a link keeps its owner */
@@ -60,12 +62,25 @@ struct listing {
 	int refs;
 };
 
+/* A negative entry the kernel was given (reply_negative), kept so that
+ * the end of a command in that sandbox can take it back: what a command
+ * made must show at once afterwards, not attr_timeout later. */
+struct negent {
+	unsigned slot, gen;
+	fuse_ino_t parent;
+	struct timespec when;
+	bool used;
+	char name[NAME_MAX_LEN + 1];
+};
+
 struct fs_files {
 	pthread_mutex_t mu;
 	uint64_t next_id;
 	struct node **by_id, **by_path, **by_host;
 	size_t freed;	/* nodes freed since the last malloc_trim */
 	struct listing *cache[CACHE_N];
+	struct negent neg[NEG_N]; /* a ring */
+	unsigned neg_next;
 };
 
 /* ---- node table (files->mu held) ---------------------------------------- */
@@ -781,11 +796,68 @@ static void reply_entry(struct op *o, const struct stat *st)
 static void reply_negative(struct op *o)
 {
 	struct fuse_entry_param e;
+	struct fs_files *f = o->fs->files;
+	const char *name = strrchr(o->path, '/');
 
+	name = name ? name + 1 : o->path;
+	if (strlen(name) <= NAME_MAX_LEN) {
+		pthread_mutex_lock(&f->mu);
+		struct negent *ne = &f->neg[f->neg_next++ % NEG_N];
+
+		ne->slot = o->slot;
+		ne->gen = o->gen;
+		ne->used = true;
+		ne->parent = o->ino;
+		clock_gettime(CLOCK_MONOTONIC, &ne->when);
+		snprintf(ne->name, sizeof ne->name, "%s", name);
+		pthread_mutex_unlock(&f->mu);
+	}
 	memset(&e, 0, sizeof e);
 	e.entry_timeout = o->fs->opts.attr_timeout;
 	fuse_reply_entry(o->req, &e);
 	op_free(o);
+}
+
+/* A command of sandbox `slot` ended (exec, proc/ job): what it made or
+ * changed must show through the mount at once.  Its cached listings go,
+ * and the negative entries the kernel holds for it are taken back.  For
+ * a page-cache (local) backend this runs on the backend's exec thread,
+ * which no file request waits on, so the kernel is told synchronously,
+ * before the command's end is visible to anyone (a reader's EOF, wait);
+ * remote backends may run it on the thread their file requests wait on,
+ * so there it is queued (the poller sends it, normally within
+ * microseconds; at worst the entry expires after attr_timeout). */
+void fs_files_cmd_ended(struct fs *fs, unsigned slot, unsigned gen)
+{
+	struct fs_files *f = fs->files;
+	struct negent *todo;
+	size_t n = 0;
+
+	if (!f)
+		return;
+	todo = malloc(NEG_N * sizeof *todo);
+	pthread_mutex_lock(&f->mu);
+	cache_drop_sb(f, slot);
+	for (unsigned i = 0; i < NEG_N; i++) {
+		struct negent *ne = &f->neg[i];
+
+		if (!ne->used || ne->slot != slot || ne->gen != gen)
+			continue;
+		if (todo && age(&ne->when) < fs->opts.attr_timeout + 1)
+			todo[n++] = *ne;
+		ne->used = false;
+	}
+	pthread_mutex_unlock(&f->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (fs->page_cache && fs->se)
+			fuse_lowlevel_notify_inval_entry(
+				fs->se, todo[i].parent, todo[i].name,
+				strlen(todo[i].name));
+		else
+			fs_notify_inval_entry(fs, todo[i].parent,
+					      todo[i].name);
+	}
+	free(todo);
 }
 
 /* Completion of every api_file_stat: reply by op kind. */

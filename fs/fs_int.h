@@ -316,6 +316,9 @@ void fs_files_free(struct fs *fs);
 void fs_file_root_lookup(fuse_req_t req, struct fs_sb *sb);
 /* Drop cached listings of a sandbox (destroyed, or changed by a verb). */
 void fs_files_forget_sb(struct fs *fs, unsigned slot);
+/* A command of that sandbox ended: drop its listings and take back the
+ * negative entries the kernel holds for it (files.c). */
+void fs_files_cmd_ended(struct fs *fs, unsigned slot, unsigned gen);
 /* FORGET of an fs/ node (fs.c dispatches; no reply). */
 void fs_files_forget(struct fs *fs, fuse_ino_t ino, uint64_t nlookup);
 

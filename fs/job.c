@@ -691,6 +691,9 @@ static void job_exited(void *ud, int code, int err, const char *msg)
 	struct fs_job *j = ud;
 	struct done d = { 0 };
 
+	/* What the command made shows through fs/ before anyone can see
+	 * that it ended. */
+	fs_files_cmd_ended(j->fs, j->sb_slot, j->sb_gen);
 	/* The sentence first: a reader that gets EIO below may look at
 	 * `err` at once. */
 	if (err)

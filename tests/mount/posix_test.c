@@ -168,6 +168,27 @@ Test(posix, missing_name_then_made)
 	cr_assert_str_eq(o.out, "d\nr\nhi\n");
 }
 
+/* A command's end takes the negative entries back: a name looked up and
+ * found missing, then made by a command run through `exec` or a proc/
+ * job, is there as soon as the command's end is seen (its EOF, `wait`),
+ * not attr_timeout later; also when the miss came from a fresh listing. */
+Test(posix, missing_name_made_by_command)
+{
+	struct sh_out o = sh_run(
+		"cd box && mkdir fs/tmp/n3 && "
+		"test -e fs/tmp/n3/a || { exec 3<>exec; "
+		"echo 'echo A > /tmp/n3/a' >&3; cat <&3; exec 3>&-; }; "
+		"cat fs/tmp/n3/a && "
+		"ls fs/tmp/n3 >/dev/null && ! test -e fs/tmp/n3/b && "
+		"mkdir proc/j && echo 'echo B > /tmp/n3/b' > proc/j/cmd && "
+		"cat proc/j/wait && cat fs/tmp/n3/b && "
+		"test -e fs/tmp/n3/c || { exec 3<>exec; "
+		"echo 'mkdir /tmp/n3/c' >&3; cat <&3; exec 3>&-; }; "
+		"test -d fs/tmp/n3/c && echo dir && rmdir proc/j");
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "A\n0\nB\ndir\n");
+}
+
 /* Attributes set on a file that is open (tar: write, then times, owner,
  * mode before the close) read back as set, through either name. */
 Test(posix, setattr_of_open_file)
