@@ -1898,50 +1898,45 @@ static struct spare *spare_take(struct exloop *lp, const char *id, pid_t ipid)
 
 	if (!lp->mk_running)
 		return NULL;
-	for (;;) {
-		pthread_mutex_lock(&lp->spmu);
-		p = pool_find(lp, id);
-		if (p && p->ipid != ipid) {
-			pool_drop(lp, p, &dead);
-			p = NULL;
-		}
-		if (!p) {
-			for (struct pool *q = lp->pools; q; q = q->next)
-				npools++;
-			p = npools < SPARE_POOLS_MAX ?
-			    calloc(1, sizeof(*p)) : NULL;
-			if (p) {
-				snprintf(p->sb, sizeof(p->sb), "%s", id);
-				p->ipid = ipid;
-				p->next = lp->pools;
-				lp->pools = p;
-			}
-		}
-		if (p) {
-			p->used_ms = now_ms();
-			if (p->target < 1)
-				p->target = 1;
-			s = p->head;
-			if (s) {
-				p->head = s->next;
-				p->n--;
-			}
-			if (!s || p->n == 0)
-				/* the next job may find none: make more */
-				p->target = p->target * 2 > SPARE_MAX ?
-					    SPARE_MAX : p->target * 2;
-			pthread_cond_broadcast(&lp->spcond);
-		}
-		pthread_mutex_unlock(&lp->spmu);
-		spares_free(dead);
-		dead = NULL;
-		if (!s)
-			return NULL;
-		if (spare_ready(s))
-			return s;
-		spare_free(s, true);
-		return NULL;
+	pthread_mutex_lock(&lp->spmu);
+	p = pool_find(lp, id);
+	if (p && p->ipid != ipid) { /* the sandbox was restarted */
+		pool_drop(lp, p, &dead);
+		p = NULL;
 	}
+	if (!p) {
+		for (struct pool *q = lp->pools; q; q = q->next)
+			npools++;
+		p = npools < SPARE_POOLS_MAX ? calloc(1, sizeof(*p)) : NULL;
+		if (p) {
+			snprintf(p->sb, sizeof(p->sb), "%s", id);
+			p->ipid = ipid;
+			p->next = lp->pools;
+			lp->pools = p;
+		}
+	}
+	if (p) {
+		p->used_ms = now_ms();
+		if (p->target < 1)
+			p->target = 1;
+		s = p->head;
+		if (s) {
+			p->head = s->next;
+			p->n--;
+		}
+		if (!s || p->n == 0) /* the next job may find none */
+			p->target = p->target * 2 > SPARE_MAX ?
+				    SPARE_MAX : p->target * 2;
+		pthread_cond_broadcast(&lp->spcond);
+	}
+	pthread_mutex_unlock(&lp->spmu);
+	spares_free(dead);
+	/* pooled spares were ready; this sees one killed since */
+	if (s && !spare_ready(s)) {
+		spare_free(s, true);
+		s = NULL;
+	}
+	return s;
 }
 
 /* Start the job in spare s: S' takes the job's directory and sockets,
