@@ -1,5 +1,6 @@
 /* cw.c - CW Sandbox backend: ops table, options and key, the service
- * thread (one curl multi handle, a work queue, timers).
+ * thread (the shared loop of api/netloop.c: one curl multi handle, a work
+ * queue, timers), typed here.
  *
  * SOURCE is `cwsandbox` or `cwsandbox:URL`; without a URL,
  * CWSANDBOX_BASE_URL, else https://api.cwsandbox.com.  The API key comes
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <fuse_opt.h>
@@ -34,140 +34,72 @@ struct cw *cw_of(struct api_backend *be)
 
 int64_t cw_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return nl_now_ms();
 }
 
 bool cw_in_loop(struct cw *w)
 {
-	return w->thr_started && pthread_equal(pthread_self(), w->thr);
+	return nl_in_loop(&w->loop);
 }
 
 int64_t cw_op_left(struct cw *w, int64_t ms)
 {
-	int64_t spent;
+	return nl_op_left(&w->loop, ms);
+}
 
-	if (!cw_in_loop(w) || !w->op_deadline)
-		return ms;
-	spent = cw_now_ms() + w->timeout_ms - w->op_deadline;
-	if (spent > 0)
-		ms -= spent;
-	return ms > 0 ? ms : 1;
+#define CW_OF(nl) ((struct cw *)(nl)->owner)
+#define CONTAINER(p, type, member) \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+static void work_run(struct netloop *nl, struct nl_work *nwk)
+{
+	struct cw_work *wk = CONTAINER(nwk, struct cw_work, nl);
+
+	wk->fn(CW_OF(nl), wk);
 }
 
 void cw_post(struct cw *w, struct cw_work *wk,
 	     void (*fn)(struct cw *w, struct cw_work *wk))
 {
 	wk->fn = fn;
-	wk->next = NULL;
-	/* a new user operation, or a step of the one running here */
-	wk->deadline = cw_in_loop(w) && w->op_deadline ?
-			       w->op_deadline : cw_now_ms() + w->timeout_ms;
-	pthread_mutex_lock(&w->qlock);
-	if (w->qtail)
-		w->qtail->next = wk;
-	else
-		w->qhead = wk;
-	w->qtail = wk;
-	pthread_mutex_unlock(&w->qlock);
-	curl_multi_wakeup(w->multi);
+	nl_post(&w->loop, &wk->nl, work_run);
+}
+
+static void timer_run(struct netloop *nl, struct nl_timer *nt)
+{
+	struct cw_timer *t = CONTAINER(nt, struct cw_timer, nl);
+
+	t->fn(CW_OF(nl), t);
 }
 
 void cw_timer_cancel(struct cw *w, struct cw_timer *t)
 {
-	struct cw_timer **pp;
-
-	if (!t->armed)
-		return;
-	for (pp = &w->timers; *pp; pp = &(*pp)->next)
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
-	t->armed = false;
+	nl_timer_cancel(&w->loop, &t->nl);
 }
 
 void cw_timer_arm(struct cw *w, struct cw_timer *t, int64_t ms,
 		  void (*fn)(struct cw *w, struct cw_timer *t))
 {
-	cw_timer_cancel(w, t);
 	t->fn = fn;
-	t->due_ms = cw_now_ms() + (ms > 0 ? ms : 0);
-	t->next = w->timers;
-	w->timers = t;
-	t->armed = true;
+	nl_timer_arm(&w->loop, &t->nl, ms, timer_run);
 }
 
-/* Fire due timers; ms until the next one, or -1. */
-static int64_t timers_run(struct cw *w)
+static void transfer_done(struct netloop *nl, CURL *easy, CURLcode rc)
 {
-	int64_t now = cw_now_ms(), next = -1;
-	struct cw_timer *t;
-
-again:
-	for (t = w->timers; t; t = t->next)
-		if (t->due_ms <= now) {
-			cw_timer_cancel(w, t);
-			w->op_deadline = 0;	/* timers start their own */
-			t->fn(w, t);
-			goto again;	/* the list may have changed */
-		}
-	for (t = w->timers; t; t = t->next)
-		if (next < 0 || t->due_ms - now < next)
-			next = t->due_ms - now;
-	return next;
+	cw_rpc_done(CW_OF(nl), easy, rc);
 }
 
-static void drain(struct cw *w)
+/* At the stop, on the service thread: every call still in flight ends
+ * (its callback runs there), then what that queued runs. */
+static void loop_stopping(struct netloop *nl)
 {
-	struct cw_work *wk, *next;
-
-	for (;;) {
-		pthread_mutex_lock(&w->qlock);
-		wk = w->qhead;
-		w->qhead = w->qtail = NULL;
-		pthread_mutex_unlock(&w->qlock);
-		if (!wk)
-			return;
-		for (; wk; wk = next) {
-			next = wk->next;	/* fn may free wk */
-			w->op_deadline = wk->deadline;
-			wk->fn(w, wk);
-			w->op_deadline = 0;
-		}
-	}
+	cw_rpc_abort_all(CW_OF(nl));
 }
 
-static void *loop(void *arg)
-{
-	struct cw *w = arg;
-	int running, left;
-	int64_t next;
-	CURLMsg *m;
-
-	for (;;) {
-		drain(w);
-		pthread_mutex_lock(&w->qlock);
-		if (w->stopping) {
-			pthread_mutex_unlock(&w->qlock);
-			break;
-		}
-		pthread_mutex_unlock(&w->qlock);
-		next = timers_run(w);
-		curl_multi_perform(w->multi, &running);
-		while ((m = curl_multi_info_read(w->multi, &left)))
-			if (m->msg == CURLMSG_DONE)
-				cw_rpc_done(w, m->easy_handle, m->data.result);
-		if (next < 0 || next > 1000)
-			next = 1000;
-		curl_multi_poll(w->multi, NULL, 0, (int)next, NULL);
-	}
-	cw_rpc_abort_all(w);
-	drain(w);
-	return NULL;
-}
+static const struct nl_ops cw_loop_ops = {
+	.done = transfer_done,
+	.stopping = loop_stopping,
+};
 
 /* ---- options and key ----------------------------------------------------- */
 
@@ -246,17 +178,10 @@ static void cw_free(struct api_backend *be)
 	if (!w)
 		return;
 	/* queued small files land before the service thread stops */
-	if (w->thr_started && be->rf)
+	if (nl_started(&w->loop) && be->rf)
 		api_rfile_drain(be, be->timeout);
-	if (w->thr_started) {
-		pthread_mutex_lock(&w->qlock);
-		w->stopping = true;
-		pthread_mutex_unlock(&w->qlock);
-		curl_multi_wakeup(w->multi);
-		pthread_join(w->thr, NULL);
-	}
-	if (w->multi)
-		curl_multi_cleanup(w->multi);
+	nl_stop(&w->loop);
+	nl_destroy(&w->loop);
 	if (w->auth_hdr) {
 		explicit_bzero(w->auth_hdr, strlen(w->auth_hdr));
 		free(w->auth_hdr);
@@ -264,7 +189,6 @@ static void cw_free(struct api_backend *be)
 	free(w->base);
 	free(w->image);
 	free(w->stopped);
-	pthread_mutex_destroy(&w->qlock);
 	free(w);
 	be->priv = NULL;
 }
@@ -283,7 +207,6 @@ static int cw_init(struct api_backend *be, const char *arg,
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		goto out;
-	pthread_mutex_init(&w->qlock, NULL);
 	be->priv = w;
 	w->be = be;
 	w->timeout_ms = (int64_t)(be->timeout * 1000);
@@ -323,21 +246,15 @@ static int cw_init(struct api_backend *be, const char *arg,
 	}
 	explicit_bzero(key, sizeof(key));
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	w->multi = curl_multi_init();
-	if (!w->multi) {
-		err = -ENOMEM;
+	err = nl_init(&w->loop, w, &cw_loop_ops, w->timeout_ms);
+	if (err)
 		goto out;
-	}
-	curl_multi_setopt(w->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(w->loop.multi, CURLMOPT_PIPELINING,
+			  CURLPIPE_MULTIPLEX);
 	err = api_rfile_new(be, &cw_rfile_ops, CW_STAGE_MAX);
 	if (err)
 		goto out;
-	if (pthread_create(&w->thr, NULL, loop, w)) {
-		err = -EAGAIN;
-		goto out;
-	}
-	w->thr_started = true;
-	err = 0;
+	err = nl_start(&w->loop);
 out:
 	explicit_bzero(key, sizeof(key));
 	free(conf.keyfile);

@@ -1,7 +1,8 @@
 /* cw_int.h - private header of the CW Sandbox backend (api/cwsandbox/).
  *
- * Split: cw.c (ops table, options, key, the one service thread with its
- * curl multi handle, work queue and timers), rpc.c (gRPC over libcurl:
+ * Split: cw.c (ops table, options, key, the one service thread: the
+ * shared loop of api/netloop.c with its curl multi handle, work queue and
+ * timers, typed here), rpc.c (gRPC over libcurl:
  * HTTP/2, length-prefixed messages, trailers, grpc-timeout; unary and
  * bidirectional streaming calls), errmap.c (gRPC status + ErrorInfo
  * reason -> errno, the only place that does it), sandbox.c (list, get,
@@ -25,22 +26,22 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "api/api.h"
+#include "api/netloop.h"
 
 struct api_rfile_ops;
 
 struct cw;
 
+/* A work item and a timer of the shared loop (api/netloop.h: queue
+ * order, the deadline an item carries), with a typed callback. */
 struct cw_work {
-	struct cw_work *next;
+	struct nl_work nl;
 	void (*fn)(struct cw *w, struct cw_work *wk);
-	int64_t deadline;	/* the user operation's (monotonic ms) */
 };
 
 struct cw_timer {
-	struct cw_timer *next;
-	int64_t due_ms;
+	struct nl_timer nl;
 	void (*fn)(struct cw *w, struct cw_timer *t);
-	bool armed;
 };
 
 struct cw_call;
@@ -57,20 +58,16 @@ struct cw {
 	char *image;		/* default container image */
 	bool trace;		/* SBXFS_CW_TRACE: log each call (no key) */
 
-	CURLM *multi;
-	pthread_t thr;
-	bool thr_started;
-	pthread_mutex_t qlock;
-	struct cw_work *qhead, *qtail;
-	bool stopping;
+	/* The service thread with its curl multi handle (loop.multi), work
+	 * queue and timers: the shared loop of the remote backends
+	 * (api/netloop.h).  loop.op_deadline: the deadline of the user
+	 * operation whose step runs now (0: none), set while a work item or
+	 * a call's completion runs, so that the calls it makes (a follow-up
+	 * command after an upload, the create after the name check) share
+	 * the one bound of the operation. */
+	struct netloop loop;
 
 	/* ---- loop only ---- */
-	/* The deadline of the user operation whose step runs now (0: none):
-	 * set while a work item or a call's completion runs, so that the
-	 * calls it makes (a follow-up command after an upload, the create
-	 * after the name check) share the one bound of the operation. */
-	int64_t op_deadline;
-	struct cw_timer *timers;
 	struct cw_call *calls;	/* live calls */
 	struct api_exec *execs;	/* live StreamExecs */
 	/* stop and destroy are both DeleteSandbox on CW: this mount keeps

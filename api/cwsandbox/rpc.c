@@ -236,7 +236,7 @@ static void call_free(struct cw *w, struct cw_call *c)
 			break;
 		}
 	if (c->h) {
-		curl_multi_remove_handle(w->multi, c->h);
+		curl_multi_remove_handle(w->loop.multi, c->h);
 		curl_easy_cleanup(c->h);
 	}
 	curl_slist_free_all(c->hdrs);
@@ -264,8 +264,8 @@ static struct cw_call *call_new(struct cw *w, const char *method,
 	 * is left of it */
 	if (deadline_ms > 0) {
 		deadline_ms = cw_op_left(w, deadline_ms);
-		c->op_deadline = cw_in_loop(w) && w->op_deadline ?
-			w->op_deadline : cw_now_ms() + deadline_ms;
+		c->op_deadline = cw_in_loop(w) && w->loop.op_deadline ?
+			w->loop.op_deadline : cw_now_ms() + deadline_ms;
 	}
 	snprintf(c->method, sizeof(c->method), "%s", method);
 	h = c->h = curl_easy_init();
@@ -324,7 +324,7 @@ static struct cw_call *call_new(struct cw *w, const char *method,
 
 static int call_start(struct cw *w, struct cw_call *c)
 {
-	if (curl_multi_add_handle(w->multi, c->h) != CURLM_OK)
+	if (curl_multi_add_handle(w->loop.multi, c->h) != CURLM_OK)
 		return -EIO;
 	c->next = w->calls;
 	w->calls = c;
@@ -531,7 +531,7 @@ void cw_rpc_done(struct cw *w, CURL *h, CURLcode rc)
 	if (!c)
 		return;
 	c->transport_done = true;
-	curl_multi_remove_handle(w->multi, h);
+	curl_multi_remove_handle(w->loop.multi, h);
 	curl_easy_cleanup(h);
 	c->h = NULL;
 	if (!c->streaming) {
@@ -558,11 +558,11 @@ void cw_rpc_done(struct cw *w, CURL *h, CURLcode rc)
 				c->method, c->status.code, c->status.msg);
 		{
 			/* follow-up calls belong to the same operation */
-			int64_t saved = w->op_deadline;
+			int64_t saved = w->loop.op_deadline;
 
-			w->op_deadline = c->op_deadline;
+			w->loop.op_deadline = c->op_deadline;
 			c->done(w, c->ud, &c->status, msg, len);
-			w->op_deadline = saved;
+			w->loop.op_deadline = saved;
 		}
 		call_free(w, c);
 		return;

@@ -773,7 +773,7 @@ static void poll_tick(struct cw *w, struct cw_timer *t)
 	struct sb_op *op = (struct sb_op *)((char *)t -
 					    offsetof(struct sb_op, tm));
 
-	w->op_deadline = op->deadline;	/* the create's or the verb's */
+	w->loop.op_deadline = op->deadline;	/* the create's or the verb's */
 	poll_send(w, op);
 }
 
@@ -1241,7 +1241,7 @@ static void verb_run(struct cw *w, struct cw_work *wk)
 	struct sb_op *op = (struct sb_op *)wk;
 	int err;
 
-	w->op_deadline = op->deadline;	/* with the grace period */
+	w->loop.op_deadline = op->deadline;	/* with the grace period */
 	if (cw_is_gone(w, op->id)) {
 		op->dcb(op->ud, -ENOENT, "no such sandbox (destroyed)");
 		sb_op_free(op);

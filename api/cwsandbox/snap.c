@@ -213,7 +213,7 @@ static void op_run(struct cw *w, struct cw_work *wk)
 {
 	struct snap_op *op = (struct snap_op *)wk;
 
-	op->deadline = w->op_deadline ? w->op_deadline
+	op->deadline = w->loop.op_deadline ? w->loop.op_deadline
 				      : cw_now_ms() + w->timeout_ms;
 	if (op->kind == K_CREATE && cw_is_gone(w, op->sb)) {
 		op_fail(op, -ENOENT, "no such sandbox (destroyed)");
@@ -292,7 +292,7 @@ static void poll_tick(struct cw *w, struct cw_timer *t)
 		COREWEAVE__SANDBOX__V1__GET_FILE_SYSTEM_SNAPSHOT_REQUEST__INIT;
 	int err;
 
-	w->op_deadline = op->deadline;
+	w->loop.op_deadline = op->deadline;
 	q.file_system_snapshot_id = op->id;
 	err = cw_unary(w, "GetFileSystemSnapshot", &q.base, w->timeout_ms,
 		       fss_got, op);
