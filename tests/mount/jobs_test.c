@@ -512,45 +512,6 @@ Test(jobs, spare_hostile)
 	expect_out("stopped\n", "head -1 box/status");
 }
 
-/* `sbx run BOX -- true` costs about what nsenter into the sandbox costs
- * (issue 10: within 2 ms, mean of 200; tools/bench.sh -e measures that).
- * Here, medians of interleaved runs and a loose bound for a loaded test
- * machine: a cgroup migration per command (one RCU grace period, 10 ms
- * or more) or a fork of sbxfs on the path exceeds it. */
-Test(jobs, sbx_run_overhead)
-{
-	struct sh_out o;
-	double a, b;
-
-#if defined(__SANITIZE_ADDRESS__)
-	cr_skip_test("timing: not under sanitizers");
-#endif
-	if (!m.datadir[0])
-		cr_skip_test("local backend: nsenter is the reference");
-	mkbox();
-	o = sh_run("P=$(tr -d ' \\n' < box/info | "
-		   "sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); "
-		   "ns() { date +%%s%%N; }; "
-		   "SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- true; "
-		   "i=0; while [ $i -lt 21 ]; do "
-		   "t=$(ns); SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- true "
-		   "</dev/null || exit 1; u=$(ns); "
-		   "nsenter -t $P -m -u -i -n -p -r -w /bin/sh -c true "
-		   "</dev/null || exit 1; v=$(ns); "
-		   "echo $(( (u - t) / 1000 )) $(( (v - u) / 1000 )); "
-		   "i=$((i + 1)); done > $TMPD/t && "
-		   "echo $(cut -d' ' -f1 $TMPD/t | sort -n | sed -n 11p) "
-		   "$(cut -d' ' -f2 $TMPD/t | sort -n | sed -n 11p)");
-	SH_OK(o);
-	cr_assert_eq(sscanf(o.out, "%lf %lf", &a, &b), 2, "out: %s", o.out);
-	a /= 1000;
-	b /= 1000;
-	cr_assert_lt(a - b, 8.0,
-		     "sbx run -- true: %.2f ms, nsenter: %.2f ms (medians)",
-		     a, b);
-	sh_free(&o);
-}
-
 /* ---- scale --------------------------------------------------------------- */
 
 static int threads_of(pid_t pid)
