@@ -126,10 +126,17 @@ if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
 	[ "$line" = early ] &&
 		ok "job output before the crash" || nok "job output before the crash"
 	crash
-	j2pid=$(cg_pids "$v" | while read -r p; do
-		[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" = "sleep 300 " ] &&
-			echo "$p"
-	done | head -1)
+	# the job's shell may not have reached its `exec sleep` yet: wait
+	# for the process to show, do not look once
+	j2pid=
+	find_j2() {
+		j2pid=$(cg_pids "$v" | while read -r p; do
+			[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" = "sleep 300 " ] &&
+				echo "$p"
+		done | head -1)
+		[ -n "$j2pid" ]
+	}
+	until_ok 200 find_j2
 	touch "$DATA/sandboxes/$v/root/tmp/go"
 	until_ok 200 test -f "$JD/j1/exit" &&
 		[ "$(cat "$JD/j1/exit")" = 7 ] &&
@@ -164,8 +171,9 @@ if mkdir "$J/j1" "$J/j2" 2>/dev/null &&
 	{ [ "$w" = 137 ] || [ "$w" = 143 ]; } && { [ -z "$st" ] || [ "$st" = Z ]; } &&
 		ok "kill of a recovered job ($w)" || nok "kill: wait '$w'"
 	rmdir "$J/j1" "$J/j2"
-	until_ok 100 test "$(monitors)" = 0 && until_ok 100 test ! -e "$JD/j1" &&
-		until_ok 100 test ! -e "$JD/j2" &&
+	# generous bounds (20 s each): a loaded machine, an ASan build
+	until_ok 400 test "$(monitors)" = 0 && until_ok 400 test ! -e "$JD/j1" &&
+		until_ok 400 test ! -e "$JD/j2" &&
 		ok "no monitor or job directory left after rmdir" ||
 		nok "left: $(monitors) monitors, $(ls "$JD" 2>&1)"
 	# a job still running when its sandbox is destroyed while no mount
