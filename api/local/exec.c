@@ -1081,6 +1081,31 @@ static void job_dir_remove(int jobs, const char *name)
 
 static const struct timeval shim_tmo = { .tv_sec = 10 };
 
+/* The descriptors a received message carries (SCM_RIGHTS): up to max
+ * into fds, the others closed.  How many were kept. */
+static int cmsg_fds(struct msghdr *mh, int *fds, int max)
+{
+	int nfd = 0;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c;
+	     c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+		for (int i = 0; i < k; i++) {
+			int v;
+
+			memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(v));
+			if (nfd < max)
+				fds[nfd++] = v;
+			else
+				close(v);
+		}
+	}
+	return nfd;
+}
+
 /* One message and up to max descriptors; bytes received or -errno. */
 static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
 			 int *nfd)
@@ -1093,7 +1118,6 @@ static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 			     .msg_control = u.buf,
 			     .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *c;
 	ssize_t n;
 
 	*nfd = 0;
@@ -1103,21 +1127,7 @@ static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-
-		for (int i = 0; i < k; i++) {
-			int v;
-
-			memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(v));
-			if (*nfd < max)
-				fds[(*nfd)++] = v;
-			else
-				close(v);
-		}
-	}
+	*nfd = cmsg_fds(&mh, fds, max);
 	return n;
 }
 
@@ -1379,34 +1389,19 @@ static void spare_free(struct spare *s, bool kill)
 	free(s);
 }
 
-/* Write over our command line (sbxfs's: it names host paths) in place;
- * its bounds are fields 48 and 49 of /proc/self/stat.  Raw calls only. */
+/* Write over our command line (sbxfs's: it names host paths) in place.
+ * Raw calls only. */
 static void wipe_cmdline(void)
 {
 	static const char name[] = "sbxfs-exec";
-	char st[1024], *p;
-	unsigned long start, end;
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
-	ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+	char *start;
+	size_t len;
 
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (local_argv_area(&start, &len))
 		return;
-	st[n] = 0;
-	p = strrchr(st, ')');
-	if (!p)
-		return;
-	for (p++; *p && field < 48; p++)
-		if (*p == ' ')
-			field++;
-	start = strtoul(p, &p, 10);
-	end = strtoul(p, &p, 10);
-	if (!start || end <= start)
-		return;
-	memset((char *)start, 0, end - start);
-	if (end - start > sizeof(name))
-		memcpy((char *)start, name, sizeof(name));
+	memset(start, 0, len);
+	if (len > sizeof(name))
+		memcpy(start, name, sizeof(name));
 }
 
 /* B' after its command came: parse it, then as child_b. */
@@ -1522,24 +1517,11 @@ static __attribute__((noreturn)) void spare_b(const struct spare_start *a)
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 				     .msg_control = u.c,
 				     .msg_controllen = sizeof(u.c) };
-		struct cmsghdr *c;
 
 		do
 			n = recvmsg(a->bctl, &mh, MSG_CMSG_CLOEXEC);
 		while (n < 0 && errno == EINTR);
-		nfd = 0;
-		for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET ||
-			    c->cmsg_type != SCM_RIGHTS)
-				continue;
-			int k = (int)((c->cmsg_len - CMSG_LEN(0)) /
-				      sizeof(int));
-
-			for (i = 0; i < k && nfd < 8; i++)
-				memcpy(&fds[nfd++],
-				       CMSG_DATA(c) + i * sizeof(int),
-				       sizeof(int));
-		}
+		nfd = n > 0 ? cmsg_fds(&mh, fds, 8) : 0;
 	}
 	if (n < (ssize_t)sizeof(struct bgo_hdr) || nfd != 4 ||
 	    ((struct bgo_hdr *)buf)->type != M_GO ||
@@ -1619,26 +1601,12 @@ static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
 			struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 					     .msg_control = u.c,
 					     .msg_controllen = sizeof(u.c) };
-			struct cmsghdr *c;
 
 			n = recvmsg(a->sctl, &mh, MSG_CMSG_CLOEXEC |
 				    MSG_DONTWAIT);
 			if (n < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
-			nfd = 0;
-			for (c = CMSG_FIRSTHDR(&mh); n > 0 && c;
-			     c = CMSG_NXTHDR(&mh, c)) {
-				if (c->cmsg_level != SOL_SOCKET ||
-				    c->cmsg_type != SCM_RIGHTS)
-					continue;
-				int k = (int)((c->cmsg_len - CMSG_LEN(0)) /
-					      sizeof(int));
-
-				for (i = 0; i < k && nfd < 8; i++)
-					memcpy(&fds[nfd++],
-					       CMSG_DATA(c) + i * sizeof(int),
-					       sizeof(int));
-			}
+			nfd = n > 0 ? cmsg_fds(&mh, fds, 8) : 0;
 		}
 		if (n != (ssize_t)sizeof(g) || g.type != M_GO || nfd != 6)
 			break; /* dropped, or sbxfs is gone */

@@ -82,4 +82,8 @@ void local_exec_forget(struct local *l, const char *id);
  * so that its PID namespace can end (M_REAP). */
 void local_exec_reap(struct local *l, const char *id);
 
+/* Bounds of the process's own argv area, for a forked child to write
+ * over its copy of sbxfs's command line (sandbox.c).  0 or -1. */
+int local_argv_area(char **start, size_t *len);
+
 #endif

@@ -1051,38 +1051,51 @@ static bool init_alone(void)
 	return alone;
 }
 
-/* Show PID 1 as "sandbox-init NAME" in ps, not as a copy of sbxfs's
- * command line: overwrite our own argv area in place (its bounds are
- * fields 48 and 49 of /proc/self/stat; PR_SET_MM would need
- * CAP_SYS_RESOURCE, which containers often lack).  No allocation: this is
- * a forked child of a threaded process. */
-static void init_rename(const char *name)
+/* Bounds of our own argv area (fields 48 and 49 of /proc/self/stat), so
+ * that a forked child can write over a copy of sbxfs's command line (it
+ * names host paths); PR_SET_MM would need CAP_SYS_RESOURCE, which
+ * containers often lack.  No allocation, raw calls only: callers are
+ * forked children of a threaded process.  0, or -1 when not found. */
+int local_argv_area(char **start, size_t *len)
 {
 	char st[1024], *p;
-	unsigned long start = 0, end = 0;
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	unsigned long b, e;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
 	ssize_t n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
-	int field = 2;
 
 	if (fd >= 0)
 		close(fd);
 	if (n <= 0)
-		return;
+		return -1;
 	st[n] = 0;
 	p = strrchr(st, ')');
 	if (!p)
-		return;
+		return -1;
 	for (p++; *p && field < 48; p++)
 		if (*p == ' ')
 			field++;
 	/* p now points at field 48 */
-	start = strtoul(p, &p, 10);
-	end = strtoul(p, &p, 10);
-	if (!start || end <= start)
+	b = strtoul(p, &p, 10);
+	e = strtoul(p, &p, 10);
+	if (!b || e <= b)
+		return -1;
+	*start = (char *)b;
+	*len = e - b;
+	return 0;
+}
+
+/* Show PID 1 as "sandbox-init NAME" in ps, not as a copy of sbxfs's
+ * command line: overwrite our own argv area in place. */
+static void init_rename(const char *name)
+{
+	char *start, *p;
+	size_t len;
+
+	if (local_argv_area(&start, &len))
 		return;
-	memset((char *)start, 0, end - start);
-	snprintf((char *)start, end - start, "sandbox-init %s", name);
-	p = memchr((char *)start, ' ', end - start);
+	memset(start, 0, len);
+	snprintf(start, len, "sandbox-init %s", name);
+	p = memchr(start, ' ', len);
 	if (p)
 		*p = 0; /* argv[0] "sandbox-init", argv[1] NAME */
 }
