@@ -67,6 +67,8 @@
 #include <termios.h>
 
 #include "api/local/local_int.h"
+#include "api/local/local_core.h"
+#include "api/runtime.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -182,6 +184,15 @@ struct api_exec {
 	/* under lp->mu */
 	bool resume_queued, close_queued, zombie_gone;
 	bool *free_done;
+	/* A direct spawn runs on the runtime (spawn_run): until it is done,
+	 * the exec's commands wait in hold (in order) and signals and
+	 * exec_pid answer as before a start; exec_free meanwhile only sets
+	 * spawn_freed (spawn_done then kills what was made). */
+	bool spawning, spawn_freed;
+	struct excmd *hold, *hold_tail;
+	/* the spawn's failure, reported by C_START (loop thread) */
+	int spawn_err;
+	char spawn_msg[256];
 
 	struct excmd c_start, c_close, c_resume, c_free;
 	char name[EXEC_NAME_MAX]; /* argv[0], for messages */
@@ -203,6 +214,10 @@ struct exloop {
 	struct api_exec *grave;
 	unsigned char *buf;
 	int ndeadline;
+	int nspawning; /* spawns on the runtime, under mu (fini waits) */
+	/* tests: SBXFS_TEST_SPAWN_DELAY_MS, a slow direct spawn (as a
+	 * cgroup v1 move waiting for an RCU grace period, but longer) */
+	long test_delay_ms;
 
 	/* spares (see "spares" below), under spmu */
 	pthread_mutex_t spmu;
@@ -1719,6 +1734,38 @@ static void spares_free(struct spare *dead)
 }
 
 /* Wait (bounded) for B' to say it is ready; false when it is gone. */
+/* A ready B' is still whole: not exited (its pidfd), its socket not
+ * closed, and no SIGKILL pending (root in the sandbox may have just
+ * killed it: `pkill sbxfs-exec` returns before the process is gone, and
+ * a job handed to it would end 137 without having run). */
+static bool spare_alive(struct spare *s)
+{
+	struct pollfd pb[2] = { { .fd = s->pidfd, .events = POLLIN },
+				{ .fd = s->bctl, .events = POLLIN } };
+	char path[64], buf[2048], *p;
+	unsigned long long pnd;
+	ssize_t n;
+	int fd;
+
+	if (poll(pb, 2, 0) != 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)s->b);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	for (p = buf; (p = strstr(p, "Pnd:\t")); p += 5) {
+		pnd = strtoull(p + 5, NULL, 16);
+		if (pnd & (1ull << (SIGKILL - 1)))
+			return false;
+	}
+	return true;
+}
+
 static bool spare_ready(struct spare *s)
 {
 	struct pollfd pf = { .fd = s->bctl, .events = POLLIN };
@@ -1728,7 +1775,7 @@ static bool spare_ready(struct spare *s)
 	if (poll(&ps, 1, 0) != 0) /* S' said something: it is ending */
 		return false;
 	if (s->ready)
-		return true;
+		return spare_alive(s);
 	while (poll(&pf, 1, SPARE_WAIT_MS) < 0 && errno == EINTR)
 		;
 	s->ready = recv(s->bctl, &c, 1, MSG_DONTWAIT) == 1 && c == 'r';
@@ -2031,9 +2078,16 @@ static void spares_drop(struct exloop *lp, const char *id)
 	spares_free(dead);
 }
 /* Runs A and collects B's PID.  0/-errno with a sentence in msg. */
+/* spawn() with may_fork false: no spare took the job, the direct way
+ * (fork, join the namespaces and cgroups) is for the runtime. */
+#define SPAWN_DEFER 1
+
+/* Start the command: through a ready spare of a job, else (may_fork) the
+ * direct way.  0/-errno with a sentence, or SPAWN_DEFER (nothing made,
+ * x's descriptors to close). */
 static int spawn(struct api_exec *x, struct local *l, const char *id,
-		 pid_t ipid, const struct api_exec_req *req, char *msg,
-		 size_t mlen)
+		 pid_t ipid, const struct api_exec_req *req, bool may_fork,
+		 char *msg, size_t mlen)
 {
 	struct spawn sp = { .pidfd = -1, .rootfd = -1,
 			    .stdio = { -1, -1, -1 }, .stw = -1 };
@@ -2069,6 +2123,12 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 	if (job && blob_len(req, env, sp.path) <= SPARE_BLOB_MAX)
 		spare = spare_take(x->lp, id, ipid);
 	if (!spare) {
+		if (!may_fork) {
+			r = SPAWN_DEFER;
+			goto out;
+		}
+		if (x->lp->test_delay_ms > 0)
+			usleep((useconds_t)x->lp->test_delay_ms * 1000);
 		r = ns_prepare(l, id, ipid, &sp, msg, mlen);
 		if (r)
 			goto out;
@@ -2107,7 +2167,12 @@ static int spawn(struct api_exec *x, struct local *l, const char *id,
 				   sizeof(struct timeval));
 			goto started;
 		}
-		/* the monitor is gone: the direct way */
+		/* the monitor is gone (nothing was started): the direct
+		 * way, on the runtime */
+		if (!may_fork) {
+			r = SPAWN_DEFER;
+			goto out;
+		}
 		r = ns_prepare(l, id, ipid, &sp, msg, mlen);
 		if (r)
 			goto out;
@@ -2217,23 +2282,63 @@ out:
 
 /* ---- the loop thread ---------------------------------------------------- */
 
+/* Append the chain head..tail to the loop's queue; under lp->mu.  True
+ * when the loop must be woken (wake() after unlocking). */
+static bool enqueue_locked(struct exloop *lp, struct excmd *head,
+			   struct excmd *tail)
+{
+	bool wake = !lp->qhead;
+
+	tail->next = NULL;
+	if (lp->qtail)
+		lp->qtail->next = head;
+	else
+		lp->qhead = head;
+	lp->qtail = tail;
+	return wake;
+}
+
+static void wake(struct exloop *lp)
+{
+	uint64_t one = 1;
+
+	if (write(lp->evfd, &one, sizeof(one)) < 0) {
+		/* counter full cannot happen with one writer per wake */
+	}
+}
+
 static void enqueue(struct exloop *lp, struct excmd *c)
 {
-	bool wake;
-	uint64_t one = 1;
+	bool w;
+
+	pthread_mutex_lock(&lp->mu);
+	w = enqueue_locked(lp, c, c);
+	pthread_mutex_unlock(&lp->mu);
+	if (w)
+		wake(lp);
+}
+
+/* One of the exec's commands: held while its spawn runs, so that it
+ * reaches the loop after C_START, in order. */
+static void x_enqueue(struct api_exec *x, struct excmd *c)
+{
+	struct exloop *lp = x->lp;
+	bool w = false;
 
 	c->next = NULL;
 	pthread_mutex_lock(&lp->mu);
-	wake = !lp->qhead;
-	if (lp->qtail)
-		lp->qtail->next = c;
-	else
-		lp->qhead = c;
-	lp->qtail = c;
-	pthread_mutex_unlock(&lp->mu);
-	if (wake && write(lp->evfd, &one, sizeof(one)) < 0) {
-		/* counter full cannot happen with one writer per wake */
+	if (x->spawning) {
+		if (x->hold_tail)
+			x->hold_tail->next = c;
+		else
+			x->hold = c;
+		x->hold_tail = c;
+	} else {
+		w = enqueue_locked(lp, c, c);
 	}
+	pthread_mutex_unlock(&lp->mu);
+	if (w)
+		wake(lp);
 }
 
 static void watch(struct api_exec *x, int k, uint32_t ev)
@@ -2691,6 +2796,18 @@ static void run_cmd(struct excmd *c)
 		if (x->next)
 			x->next->prev = x;
 		x->lp->live = x;
+		if (x->spawn_freed) {
+			/* freed while its spawn ran: kill and reap what was
+			 * made, no callback */
+			do_free(x);
+			break;
+		}
+		if (x->spawn_err) {
+			x->started = true;
+			x->failed = true;
+			x->cbs.started(x->ud, x->spawn_err, x->spawn_msg);
+			break;
+		}
 		if (x->attach) {
 			attach_run(x);
 			break;
@@ -2705,7 +2822,9 @@ static void run_cmd(struct excmd *c)
 		w = (struct wbuf *)c;
 		if (x->freed || x->fd[W_IN] < 0 || x->closing_in ||
 		    x->failed || x->exited_sent) {
-			if (w->cb)
+			if (w->cb && x->spawn_err && !x->freed)
+				w->cb(w->ud, x->spawn_err, x->spawn_msg);
+			else if (w->cb)
 				w->cb(w->ud, -EPIPE, "stdin is closed");
 			free(w);
 			break;
@@ -2903,6 +3022,150 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
+/* ---- the direct spawn, on the runtime ----------------------------------- */
+
+/* A copy of the request (exec_start's pointers live only until it
+ * returns). */
+struct spawn_job {
+	struct api_exec *x;
+	struct local *l;
+	pid_t ipid;
+	struct api_exec_req req;
+	char **argv, **env;
+	char *cwd, *job;
+};
+
+static void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static char **strv_dup(const char *const *v)
+{
+	size_t n = 0, i;
+	char **c;
+
+	while (v[n])
+		n++;
+	c = calloc(n + 1, sizeof(*c));
+	if (!c)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		c[i] = strdup(v[i]);
+		if (!c[i]) {
+			strv_free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+static void spawn_job_free(struct spawn_job *sj)
+{
+	if (!sj)
+		return;
+	strv_free(sj->argv);
+	strv_free(sj->env);
+	free(sj->cwd);
+	free(sj->job);
+	free(sj);
+}
+
+static struct spawn_job *spawn_job_new(struct api_exec *x, struct local *l,
+				       pid_t ipid,
+				       const struct api_exec_req *req)
+{
+	struct spawn_job *sj = calloc(1, sizeof(*sj));
+
+	if (!sj)
+		return NULL;
+	sj->x = x;
+	sj->l = l;
+	sj->ipid = ipid;
+	sj->req = *req;
+	sj->argv = strv_dup(req->argv);
+	if (!sj->argv || (req->env && !(sj->env = strv_dup(req->env))) ||
+	    (req->cwd && !(sj->cwd = strdup(req->cwd))) ||
+	    (req->job && !(sj->job = strdup(req->job)))) {
+		spawn_job_free(sj);
+		return NULL;
+	}
+	sj->req.argv = (const char *const *)sj->argv;
+	sj->req.env = (const char *const *)sj->env;
+	sj->req.cwd = sj->cwd;
+	sj->req.job = sj->job;
+	return sj;
+}
+
+/* The spawn is over (made, failed or cancelled): C_START and what the
+ * exec's caller queued meanwhile go to the loop, in that order.  x is the
+ * loop's from here on (it may be gone once the lock drops). */
+static void spawn_done(struct api_exec *x, int r, const char *msg)
+{
+	struct exloop *lp = x->lp;
+	struct excmd *head = &x->c_start, *tail = &x->c_start;
+	bool w;
+
+	if (r) {
+		for (int k = 0; k < W__N; k++)
+			closefd(&x->fd[k]);
+		x->pid = 0;
+		x->shim = false;
+		x->spawn_err = r;
+		snprintf(x->spawn_msg, sizeof(x->spawn_msg), "%s",
+			 msg && *msg ? msg : api_strerror(r));
+	}
+	x->c_start.op = C_START;
+	x->c_start.x = x;
+	pthread_mutex_lock(&lp->mu);
+	x->spawning = false;
+	if (x->hold) {
+		/* none when freed: exec_free answered them */
+		x->c_start.next = x->hold;
+		tail = x->hold_tail;
+		x->hold = x->hold_tail = NULL;
+	}
+	w = enqueue_locked(lp, head, tail);
+	pthread_mutex_unlock(&lp->mu);
+	if (w)
+		wake(lp);
+	pthread_mutex_lock(&lp->mu);
+	lp->nspawning--;
+	pthread_cond_broadcast(&lp->cond);
+	pthread_mutex_unlock(&lp->mu);
+}
+
+/* Runtime worker: fork, join, wait for the handshake. */
+static void spawn_run(void *arg, int err)
+{
+	struct spawn_job *sj = arg;
+	struct api_exec *x = sj->x;
+	char msg[256] = "";
+	bool cancel;
+	int r = err;
+
+	pthread_mutex_lock(&x->lp->mu);
+	cancel = x->spawn_freed;
+	pthread_mutex_unlock(&x->lp->mu);
+	if (cancel)
+		r = -ECANCELED;
+	else if (err == -ETIMEDOUT)
+		snprintf(msg, sizeof(msg), "the command did not start in "
+			 "time (the backend's workers were busy)");
+	else if (err)
+		snprintf(msg, sizeof(msg), "cannot start the command: %s",
+			 strerror(-err));
+	else
+		r = spawn(x, sj->l, x->sb, sj->ipid, &sj->req, true, msg,
+			  sizeof(msg));
+	spawn_job_free(sj);
+	spawn_done(x, r, msg);
+}
+
 /* ---- entry points ------------------------------------------------------- */
 
 int local_exec_init(struct local *l)
@@ -2923,6 +3186,11 @@ int local_exec_init(struct local *l)
 	}
 	pthread_mutex_unlock(&reg_mu);
 	lp->l = l;
+	{
+		const char *d = getenv("SBXFS_TEST_SPAWN_DELAY_MS");
+
+		lp->test_delay_ms = d ? strtol(d, NULL, 10) : 0;
+	}
 	lp->epfd = epoll_create1(EPOLL_CLOEXEC);
 	lp->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	lp->buf = malloc(EXEC_BUF);
@@ -2984,6 +3252,9 @@ void local_exec_fini(struct local *l)
 		lp->mk_running = false;
 	}
 	pthread_mutex_lock(&lp->mu);
+	/* spawns on the runtime hand their exec to the loop: let them */
+	while (lp->nspawning)
+		pthread_cond_wait(&lp->cond, &lp->mu);
 	lp->stop = true;
 	pthread_mutex_unlock(&lp->mu);
 	if (write(lp->evfd, &one, sizeof(one)) < 0) {
@@ -3059,6 +3330,7 @@ void local_exec_start(struct api_backend *be, const char *id,
 	struct local *l = local_of(be);
 	struct exloop *lp = loop_of(l);
 	struct api_exec *x;
+	struct spawn_job *sj = NULL;
 	char msg[256] = "";
 	pid_t ipid = 0;
 	int r, k;
@@ -3097,18 +3369,39 @@ void local_exec_start(struct api_backend *be, const char *id,
 	}
 	x->spool[0] = x->spool[1] = -1;
 	snprintf(x->sb, sizeof(x->sb), "%s", id);
-	r = spawn(x, l, id, ipid, req, msg, sizeof(msg));
-	if (r) {
+	/* a ready spare takes a job here; anything that forks is the
+	 * runtime's (a FUSE thread never waits on a fork) */
+	r = spawn(x, l, id, ipid, req, false, msg, sizeof(msg));
+	if (r == SPAWN_DEFER) {
+		for (k = 0; k < W__N; k++)
+			closefd(&x->fd[k]);
+		sj = spawn_job_new(x, l, ipid, req);
+		if (!sj) {
+			r = -ENOMEM;
+			snprintf(msg, sizeof(msg), "out of memory");
+		}
+	}
+	if (r && r != SPAWN_DEFER) {
 		for (k = 0; k < W__N; k++)
 			closefd(&x->fd[k]);
 		free(x);
 		cbs->started(ud, r, msg[0] ? msg : api_strerror(r));
 		return;
 	}
-	x->c_start.op = C_START;
-	x->c_start.x = x;
 	*out = x;
-	enqueue(lp, &x->c_start);
+	if (!sj) {
+		x->c_start.op = C_START;
+		x->c_start.x = x;
+		enqueue(lp, &x->c_start);
+		return;
+	}
+	pthread_mutex_lock(&lp->mu);
+	x->spawning = true;
+	lp->nspawning++;
+	pthread_mutex_unlock(&lp->mu);
+	r = rt_submit(l->rt, NULL, rt_now_ms() + x->start_ms, spawn_run, sj);
+	if (r)
+		spawn_run(sj, r); /* reported from the loop all the same */
 }
 
 void local_exec_write(struct api_backend *be, struct api_exec *x,
@@ -3134,7 +3427,7 @@ void local_exec_write(struct api_backend *be, struct api_exec *x,
 	w->next = NULL;
 	w->cmd.op = C_WRITE;
 	w->cmd.x = x;
-	enqueue(x->lp, &w->cmd);
+	x_enqueue(x, &w->cmd);
 }
 
 /* Queue one of the exec's own commands unless it is queued already (close
@@ -3152,7 +3445,7 @@ static void enqueue_once(struct api_exec *x, bool *queued, struct excmd *c,
 		return;
 	c->op = op;
 	c->x = x;
-	enqueue(x->lp, c);
+	x_enqueue(x, c);
 }
 
 void local_exec_close_stdin(struct api_backend *be, struct api_exec *x)
@@ -3176,8 +3469,9 @@ int local_exec_signal(struct api_backend *be, struct api_exec *x, int sig)
 		return -EINVAL;
 	pthread_mutex_lock(&x->lp->mu);
 	/* The zombie is kept until exec_free, so x->pid cannot name
-	 * another process while we hold the lock. */
-	if (x->pid <= 0 || x->reaped) {
+	 * another process while we hold the lock.  While the spawn runs
+	 * there is no process yet (as before a start). */
+	if (x->spawning || x->pid <= 0 || x->reaped) {
 		r = -ESRCH;
 	} else if (kill(-x->pid, sig) < 0) {
 		/* before setsid there is no group yet */
@@ -3197,13 +3491,36 @@ void local_exec_free(struct api_backend *be, struct api_exec *x)
 	if (!x)
 		return;
 	lp = x->lp;
+	pthread_mutex_lock(&lp->mu);
+	if (x->spawning) {
+		/* the runtime's spawn_done hands x to the loop, which kills
+		 * what the spawn made; the commands held for it are
+		 * answered here, before we return */
+		struct excmd *c = x->hold, *next;
+
+		x->spawn_freed = true;
+		x->hold = x->hold_tail = NULL;
+		pthread_mutex_unlock(&lp->mu);
+		for (; c; c = next) {
+			next = c->next;
+			if (c->op == C_WRITE) {
+				struct wbuf *w = (struct wbuf *)c;
+
+				if (w->cb)
+					w->cb(w->ud, -EPIPE,
+					      "the command was killed");
+				free(w);
+			}
+		}
+		return;
+	}
 	if (lp->running && pthread_equal(pthread_self(), lp->thr)) {
+		pthread_mutex_unlock(&lp->mu);
 		/* from one of our callbacks: x is released after it returns
 		 * (the grave), so the dispatching code may still look. */
 		do_free(x);
 		return;
 	}
-	pthread_mutex_lock(&lp->mu);
 	x->free_done = &done;
 	x->c_free.op = C_FREE;
 	x->c_free.x = x;
@@ -3223,11 +3540,17 @@ int local_exec_pid(struct api_backend *be, struct api_exec *x)
 	long v = -1;
 	int fd;
 	ssize_t n;
+	pid_t pid;
 
 	(void)be;
-	if (!x || x->pid <= 0)
+	if (!x)
 		return -ESRCH;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)x->pid);
+	pthread_mutex_lock(&x->lp->mu);
+	pid = x->spawning ? 0 : x->pid;
+	pthread_mutex_unlock(&x->lp->mu);
+	if (pid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

@@ -608,3 +608,130 @@ Test(jobs, hundred_blocked_readers, .timeout = 600)
 	sh_free(&o);
 	ok("for i in $(seq 1 100); do rmdir box/proc/j$i || exit 1; done");
 }
+
+/* ---- a slow direct spawn holds no FUSE thread ------------------------------ */
+
+/* The local backend forks commands (joins the sandbox's namespaces and
+ * cgroups, waits for the handshake) on its runtime's workers, never on the
+ * FUSE thread that asked.  SBXFS_TEST_SPAWN_DELAY_MS makes every direct
+ * spawn that slow, inside the spawn: if a FUSE thread did it, the 11
+ * sessions below would hold all of libfuse's 10 threads and the mount
+ * would not answer until the first spawn ended.  One session per sandbox:
+ * the kernel runs the writes to one file one at a time. */
+#define SLOW_SPAWN_MS 6000
+
+static void slow_setup(void)
+{
+	char v[16];
+	int r;
+
+	snprintf(v, sizeof(v), "%d", SLOW_SPAWN_MS);
+	setenv("SBXFS_TEST_SPAWN_DELAY_MS", v, 1);
+	r = mnt_start(&m, NULL, NULL);
+	unsetenv("SBXFS_TEST_SPAWN_DELAY_MS");
+	cr_assert_eq(r, 0, "mount failed: %s", strerror(-r));
+}
+
+/* Threads of sbxfs sleeping (the spawn delay is a usleep): the spawns in
+ * their delay right now. */
+static int sbxfs_sleepers(void)
+{
+	struct sh_out o = sh_run(
+		"n=0; for t in /proc/%d/task/*; do "
+		"read s rest < $t/syscall 2>/dev/null || continue; "
+		"case $s in 35|230) n=$((n + 1));; esac; done; echo $n",
+		(int)m.pid);
+	int n = (int)strtol(o.out, NULL, 10);
+
+	sh_free(&o);
+	return n;
+}
+
+/* Wait (at most ms) until at least `want` spawns are in their delay. */
+static bool wait_sleepers(int want, long ms)
+{
+	double end = now() + ms / 1000.0;
+
+	while (sbxfs_sleepers() < want) {
+		if (now() > end)
+			return false;
+		usleep(20 * 1000);
+	}
+	return true;
+}
+
+TestSuite(jobs_slow, .init = slow_setup, .fini = teardown, .timeout = 300);
+
+Test(jobs_slow, spawn_holds_no_fuse_thread)
+{
+	struct sh_out o;
+	double t0, dt;
+	int i, done = 0;
+
+	mkbox();
+	ok("for i in 1 2 3 4 5 6 7 8 9 10 11; do mkdir b$i || exit 1; done");
+	/* 11 sessions, each a direct spawn (an exec session never uses a
+	 * spare); their command-line writes wait for started() */
+	ok("for i in 1 2 3 4 5 6 7 8 9 10 11; do "
+	   "(exec 3<>b$i/exec; echo \"echo s$i\" >&3; cat <&3 > $TMPD/s$i; "
+	   "echo end >> $TMPD/s$i) > /dev/null 2>&1 & done");
+	/* the first spawns are in their delay (before: 10 FUSE threads) */
+	cr_assert(wait_sleepers(3, 30000), "no spawn started its delay");
+	t0 = now();
+	o = sh_run("head -1 box/status; ls box/proc; cat $TMPD/s* 2>/dev/null");
+	dt = now() - t0;
+	SH_OK(o);
+	cr_assert_str_eq(o.out, "running\n",
+			 "the mount answered only after commands ran "
+			 "(%.1f s): '%s'", dt, o.out);
+	sh_free(&o);
+	cr_assert_lt(dt, SLOW_SPAWN_MS / 2000.0,
+		     "the mount took %.1f s to answer during slow spawns",
+		     dt);
+	/* every session ran its command once the spawns were done (3
+	 * workers: four rounds of the delay) */
+	for (i = 0; i < 1200 && done < 11; i++) {
+		o = sh_run("cat $TMPD/s* 2>/dev/null | grep -c end || true");
+		done = (int)strtol(o.out, NULL, 10);
+		sh_free(&o);
+		if (done < 11)
+			usleep(100 * 1000);
+	}
+	cr_assert_eq(done, 11, "%d of 11 sessions ended", done);
+	expect_out("s1\ns10\ns11\ns2\ns3\ns4\ns5\ns6\ns7\ns8\ns9\n",
+		   "for i in 1 2 3 4 5 6 7 8 9 10 11; do head -1 $TMPD/s$i; "
+		   "done | sort");
+
+	/* rmdir while the job's spawn is in its delay: answered at once
+	 * (the exec is freed with its spawn pending); the child the spawn
+	 * then makes is killed, the cmd writer gets ENOENT.  The first job
+	 * of a sandbox has no spare: the direct way. */
+	ok("mkdir box/proc/j; (echo 'exec sleep 4341' > box/proc/j/cmd; "
+	   "echo rc=$? > $TMPD/jw) > /dev/null 2>&1 &");
+	cr_assert(wait_sleepers(1, 30000), "the job's spawn did not start");
+	t0 = now();
+	ok("rmdir box/proc/j");
+	dt = now() - t0;
+	cr_assert_lt(dt, SLOW_SPAWN_MS / 2000.0,
+		     "rmdir waited %.1f s for the spawn", dt);
+	for (i = 0; i < 600; i++) {
+		o = sh_run("cat $TMPD/jw 2>/dev/null");
+		bool got = o.out[0] != 0;
+
+		sh_free(&o);
+		if (got)
+			break;
+		usleep(100 * 1000);
+	}
+	expect_out("rc=1\n", "cat $TMPD/jw");
+	/* the spawn ends after its delay (no sbxfs thread sleeps then);
+	 * what it made is killed */
+	for (i = 0; i < 600 && sbxfs_sleepers() > 0; i++)
+		usleep(50 * 1000);
+	cr_assert_eq(sbxfs_sleepers(), 0, "the spawn never ended");
+	for (i = 0; i < 100 && host_procs("sleep 434[1]"); i++)
+		usleep(100 * 1000);
+	cr_assert_eq(host_procs("sleep 434[1]"), 0,
+		     "the job freed during its spawn survived");
+	expect_out("", "ls box/proc");
+}
