@@ -891,3 +891,33 @@ Test(contract_exec, write_without_stdin_fails)
 	cr_assert_neq(r->werr, 0, "write to a command without stdin");
 	cx_free(r);
 }
+
+/* exec_free right after exec_start, while the backend may still be
+ * starting the command (the local backend forks on its runtime): it
+ * returns, no callback follows (under ASan a late one would touch the
+ * freed cx_run), and what was started does not survive. */
+Test(contract_exec, free_right_after_start)
+{
+	const char *argv[] = { "sleep", "4351", NULL };
+	const char *in[] = { "cat", NULL };
+	struct cx_run *r;
+	int i, n = -1;
+
+	for (i = 0; i < 4; i++) {
+		r = cx_start(i % 2 ? in : argv, NULL, NULL, false, i % 2);
+		if (r->x && i % 2) /* queued before the start */
+			api_exec_close_stdin(cx_be, r->x);
+		cx_free(r);
+	}
+	for (i = 0; i < 100 && n != 0; i++) {
+		r = cx_sh("n=0; for c in /proc/[0-9]*/cmdline; do "
+			  "tr '\\0' ' ' < $c 2>/dev/null | "
+			  "grep -q '^sleep 4351' && n=$((n + 1)); done; "
+			  "echo $n");
+		n = (int)strtol(cx_outs(r), NULL, 10);
+		cx_free(r);
+		if (n)
+			usleep(100 * 1000);
+	}
+	cr_assert_eq(n, 0, "the freed command still runs");
+}
