@@ -842,7 +842,10 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason,
 						  strstr(in, "refused")) ?
 						   EHOSTUNREACH : EIO),
 		      msg);
+		/* libwebsockets still calls WSI_DESTROY for this wsi:
+		 * it must not find x, which may be freed just below */
 		x->wsi = NULL;
+		lws_set_opaque_user_data(wsi, NULL);
 		x_maybe_release(x);
 		break;
 	case LWS_CALLBACK_CLIENT_CLOSED:
