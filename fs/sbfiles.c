@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "fs/gen.h"
 #include "fs/fs_int.h"
 
 /* Per open: the text as it was at open (or at the last read from offset 0
@@ -274,25 +275,6 @@ static void sf_release(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-static void sf_getattr(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
-{
-	struct fs *fs = fs_of(req);
-	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-
-	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_sb_put(fs, sb);
-	fs_stat_node(fs, ino, &st);
-	/* Size 0: the content is made at open (direct I/O reads it all). */
-	fuse_reply_attr(req, &st, 0);
-}
-
 static void status_poll(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi, struct fuse_pollhandle *ph)
 {
@@ -402,7 +384,7 @@ static void err_open(fuse_req_t req, fuse_ino_t ino,
 }
 
 const struct fuse_lowlevel_ops fs_sb_status_ops = {
-	.getattr = sf_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.open = sf_open,
 	.read = sf_read,
 	.release = sf_release,
@@ -410,14 +392,14 @@ const struct fuse_lowlevel_ops fs_sb_status_ops = {
 };
 
 const struct fuse_lowlevel_ops fs_sb_info_ops = {
-	.getattr = sf_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.open = sf_open,
 	.read = sf_read,
 	.release = sf_release,
 };
 
 const struct fuse_lowlevel_ops fs_sb_err_ops = {
-	.getattr = sf_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.setattr = err_setattr,
 	.open = err_open,
 	.read = sf_read,
