@@ -787,6 +787,24 @@ struct shim_start {
 	const char *name;
 };
 
+/* The start of a job monitor, direct or spare: fork once more and let
+ * the parent exit (the monitor is reparented and outlives sbxfs), a
+ * session of its own, not dumpable, its children born in the sandbox's
+ * PID namespace.
+ * 0 or the errno of the setns.  Raw calls only (a forked child). */
+static int monitor_detach(int sb_pidfd)
+{
+	pid_t p = fork();
+
+	if (p != 0)
+		_exit(p < 0 ? 1 : 0);
+	setsid();
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (syscall(SYS_setns, sb_pidfd, CLONE_NEWPID) < 0)
+		return errno ? errno : EIO;
+	return 0;
+}
+
 /* In the child of spawn(): becomes S (grandchild), forks A. */
 static __attribute__((noreturn)) void shim_main(const struct shim_start *a)
 {
@@ -797,16 +815,10 @@ static __attribute__((noreturn)) void shim_main(const struct shim_start *a)
 	pid_t p;
 	int keep[7], fd, wst;
 
-	p = fork();
-	if (p != 0)
-		_exit(p < 0 ? 1 : 0);
-	setsid();
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	/* No helper A here: S joins only the sandbox's PID namespace for
 	 * its children (setns(CLONE_NEWPID) leaves S itself in the host's),
 	 * so B is born inside it as S's child and joins the rest itself. */
-	if (syscall(SYS_setns, a->sp->pidfd, CLONE_NEWPID) < 0) {
-		m.b = errno;
+	if ((m.b = monitor_detach(a->sp->pidfd)) != 0) {
 		m.a = ST_SETNS;
 	} else {
 		p = fork();
@@ -1560,14 +1572,8 @@ static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
 	pid_t p;
 	ssize_t n;
 
-	p = fork();
-	if (p != 0)
-		_exit(p < 0 ? 1 : 0);
-	setsid();
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	if (syscall(SYS_setns, a->sp->pidfd, CLONE_NEWPID) < 0) {
+	if ((m.b = monitor_detach(a->sp->pidfd)) != 0) {
 		m.a = ST_SETNS;
-		m.b = errno;
 		shim_send(a->sctl, &m, NULL, 0);
 		_exit(0);
 	}
