@@ -226,6 +226,10 @@ struct exloop {
 	bool mk_running, mk_stop;
 	struct pool *pools;
 	char mk_sb[64]; /* the sandbox a spare is being made for, "" */
+	/* the zygote (see "the zygote" below): its socket, under spmu
+	 * (only the maker thread and fini use it), and PID */
+	int zfd;
+	pid_t zpid;
 };
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -792,12 +796,31 @@ struct shim_start {
  * session of its own, not dumpable, its children born in the sandbox's
  * PID namespace.
  * 0 or the errno of the setns.  Raw calls only (a forked child). */
+static int monitor_enter(int sb_pidfd);
+
+/* fork(2) without glibc's atfork handlers, for the zygote (whose
+ * libraries they may live in are unmapped) and its children.  The child
+ * must not use glibc's idea of its thread ID (raise, pthread_kill):
+ * nothing here does. */
+static pid_t raw_fork(void)
+{
+	return (pid_t)syscall(SYS_clone, SIGCHLD, 0, NULL, NULL, 0);
+}
+
 static int monitor_detach(int sb_pidfd)
 {
 	pid_t p = fork();
 
 	if (p != 0)
 		_exit(p < 0 ? 1 : 0);
+	return monitor_enter(sb_pidfd);
+}
+
+/* monitor_detach without the fork: for a monitor forked by the zygote,
+ * which reaps nothing (SIGCHLD ignored) and whose children go to init
+ * when it ends. */
+static int monitor_enter(int sb_pidfd)
+{
 	setsid();
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (syscall(SYS_setns, sb_pidfd, CLONE_NEWPID) < 0)
@@ -1402,6 +1425,7 @@ static size_t blob_len(const struct api_exec_req *req, char *const *env,
 struct spare_start {
 	const struct spawn *sp;
 	int sctl, bctl;
+	bool zygote; /* forked by the zygote, not by sbxfs */
 };
 
 /* kill: B' was not used (S' would kill it too, but later). */
@@ -1572,12 +1596,22 @@ static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
 	pid_t p;
 	ssize_t n;
 
-	if ((m.b = monitor_detach(a->sp->pidfd)) != 0) {
+	if (a->zygote) {
+		/* the zygote ignores SIGCHLD; we wait for B' */
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+		sigaction(SIGCHLD, &dfl, NULL);
+	}
+	m.b = a->zygote ? monitor_enter(a->sp->pidfd) :
+			  monitor_detach(a->sp->pidfd);
+	if (m.b != 0) {
 		m.a = ST_SETNS;
 		shim_send(a->sctl, &m, NULL, 0);
 		_exit(0);
 	}
-	p = fork();
+	/* in the zygote's image the atfork handlers of the libraries it
+	 * unmapped must not run: the plain system call */
+	p = a->zygote ? raw_fork() : fork();
 	if (p == 0)
 		spare_b(a);
 	fd = p > 0 ? (int)syscall(SYS_pidfd_open, p, 0) : -1;
@@ -1647,10 +1681,253 @@ static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
 	_exit(0);
 }
 
+/* ---- the zygote ----------------------------------------------------------
+ *
+ * Every spare used to cost three forks of sbxfs (S', the parent S' leaves
+ * behind to be reparented, and B'): a large, threaded process, so each
+ * fork copied hundreds of mappings and made every page sbxfs wrote next
+ * copy-on-write, with TLB shoot-downs to its other threads; B''s execve
+ * then tore such a copy down again.  Measured with perf over a loop of
+ * `sbx run -- true`, that was a quarter of all CPU time.  So
+ * local_exec_init forks one small helper, the zygote, before the exec
+ * engine's threads exist; it stays single-threaded and idle, and the
+ * maker thread asks it (one message on a socket, with the sandbox's
+ * descriptors) to fork S' from its own small image.  Nothing in it is
+ * newer than the backend's start: no credentials of other backends, no
+ * sandbox's data (B' is a copy of it, visible to the sandbox's root
+ * only as far as its memory, which it cannot read: not dumpable).  It
+ * ends when sbxfs hangs up or dies (PR_SET_PDEATHSIG); without it
+ * spares are forked from sbxfs as before. */
+
+enum { Z_SPARE = 1 };
+
+struct zmsg {
+	int32_t type;
+	int32_t nsflags, ncg, userns;
+};
+
+#define Z_FDS (LOCAL_CG_FDS + 4) /* pidfd, rootfd, cgroups, sctl, bctl */
+
+/* Unmap the shared libraries only sbxfs needs (curl and the ~40 it
+ * pulls in, libwebsockets, libfuse...): the zygote and what it forks run
+ * nothing but this file, caps.c and libc, and every mapping left is one
+ * more to copy at each fork and to tear down at each exit and execve (234
+ * mappings before, about 40 after).  Not under the sanitizers: their
+ * runtimes walk the loaded objects.  Raw calls and no allocation (a
+ * fork of a threaded process). */
+static void zygote_shed(void)
+{
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	static const char *const keep[] = { "libc.so", "ld-linux",
+					    "libm.so", "libgcc_s" };
+	size_t cap = 256 * 1024, len = 0;
+	char *buf, *line, *end;
+	int fd;
+	ssize_t n;
+
+	buf = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		return;
+	fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	while (fd >= 0 && len < cap - 1 &&
+	       (n = read(fd, buf + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	if (fd >= 0)
+		close(fd);
+	/* all of it, or nothing: a cut list would be read wrong */
+	if (fd < 0 || len == 0 || len >= cap - 1) {
+		munmap(buf, cap);
+		return;
+	}
+	buf[len] = 0;
+	for (line = buf; *line; line = end + 1) {
+		unsigned long lo, hi;
+		const char *path, *base;
+		bool k = false;
+
+		end = strchr(line, '\n');
+		if (!end)
+			break;
+		*end = 0;
+		path = strchr(line, '/');
+		if (!path || !strstr(path, ".so"))
+			continue;
+		base = strrchr(path, '/') + 1;
+		for (size_t i = 0; i < sizeof(keep) / sizeof(*keep); i++)
+			k = k || !strncmp(base, keep[i], strlen(keep[i]));
+		lo = strtoul(line, &line, 16);
+		hi = strtoul(line + 1, NULL, 16);
+		if (!k && hi > lo)
+			munmap((void *)lo, hi - lo);
+	}
+	munmap(buf, cap);
+#endif
+}
+
+static __attribute__((noreturn)) void zygote_main(int zfd)
+{
+	static const char name[] = "sbxfs-zygote";
+	char *start;
+	size_t len;
+	int fds[Z_FDS + 4], nfd, i, dn;
+	struct zmsg z;
+	ssize_t n;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+	if (getppid() == 1) /* sbxfs died before the prctl */
+		_exit(0);
+	/* sbxfs's command line names host paths, and `pgrep -f` must
+	 * not take us for sbxfs */
+	if (local_argv_area(&start, &len) == 0 && len > sizeof(name)) {
+		memset(start, 0, len);
+		memcpy(start, name, sizeof(name));
+	}
+	dn = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (dn >= 0) {
+		dup2(dn, 0);
+		dup2(dn, 1);
+		dup2(dn, 2);
+	}
+	close_except(&zfd, 1);
+	zygote_shed();
+	{
+		struct sigaction ign = { .sa_handler = SIG_IGN };
+
+		sigaction(SIGCHLD, &ign, NULL);
+	}
+	for (;;) {
+		union {
+			char c[CMSG_SPACE((Z_FDS + 4) * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = { &z, sizeof(z) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.c,
+				     .msg_controllen = sizeof(u.c) };
+
+		n = recvmsg(zfd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			_exit(0); /* sbxfs hung up */
+		nfd = cmsg_fds(&mh, fds, Z_FDS + 4);
+		if (n == (ssize_t)sizeof(z) && z.type == Z_SPARE &&
+		    z.ncg >= 0 && z.ncg <= LOCAL_CG_FDS && nfd == z.ncg + 4) {
+			struct spawn sp = { .pidfd = fds[0], .rootfd = fds[1],
+					    .nsflags = z.nsflags,
+					    .ncg = z.ncg,
+					    .userns = z.userns != 0,
+					    .stdio = { -1, -1, -1 },
+					    .stw = -1 };
+			struct spare_start a = { .sp = &sp,
+						 .sctl = fds[z.ncg + 2],
+						 .bctl = fds[z.ncg + 3],
+						 .zygote = true };
+
+			for (i = 0; i < z.ncg; i++)
+				sp.cgfd[i] = fds[2 + i];
+			/* every signal is blocked, as in sbxfs; S' is our
+			 * child, reaped by the kernel (SIGCHLD ignored),
+			 * and init's once we are gone */
+			if (raw_fork() == 0)
+				spare_main(&a);
+		}
+		/* our copies: S' has its own, or sbxfs sees sctl hang up */
+		for (i = 0; i < nfd; i++)
+			close(fds[i]);
+	}
+}
+
+/* Start the zygote (at init, before the engine's threads).  Failure
+ * only costs speed. */
+static void zygote_start(struct exloop *lp)
+{
+	int sv[2];
+	sigset_t all, old;
+	pid_t p;
+
+	lp->zfd = -1;
+	lp->zpid = 0;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	p = fork();
+	if (p == 0)
+		zygote_main(sv[1]);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (p < 0) {
+		close(sv[0]);
+		return;
+	}
+	lp->zfd = sv[0];
+	lp->zpid = p;
+}
+
+static void zygote_stop(struct exloop *lp)
+{
+	if (lp->zfd >= 0)
+		close(lp->zfd);
+	lp->zfd = -1;
+	if (lp->zpid > 0)
+		while (waitpid(lp->zpid, NULL, 0) < 0 && errno == EINTR)
+			;
+	lp->zpid = 0;
+}
+
+/* Have the zygote fork S' for a (the caller closes its copies of a's
+ * sockets).  0, or -1: fork it ourselves. */
+static int zygote_fork(struct exloop *lp, const struct spare_start *a)
+{
+	const struct spawn *sp = a->sp;
+	struct zmsg z = { .type = Z_SPARE, .nsflags = sp->nsflags,
+			  .ncg = sp->ncg, .userns = sp->userns };
+	int fds[Z_FDS], nfd = 0, i;
+	union {
+		char c[CMSG_SPACE(Z_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { &z, sizeof(z) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.c };
+	struct cmsghdr *c;
+	ssize_t n;
+
+	if (lp->zfd < 0 || sp->ncg > LOCAL_CG_FDS)
+		return -1;
+	fds[nfd++] = sp->pidfd;
+	fds[nfd++] = sp->rootfd;
+	for (i = 0; i < sp->ncg; i++)
+		fds[nfd++] = sp->cgfd[i];
+	fds[nfd++] = a->sctl;
+	fds[nfd++] = a->bctl;
+	memset(&u, 0, sizeof(u));
+	mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN((size_t)nfd * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, (size_t)nfd * sizeof(int));
+	do
+		n = sendmsg(lp->zfd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(z))
+		return 0;
+	/* the zygote is gone: never again */
+	zygote_stop(lp);
+	return -1;
+}
+
 /* Make one spare for sandbox id (init ipid); NULL on failure.  Runs on
  * the maker thread. */
-static struct spare *spare_make(struct local *l, const char *id, pid_t ipid)
+static struct spare *spare_make(struct exloop *lp, const char *id,
+				pid_t ipid)
 {
+	struct local *l = lp->l;
 	struct spawn sp = { .pidfd = -1, .rootfd = -1,
 			    .stdio = { -1, -1, -1 }, .stw = -1 };
 	int sc[2] = { -1, -1 }, bc[2] = { -1, -1 }, nfd;
@@ -1666,18 +1943,21 @@ static struct spare *spare_make(struct local *l, const char *id, pid_t ipid)
 		goto out;
 	struct spare_start a = { .sp = &sp, .sctl = sc[1], .bctl = bc[1] };
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	x = fork();
-	if (x == 0)
-		spare_main(&a);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (x < 0)
-		goto out;
+	if (zygote_fork(lp, &a) < 0) {
+		/* no zygote (it died, or could not start): fork sbxfs */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		x = fork();
+		if (x == 0)
+			spare_main(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (x < 0)
+			goto out;
+		while (waitpid(x, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	closefd(&sc[1]);
 	closefd(&bc[1]);
-	while (waitpid(x, NULL, 0) < 0 && errno == EINTR)
-		;
 	setsockopt(sc[0], SOL_SOCKET, SO_RCVTIMEO, &shim_tmo,
 		   sizeof(shim_tmo));
 	if (shim_recv(sc[0], &m, NULL, 0, &nfd) != (ssize_t)sizeof(m) ||
@@ -1863,7 +2143,7 @@ static void *spare_maker(void *arg)
 		 * period, so a pool refills in one, not one per spare. */
 		nb = 0;
 		if (sb_quiet(lp->l, sb, ipid))
-			while (nb < want && (s = spare_make(lp->l, sb, ipid)))
+			while (nb < want && (s = spare_make(lp, sb, ipid)))
 				batch[nb++] = s;
 		/* Ready, and the sandbox was running and not held by a
 		 * lifecycle verb all along: a stop that began before this
@@ -3182,6 +3462,7 @@ int local_exec_init(struct local *l)
 
 	if (!lp)
 		return -ENOMEM;
+	lp->zfd = -1;
 	pthread_mutex_lock(&reg_mu);
 	if (!nofile_raised && getrlimit(RLIMIT_NOFILE, &nofile_orig) == 0 &&
 	    nofile_orig.rlim_cur < nofile_orig.rlim_max) {
@@ -3209,6 +3490,7 @@ int local_exec_init(struct local *l)
 	}
 	pthread_mutex_init(&lp->spmu, NULL);
 	pthread_cond_init(&lp->spcond, NULL);
+	zygote_start(lp);
 	r = -pthread_create(&lp->thr, NULL, loop_main, lp);
 	if (r)
 		goto fail;
@@ -3221,6 +3503,7 @@ int local_exec_init(struct local *l)
 	pthread_mutex_unlock(&reg_mu);
 	return 0;
 fail:
+	zygote_stop(lp);
 	if (lp->epfd >= 0)
 		close(lp->epfd);
 	if (lp->evfd >= 0)
@@ -3257,6 +3540,7 @@ void local_exec_fini(struct local *l)
 		pthread_join(lp->mk, NULL);
 		lp->mk_running = false;
 	}
+	zygote_stop(lp); /* only the maker used it */
 	pthread_mutex_lock(&lp->mu);
 	/* spawns on the runtime hand their exec to the loop: let them */
 	while (lp->nspawning)
