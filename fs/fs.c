@@ -33,6 +33,7 @@ static const struct kind *kind_of(fuse_ino_t ino)
 		[FS_K_SB_INFO] = { &fs_sb_info_ops, S_IFREG | 0444 },
 		[FS_K_SB_ERR] = { &fs_sb_err_ops, S_IFREG | 0644 },
 		[FS_K_SB_EXEC] = { &fs_exec_ops, S_IFREG | 0666 },
+		[FS_K_SB_RUN] = { &fs_run_ops, S_IFREG | 0666 },
 		[FS_K_PROC_DIR] = { &fs_proc_dir_ops, S_IFDIR | 0755 },
 		[FS_K_JOB_DIR] = { &fs_job_dir_ops, S_IFDIR | 0755 },
 		[FS_K_JOB_CMD] = { &fs_job_file_ops, S_IFREG | 0644 },

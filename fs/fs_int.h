@@ -62,6 +62,7 @@ enum fs_kind {
 	FS_K_TAGS_DIR,	 /* MOUNT/.tags/ (tags.c) */
 	FS_K_TAG_DIR,	 /* MOUNT/.tags/T/: job slot = tag index */
 	FS_K_TAG_LINK,	 /* MOUNT/.tags/T/NAME -> ../../NAME */
+	FS_K_SB_RUN,	 /* NAME/run (run.c) */
 	FS_K__COUNT
 };
 
@@ -217,6 +218,7 @@ extern const struct fuse_lowlevel_ops fs_sb_status_ops; /* sbfiles.c */
 extern const struct fuse_lowlevel_ops fs_sb_info_ops;	/* sbfiles.c */
 extern const struct fuse_lowlevel_ops fs_sb_err_ops;	/* sbfiles.c */
 extern const struct fuse_lowlevel_ops fs_exec_ops;	/* exec.c */
+extern const struct fuse_lowlevel_ops fs_run_ops;	/* run.c */
 extern const struct fuse_lowlevel_ops fs_proc_dir_ops;	/* proc.c */
 extern const struct fuse_lowlevel_ops fs_job_dir_ops;	/* proc.c */
 extern const struct fuse_lowlevel_ops fs_job_file_ops;	/* job.c: cmd, ctl,

@@ -278,6 +278,12 @@ struct fs_jh {
 	bool writer;		   /* stdin opened for writing */
 	char *text;		   /* snapshot of cmd/status/ctl for reads */
 	size_t textlen;
+	/* NAME/run: the stdin frame being written (writes are parsed as one
+	 * stream: the kernel splits a write larger than max_write) */
+	unsigned char rf_hdr[FS_RUN_HDR];
+	unsigned rf_hlen;
+	size_t rf_left;		   /* bytes of its data still to come */
+	bool rf_bad;		   /* a bad frame: every later write fails */
 };
 
 /* ---- the job object ------------------------------------------------------ */
@@ -399,7 +405,7 @@ static uint64_t min_reader(struct fs_job *j, int s)
 	for (struct fs_jh *h = j->handles; h; h = h->next)
 		if (h->stream == s &&
 		    (h->kind == FS_K_JOB_STDOUT || h->kind == FS_K_JOB_STDERR ||
-		     h->kind == FS_K_SB_EXEC) &&
+		     h->kind == FS_K_SB_EXEC || h->kind == FS_K_SB_RUN) &&
 		    h->off < m)
 			m = h->off;
 	return m;
@@ -419,7 +425,7 @@ static bool spool_trim(struct fs_job *j)
 		struct fs_spool *sp = &j->out[s];
 		uint64_t m = min_reader(j, s);
 
-		if (j->exec_session && m != UINT64_MAX) {
+		if ((j->exec_session || j->framed) && m != UINT64_MAX) {
 			fs_spool_drop(sp, m);
 		} else if (fs_spool_held(sp) > FS_JOB_SPOOL_CAP &&
 			   m != UINT64_MAX) {
@@ -656,15 +662,28 @@ static void job_started(void *ud, int err, const char *msg)
 		stdin_pump(j);
 }
 
+/* NAME/run: the header of a frame of len bytes (run.c).  Job lock held;
+ * 0 or -1 (out of memory). */
+static int run_frame(struct fs_job *j, char tag, size_t len)
+{
+	unsigned char h[FS_RUN_HDR] = { (unsigned char)tag, len & 0xff,
+					(len >> 8) & 0xff, (len >> 16) & 0xff,
+					(len >> 24) & 0xff };
+
+	return fs_spool_append(&j->out[0], h, sizeof h);
+}
+
 static int job_output(void *ud, int stream, const void *buf, size_t len)
 {
 	struct fs_job *j = ud;
 	struct done d = { 0 };
-	int s = (stream == 2 && !j->exec_session) ? 1 : 0;
+	int s = (stream == 2 && !j->exec_session && !j->framed) ? 1 : 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&j->lock);
-	if (fs_spool_append(&j->out[s], buf, len)) {
+	if ((j->framed && run_frame(j, stream == 2 ? FS_RUN_STDERR :
+						   FS_RUN_STDOUT, len)) ||
+	    fs_spool_append(&j->out[s], buf, len)) {
 		/* Out of memory: these bytes are lost (buf is only valid
 		 * now); pause so that no more follow until readers free
 		 * some spool. */
@@ -709,6 +728,15 @@ static void job_exited(void *ud, int code, int err, const char *msg)
 	 * `err`, and errnos such as ECHILD or ECANCELED would mislead a
 	 * reader of a pipe. */
 	j->lost_err = err ? EIO : 0;
+	if (j->framed && !err) {
+		/* the last frame: the exit code as `wait` shows it */
+		char c[16];
+		int n = snprintf(c, sizeof c, "%d", code);
+
+		if (run_frame(j, FS_RUN_EXIT, (size_t)n) ||
+		    fs_spool_append(&j->out[0], c, (size_t)n))
+			j->lost_err = EIO;
+	}
 	clock_gettime(CLOCK_REALTIME, &j->t_end);
 	j->in_closed = true;
 	serve_reads(j, &d);
@@ -727,8 +755,19 @@ static const struct api_exec_cbs job_cbs = {
 
 /* ---- start, remove ------------------------------------------------------- */
 
+static void job_start(fuse_req_t req, struct fs_job *j, const char *buf,
+		      size_t size, size_t reply);
+
 void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 		  size_t size)
+{
+	job_start(req, j, buf, size, size);
+}
+
+/* The command line is buf[0, size); the write is answered with reply
+ * bytes. */
+static void job_start(fuse_req_t req, struct fs_job *j, const char *buf,
+		      size_t size, size_t reply)
 {
 	struct api_backend *be = j->fs->be;
 	char *line = NULL;
@@ -771,7 +810,7 @@ void fs_job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	p->size = size;
+	p->size = reply;
 
 	pthread_mutex_lock(&j->lock);
 	if (j->removed || j->state != FS_JOB_CREATED) {
@@ -959,7 +998,7 @@ struct fs_jh *fs_jh_open(struct fs_job *j, enum fs_kind kind, int flags,
 	h->stream = kind == FS_K_JOB_STDERR ? 1 : 0;
 	pthread_mutex_lock(&j->lock);
 	if (kind == FS_K_JOB_STDOUT || kind == FS_K_JOB_STDERR ||
-	    kind == FS_K_SB_EXEC) {
+	    kind == FS_K_SB_EXEC || kind == FS_K_SB_RUN) {
 		h->off = j->out[h->stream].base;
 		*dropped = h->off;
 	}
@@ -1544,14 +1583,50 @@ static void jf_write_ctl(fuse_req_t req, struct fs_job *j, const char *buf,
 
 /* ---- stdin --------------------------------------------------------------- */
 
-static void jf_write_stdin(fuse_req_t req, struct fs_job *j, const char *buf,
-			   size_t size)
+/* Answer a write that queued stdin bytes (job lock held, dropped here):
+ * at once, or once the job took enough of the queue (backpressure on the
+ * writer).  Not interruptible: the bytes are already on their way. */
+static void stdin_reply(fuse_req_t req, struct fs_job *j, size_t reply)
 {
 	struct fs_pend *p;
 
+	j->in_used = true;
+	if (j->in.end - j->in_off <= FS_JOB_STDIN_CAP) {
+		pthread_mutex_unlock(&j->lock);
+		fuse_reply_write(req, reply);
+		stdin_pump(j);
+		return;
+	}
+	fs_job_get(j);
+	p = fs_pend_new(req, &j->lock, j, fs_job_put_v);
+	if (!p) {
+		/* Keep the bytes; the writer just misses the backpressure. */
+		pthread_mutex_unlock(&j->lock);
+		fs_job_put(j);
+		fuse_reply_write(req, reply);
+		stdin_pump(j);
+		return;
+	}
+	p->what = FS_PEND_STDIN;
+	p->size = reply;
+	p->pos = j->in.end;
+	fs_pend_park_nointr(&j->writes, p);
+	pthread_mutex_unlock(&j->lock);
+	stdin_pump(j);
+}
+
+/* Job lock held: stdin takes no more bytes (EPIPE). */
+static bool stdin_shut(struct fs_job *j)
+{
+	return j->removed || j->state == FS_JOB_EXITED ||
+	       (j->in_closed && j->state != FS_JOB_CREATED);
+}
+
+static void jf_write_stdin(fuse_req_t req, struct fs_job *j, const char *buf,
+			   size_t size)
+{
 	pthread_mutex_lock(&j->lock);
-	if (j->removed || j->state == FS_JOB_EXITED ||
-	    (j->in_closed && j->state != FS_JOB_CREATED)) {
+	if (stdin_shut(j)) {
 		pthread_mutex_unlock(&j->lock);
 		fuse_reply_err(req, EPIPE);
 		return;
@@ -1561,32 +1636,105 @@ static void jf_write_stdin(fuse_req_t req, struct fs_job *j, const char *buf,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	j->in_used = true;
-	if (j->in.end - j->in_off <= FS_JOB_STDIN_CAP) {
+	stdin_reply(req, j, size);
+}
+
+/* Writes to NAME/run after the command: frames of stdin ('0', length,
+ * bytes) and its end ('.', length 0), parsed across writes. */
+void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
+		      size_t size)
+{
+	struct fs_job *j = h->j;
+	bool pump = false, bad = false, shut = false;
+	size_t i = 0;
+
+	pthread_mutex_lock(&j->lock);
+	while (i < size && !bad && !shut) {
+		if (h->rf_left) {
+			size_t take = size - i < h->rf_left ? size - i :
+							      h->rf_left;
+
+			if (!h->writer || stdin_shut(j)) {
+				shut = true;
+				break;
+			}
+			if (fs_spool_append(&j->in, buf + i, take)) {
+				pthread_mutex_unlock(&j->lock);
+				fuse_reply_err(req, ENOMEM);
+				return;
+			}
+			h->rf_left -= take;
+			i += take;
+			continue;
+		}
+		h->rf_hdr[h->rf_hlen++] = (unsigned char)buf[i++];
+		if (h->rf_hlen < FS_RUN_HDR)
+			continue;
+		h->rf_hlen = 0;
+		size_t len = (size_t)h->rf_hdr[1] |
+			     (size_t)h->rf_hdr[2] << 8 |
+			     (size_t)h->rf_hdr[3] << 16 |
+			     (size_t)h->rf_hdr[4] << 24;
+
+		if (h->rf_bad) {
+			bad = true;
+		} else if (h->rf_hdr[0] == FS_RUN_STDIN) {
+			if (!h->writer)
+				shut = true;
+			h->rf_left = len;
+		} else if (h->rf_hdr[0] == FS_RUN_STDIN_END && len == 0) {
+			if (h->writer) {
+				h->writer = false;
+				pump = --j->writers == 0;
+			}
+		} else {
+			bad = true;
+		}
+	}
+	if (bad || h->rf_bad) {
+		h->rf_bad = true;
+		pthread_mutex_unlock(&j->lock);
+		job_err(j, "%s: run: expected frames of stdin ('%c', a length "
+			"of 4 bytes, little-endian, the bytes) and its end "
+			"('%c', length 0)", j->name, FS_RUN_STDIN,
+			FS_RUN_STDIN_END);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (shut) {
+		/* the command has no stdin stream, or it ended: the rest of
+		 * this frame goes nowhere */
+		h->rf_left = 0;
+		pthread_mutex_unlock(&j->lock);
+		fuse_reply_err(req, EPIPE);
+		return;
+	}
+	if (pump) {
 		pthread_mutex_unlock(&j->lock);
 		fuse_reply_write(req, size);
 		stdin_pump(j);
 		return;
 	}
-	/* Queue over its bound: the bytes are kept, the reply waits until
-	 * the job has taken enough (backpressure on the writer).  Not
-	 * interruptible: the bytes are already on their way. */
-	fs_job_get(j);
-	p = fs_pend_new(req, &j->lock, j, fs_job_put_v);
-	if (!p) {
-		/* Keep the bytes; the writer just misses the backpressure. */
+	stdin_reply(req, j, size);
+}
+
+/* The first write to NAME/run: the command, with or without a stdin
+ * stream (run.c).  h becomes stdin's writer for a stream. */
+void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
+		      const char *line, size_t len)
+{
+	struct fs_job *j = h->j;
+
+	if (in) {
+		pthread_mutex_lock(&j->lock);
+		if (!h->writer) {
+			h->writer = true;
+			j->writers++;
+			j->in_used = true;
+		}
 		pthread_mutex_unlock(&j->lock);
-		fs_job_put(j);
-		fuse_reply_write(req, size);
-		stdin_pump(j);
-		return;
 	}
-	p->what = FS_PEND_STDIN;
-	p->size = size;
-	p->pos = j->in.end;
-	fs_pend_park_nointr(&j->writes, p);
-	pthread_mutex_unlock(&j->lock);
-	stdin_pump(j);
+	job_start(req, j, line + 1, len - 1, len);
 }
 
 static void jf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,

@@ -121,6 +121,8 @@ struct fs_job {
 	enum fs_job_state state;
 	bool removed;		/* rmdir'd: no new api calls */
 	bool exec_session;	/* NAME/exec: one merged stream, one reader */
+	bool framed;		/* NAME/run: one stream of frames (run.c),
+				   one reader */
 	int start_err;		/* errno of the last failed start */
 	char *cmd;
 	char *cwd;
@@ -188,7 +190,29 @@ struct fs_job *fs_jh_job(struct fs_jh *h);
 void fs_jh_read_stream(fuse_req_t req, struct fs_jh *h, size_t size);
 void fs_jh_poll(fuse_req_t req, struct fs_jh *h, struct fuse_pollhandle *ph);
 
+/* A write to NAME/run after its command line: stdin bytes or stdin's
+ * end (run.c has the protocol). */
+void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
+		      size_t size);
+void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
+		      const char *line, size_t len);
+/* NAME/run's frames (run.c). */
+#define FS_RUN_CMD 'c'	     /* then the command line; stdin empty */
+#define FS_RUN_CMD_STDIN 'C' /* the same, stdin a stream */
+#define FS_RUN_STDIN '0'
+#define FS_RUN_STDIN_END '.'
+#define FS_RUN_STDOUT '1'
+#define FS_RUN_STDERR '2'
+#define FS_RUN_EXIT 'x'
+#define FS_RUN_HDR 5 /* tag, then the length: 4 bytes, little-endian */
+
 /* proc.c: the job an inode names (a reference), or NULL with *err. */
 struct fs_job *fs_job_get_ino(struct fs *fs, fuse_ino_t ino, int *err);
+/* proc.c: a new job NAME in sb's proc/ (a reference for the caller), or
+ * NULL with *err; fs_proc_drop takes it out again (and removes it) unless
+ * an rmdir or the sandbox's end did already. */
+struct fs_job *fs_proc_add(struct fs *fs, struct fs_sb *sb, const char *name,
+			   int *err);
+void fs_proc_drop(struct fs *fs, struct fs_job *j);
 
 #endif

@@ -251,15 +251,86 @@ static void pd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, ino, 0);
 }
 
+/* A new job NAME in sb's table (a reference for the caller, who also
+ * holds the table's until the job leaves it), or NULL with *err (EEXIST,
+ * ENOSPC with a sentence, ENOENT, ENOMEM). */
+struct fs_job *fs_proc_add(struct fs *fs, struct fs_sb *sb, const char *name,
+			   int *err)
+{
+	struct fs_jobs *t = jobs_open(fs, sb);
+	struct fs_job *j = NULL;
+	unsigned slot;
+
+	if (!t) {
+		*err = ENOENT;
+		return NULL;
+	}
+	pthread_mutex_lock(&t->lock);
+	if (find_name(t, name)) {
+		*err = EEXIST;
+		goto out;
+	}
+	for (slot = 0; slot < FS_JOB_MAX && t->slots[slot]; slot++)
+		;
+	if (slot == FS_JOB_MAX) {
+		fs_sb_set_err(fs, sb, "proc: at most %u jobs per sandbox",
+			      FS_JOB_MAX);
+		*err = ENOSPC;
+		goto out;
+	}
+	j = fs_job_new(fs, sb, name, slot,
+		       (t->gens[slot] = (t->gens[slot] + 1) & FS_GEN_MASK));
+	if (!j) {
+		*err = ENOMEM;
+		goto out;
+	}
+	t->slots[slot] = j;
+	t->njobs++;
+	if (slot >= t->hi)
+		t->hi = slot + 1;
+	fs_job_get(j);
+out:
+	pthread_mutex_unlock(&t->lock);
+	jobs_put(t);
+	return j;
+}
+
+/* Take job j out of sb's table if it is still there (not rmdir'd, its
+ * sandbox not gone): then remove it and drop the table's reference. */
+void fs_proc_drop(struct fs *fs, struct fs_job *j)
+{
+	int err;
+	struct fs_sb *sb = fs_sb_get_slot(fs, j->sb_slot, j->sb_gen, &err);
+	struct fs_jobs *t = sb ? jobs_get(sb, false) : NULL;
+	bool mine = false;
+
+	if (sb)
+		fs_sb_put(fs, sb);
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (t->slots[j->slot] == j) {
+		t->slots[j->slot] = NULL;
+		t->njobs--;
+		while (t->hi && !t->slots[t->hi - 1])
+			t->hi--;
+		mine = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	jobs_put(t);
+	if (mine) {
+		fs_job_remove(j);
+		fs_job_put(j);
+	}
+}
+
 static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct fs *fs = fs_of(req);
 	int err;
 	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
-	struct fs_jobs *t;
-	struct fs_job *j = NULL;
-	unsigned slot;
+	struct fs_job *j;
 
 	(void)mode;
 	if (!sb) {
@@ -273,41 +344,9 @@ static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	t = jobs_open(fs, sb);
-	if (!t) {
-		fs_sb_put(fs, sb);
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	pthread_mutex_lock(&t->lock);
-	if (find_name(t, name)) {
-		err = EEXIST;
-		goto out;
-	}
-	for (slot = 0; slot < FS_JOB_MAX && t->slots[slot]; slot++)
-		;
-	if (slot == FS_JOB_MAX) {
-		fs_sb_set_err(fs, sb, "proc: at most %u jobs per sandbox",
-			      FS_JOB_MAX);
-		err = ENOSPC;
-		goto out;
-	}
-	j = fs_job_new(fs, sb, name, slot,
-		       (t->gens[slot] = (t->gens[slot] + 1) & FS_GEN_MASK));
-	if (!j) {
-		err = ENOMEM;
-		goto out;
-	}
-	t->slots[slot] = j;
-	t->njobs++;
-	if (slot >= t->hi)
-		t->hi = slot + 1;
-	err = 0;
-out:
-	pthread_mutex_unlock(&t->lock);
-	jobs_put(t);
+	j = fs_proc_add(fs, sb, name, &err);
 	fs_sb_put(fs, sb);
-	if (err) {
+	if (!j) {
 		fuse_reply_err(req, err);
 		return;
 	}
@@ -316,6 +355,7 @@ out:
 	 * the mount drops it; so the opens of its files and the rmdir that
 	 * follow (`sbx run`) need no LOOKUP of the directory. */
 	reply_entry(req, job_ino(j, FS_K_JOB_DIR), 1.0);
+	fs_job_put(j);
 }
 
 static void pd_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -313,6 +313,7 @@ static const struct fs_gen_ent sb_entries[] = {
 	{ "ports", FS_K_PORTS_DIR, API_CAP_PORTS, 0 },
 	{ "fs", FS_K_FILE, API_CAP_FILES, S_IFDIR | 0755 },
 	{ "exec", FS_K_SB_EXEC, API_CAP_EXEC, 0 },
+	{ "run", FS_K_SB_RUN, API_CAP_EXEC, 0 },
 	{ "proc", FS_K_PROC_DIR, API_CAP_EXEC, 0 },
 };
 

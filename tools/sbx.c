@@ -35,11 +35,13 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -368,6 +370,193 @@ static bool stdin_is_empty(void)
 	       minor(st.st_rdev) == 3;
 }
 
+/* ---- run through NAME/run (fs/run.c): one open per command ------------ */
+
+static int g_runfd = -1;
+
+/* stdin to the command: frames of '0', the length (4 bytes, little-
+ * endian) and the bytes, then '.' with length 0.  pwrite, not write: a
+ * write would wait for the file position lock our parked read holds. */
+static void *run_stdin_main(void *arg)
+{
+	char *buf = malloc(IOBUF + 5);
+	static const char end[5] = { '.', 0, 0, 0, 0 };
+
+	(void)arg;
+	for (;;) {
+		ssize_t n;
+
+		if (!buf)
+			break;
+		n = read(STDIN_FILENO, buf + 5, IOBUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		buf[0] = '0';
+		buf[1] = (char)(n & 0xff);
+		buf[2] = (char)((n >> 8) & 0xff);
+		buf[3] = (char)((n >> 16) & 0xff);
+		buf[4] = (char)((n >> 24) & 0xff);
+		if (pwrite(g_runfd, buf, (size_t)n + 5, 0) != n + 5) {
+			/* the command closed its stdin or exited */
+			free(buf);
+			return NULL;
+		}
+	}
+	free(buf);
+	(void)!pwrite(g_runfd, end, sizeof end, 0);
+	return NULL;
+}
+
+#define OUT_IOV 64
+
+/* The output of one read goes out in one writev per run of frames of one
+ * stream (a frame is one chunk of the command's output, often 64 KiB: a
+ * write each would wake a pipe reader that much more often).  A write
+ * error ends sbx as SIGPIPE would (the close kills the command). */
+static void out_flush(int fd, struct iovec *iov, int *niov)
+{
+	int i = 0;
+
+	while (i < *niov) {
+		ssize_t n = writev(fd, iov + i, *niov - i);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			_exit(sig_code(SIGPIPE));
+		while (i < *niov && (size_t)n >= iov[i].iov_len)
+			n -= (ssize_t)iov[i++].iov_len;
+		if (i < *niov) {
+			iov[i].iov_base = (char *)iov[i].iov_base + n;
+			iov[i].iov_len -= (size_t)n;
+		}
+	}
+	*niov = 0;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* `run` in one open of NAME/run.  Returns the exit code, or -1 when the
+ * mount has no NAME/run (an older sbxfs): then the caller uses proc/. */
+static int run_framed(const char *sb, const char *sbpath, const char *line,
+		      size_t len, bool nostdin)
+{
+	char path[PATH_MAX], ebuf[ERR_MAX + 1], code_txt[16];
+	unsigned char hdr[5];
+	size_t hlen = 0, left = 0, clen = 0;
+	int tag = 0, code = -1, ofd = -1, niov = 0;
+	struct iovec iov[OUT_IOV];
+	char *buf, *first;
+	struct stat st;
+	pthread_t tid;
+	ssize_t n;
+
+	if (snprintf(path, sizeof path, "%s/run", sbpath) >= (int)sizeof path)
+		die("no sandbox '%s' under %s", sb, mnt);
+	g_runfd = open(path, O_RDWR | O_CLOEXEC);
+	if (g_runfd < 0 && (errno == ENOENT || errno == EOPNOTSUPP))
+		return -1;
+	if (g_runfd < 0)
+		die("no sandbox '%s' under %s: %s", sb, mnt, strerror(errno));
+	/* a signal now ends sbx; the close kills the command */
+	catch_signals();
+	first = malloc(len + 1);
+	if (!first)
+		die("out of memory");
+	first[0] = nostdin ? 'c' : 'C';
+	memcpy(first + 1, line, len);
+	n = pwrite(g_runfd, first, len + 1, 0);
+	free(first);
+	if (n != (ssize_t)len + 1) {
+		int e = errno;
+
+		sb_err(sb, ebuf, sizeof ebuf);
+		fprintf(stderr, PROG ": cannot start: %s\n",
+			*ebuf ? ebuf : strerror(e));
+		exit(125);
+	}
+	if (!nostdin) {
+		pthread_attr_t a;
+
+		pthread_attr_init(&a);
+		pthread_attr_setstacksize(&a, 64 * 1024);
+		if (pthread_create(&tid, &a, run_stdin_main, NULL) == 0)
+			pthread_detach(tid);
+		else
+			(void)!pwrite(g_runfd, ".\0\0\0", 5, 0);
+		pthread_attr_destroy(&a);
+	}
+	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
+		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, IOBUF);
+	buf = malloc(IOBUF);
+	if (!buf)
+		die("out of memory");
+	/* frames: tag, length (4 bytes, little-endian), bytes; a read may
+	 * end anywhere in one */
+	for (;;) {
+		size_t i = 0;
+
+		n = pread(g_runfd, buf, IOBUF, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		while (i < (size_t)n) {
+			if (left == 0 && hlen < sizeof hdr) {
+				hdr[hlen++] = (unsigned char)buf[i++];
+				if (hlen < sizeof hdr)
+					continue;
+				tag = hdr[0];
+				left = le32(hdr + 1);
+				clen = 0;
+				if (left)
+					continue;
+			}
+			size_t take = (size_t)n - i < left ? (size_t)n - i :
+							      left;
+
+			if (tag == '1' || tag == '2') {
+				int fd = tag == '1' ? STDOUT_FILENO :
+						      STDERR_FILENO;
+
+				if (fd != ofd || niov == OUT_IOV)
+					out_flush(ofd, iov, &niov);
+				ofd = fd;
+				iov[niov++] = (struct iovec){ buf + i, take };
+			} else if (tag == 'x') {
+				for (size_t k = 0; k < take; k++)
+					if (clen < sizeof code_txt - 1)
+						code_txt[clen++] = buf[i + k];
+			}
+			i += take;
+			left -= take;
+			if (left == 0) {
+				if (tag == 'x') {
+					code_txt[clen] = '\0';
+					code = (int)strtol(code_txt, NULL, 10);
+				}
+				hlen = 0;
+			}
+		}
+		out_flush(ofd, iov, &niov); /* before buf is read into again */
+	}
+	free(buf);
+	if (code < 0 || code > 255) {
+		sb_err(sb, ebuf, sizeof ebuf);
+		fprintf(stderr, PROG ": lost the exit code of the command%s%s\n",
+			*ebuf ? ": " : "", ebuf);
+		return 255;
+	}
+	/* the stdin forwarder may still wait on our stdin: exit ends it */
+	return code;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	/* static: the stdin forwarder may still run (and own a buffer)
@@ -408,6 +597,9 @@ static int cmd_run(int argc, char **argv)
 				(int)sizeof sbpath - 8)
 		die("no sandbox '%s' under %s", sb, mnt);
 	line = make_line(argv, argc, &len);
+	code = run_framed(sb, sbpath, line, len, nostdin);
+	if (code >= 0)
+		return code;
 
 	g_procfd = open(sbpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (g_procfd >= 0) {

@@ -134,6 +134,219 @@ Test(jobs, exec_close_kills)
 		     "the command survived the close");
 }
 
+/* ---- NAME/run (fs/run.c) -------------------------------------------------- */
+
+/* What a session's frames carried, parsed here independently of sbx. */
+struct frames {
+	char out[8192], err[8192], code[16];
+	size_t nout, nerr;
+	bool exited;
+	int rerr; /* errno of the read that ended it, 0 at EOF */
+	bool bad; /* an unknown tag or a frame after 'x' */
+};
+
+static void read_frames(int fd, struct frames *f)
+{
+	unsigned char buf[4096], hdr[5];
+	size_t hlen = 0, left = 0, clen = 0;
+	int tag = 0;
+
+	memset(f, 0, sizeof *f);
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof buf, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			f->rerr = errno;
+		if (n <= 0)
+			return;
+		for (ssize_t i = 0; i < n;) {
+			if (left == 0) {
+				hdr[hlen++] = buf[i++];
+				if (hlen < 5)
+					continue;
+				hlen = 0;
+				tag = hdr[0];
+				left = (size_t)hdr[1] | (size_t)hdr[2] << 8 |
+				       (size_t)hdr[3] << 16 |
+				       (size_t)hdr[4] << 24;
+				if (f->exited || (tag != '1' && tag != '2' &&
+						  tag != 'x'))
+					f->bad = true;
+				if (tag == 'x')
+					f->exited = true;
+				continue;
+			}
+			size_t take = (size_t)(n - i) < left ? (size_t)(n - i) :
+							       left;
+			char *dst = tag == '1' ? f->out : tag == '2' ? f->err :
+				    f->code;
+			size_t *dl = tag == '1' ? &f->nout :
+				     tag == '2' ? &f->nerr : &clen;
+			size_t cap = tag == 'x' ? sizeof f->code :
+					    sizeof f->out;
+
+			for (size_t k = 0; k < take; k++)
+				if (*dl < cap - 1)
+					dst[(*dl)++] = (char)buf[i + k];
+			i += (ssize_t)take;
+			left -= take;
+		}
+	}
+}
+
+static int run_open(int flags)
+{
+	char p[MNT_PATH_MAX + 16];
+
+	snprintf(p, sizeof p, "%s/box/run", m.mnt);
+	return open(p, flags | O_CLOEXEC);
+}
+
+/* A frame of stdin ('0', length, bytes) or its end ("." alone). */
+static void run_stdin(int fd, const char *data)
+{
+	size_t n = strlen(data);
+	char f[256] = { data[0] == '.' && !data[1] ? '.' : '0' };
+
+	if (f[0] == '.')
+		n = 0;
+	f[1] = (char)n;
+	memcpy(f + 5, data, n);
+	cr_assert_eq(pwrite(fd, f, n + 5, 0), (ssize_t)(n + 5), "stdin: %s",
+		     strerror(errno));
+}
+
+static void run_write(int fd, const char *frame)
+{
+	ssize_t n = pwrite(fd, frame, strlen(frame), 0);
+
+	cr_assert_eq(n, (ssize_t)strlen(frame), "write '%s': %s", frame,
+		     strerror(errno));
+}
+
+/* One command per open: stdout and stderr apart, the exit code, stdin
+ * frames; the session is a job in proc/ while open and gone after. */
+Test(jobs, run_frames)
+{
+	struct frames f;
+	int fd;
+
+	mkbox();
+	fd = run_open(O_RDWR);
+	cr_assert_geq(fd, 0, "open run: %s", strerror(errno));
+	run_write(fd, "cecho out; echo err >&2; exit 3\n");
+	expect_out("1\n", "ls box/proc | grep -c '^run\\.'");
+	read_frames(fd, &f);
+	cr_assert(!f.bad && f.exited && f.rerr == 0, "frames: bad %d exit %d "
+		  "err %d", f.bad, f.exited, f.rerr);
+	cr_assert_str_eq(f.out, "out\n");
+	cr_assert_str_eq(f.err, "err\n");
+	cr_assert_str_eq(f.code, "3");
+	close(fd);
+	expect_out("", "ls box/proc");
+
+	/* stdin as a stream, ended by '.' */
+	fd = run_open(O_RDWR);
+	cr_assert_geq(fd, 0);
+	run_write(fd, "Ccat; echo done");
+	run_stdin(fd, "hello\n");
+	/* a frame may come in pieces: the kernel splits large writes */
+	cr_assert_eq(pwrite(fd, "0\006\0", 3, 0), 3);
+	cr_assert_eq(pwrite(fd, "\0\0wor", 5, 0), 5);
+	cr_assert_eq(pwrite(fd, "ld\n", 3, 0), 3);
+	run_stdin(fd, ".");
+	read_frames(fd, &f);
+	cr_assert(f.exited && !f.bad);
+	cr_assert_str_eq(f.out, "hello\nworld\ndone\n");
+	cr_assert_str_eq(f.code, "0");
+	close(fd);
+
+	/* a signal: 128+N, as `wait` shows it */
+	fd = run_open(O_RDWR);
+	run_write(fd, "ckill -9 $$");
+	read_frames(fd, &f);
+	cr_assert_str_eq(f.code, "137");
+	close(fd);
+
+	/* every byte value, and more than one read's worth */
+	ok("head -c 300000 /dev/urandom > $TMPD/r.bin");
+	expect_out("0\n", "s=$(SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- "
+			  "cat < $TMPD/r.bin | sha256sum); "
+			  "[ \"$s\" = \"$(sha256sum < $TMPD/r.bin)\" ]; "
+			  "echo $?");
+}
+
+/* Bad input gets an errno and a sentence, never a hang. */
+Test(jobs, run_misuse)
+{
+	struct frames f;
+	char buf[16];
+	int fd;
+
+	mkbox();
+	cr_assert_lt(run_open(O_RDONLY), 0);
+	cr_assert_eq(errno, EINVAL);
+	fd = run_open(O_RDWR);
+	cr_assert_geq(fd, 0);
+	/* a read before the command */
+	cr_assert_lt(pread(fd, buf, sizeof buf, 0), 0);
+	cr_assert_eq(errno, EINVAL);
+	/* no mode byte */
+	cr_assert_lt(pwrite(fd, "echo x", 6, 0), 0);
+	cr_assert_eq(errno, EINVAL);
+	expect_out("1\n", "grep -c 'the first write is' box/err");
+	/* a control character, as for cmd */
+	cr_assert_lt(pwrite(fd, "cecho \033x", 8, 0), 0);
+	cr_assert_eq(errno, EINVAL);
+	run_write(fd, "ccat");
+	/* no stdin stream was asked for */
+	cr_assert_lt(pwrite(fd, "0\003\0\0\0abc", 8, 0), 0);
+	cr_assert_eq(errno, EPIPE);
+	/* not a frame, and nothing after it is one either */
+	cr_assert_lt(pwrite(fd, "zzzzz", 5, 0), 0);
+	cr_assert_eq(errno, EINVAL);
+	cr_assert_lt(pwrite(fd, ".\0\0\0\0", 5, 0), 0);
+	cr_assert_eq(errno, EINVAL);
+	expect_out("1\n", "grep -c 'expected frames of stdin' box/err");
+	read_frames(fd, &f);
+	cr_assert(f.exited && !f.bad);
+	cr_assert_str_eq(f.out, "");
+	cr_assert_str_eq(f.code, "0");
+	close(fd);
+	/* rmdir of its job ends the session: EOF without an exit frame */
+	fd = run_open(O_RDWR);
+	run_write(fd, "csleep 600");
+	ok("rmdir box/proc/run.*");
+	read_frames(fd, &f);
+	cr_assert(!f.exited && f.rerr == 0, "exit %d err %d", f.exited,
+		  f.rerr);
+	close(fd);
+	expect_out("", "ls box/proc");
+}
+
+/* Closing before exit kills the command and what it started. */
+Test(jobs, run_close_kills)
+{
+	char buf[64];
+	int fd;
+
+	mkbox();
+	fd = run_open(O_RDWR);
+	cr_assert_geq(fd, 0);
+	run_write(fd, "csleep 4331 & echo up; exec sleep 4332");
+	/* the frame of "up\n": '1', length 3, the bytes */
+	cr_assert_eq(pread(fd, buf, 8, 0), 8);
+	cr_assert(!memcmp(buf, "1\003\0\0\0up\n", 8));
+	close(fd);
+	for (int i = 0; i < 50 && host_procs("sleep 433[12]"); i++)
+		usleep(100 * 1000);
+	cr_assert_eq(host_procs("sleep 433[12]"), 0,
+		     "the command survived the close");
+	expect_out("", "ls box/proc");
+}
+
 /* ---- proc/ --------------------------------------------------------------- */
 
 Test(jobs, proc_mkdir_ls_rmdir)

@@ -1,0 +1,228 @@
+/* run.c - NAME/run: one command per open, for programs (tools/sbx.c): what
+ * proc/JOB/ gives in a mkdir, five opens, a write and an rmdir, here in one
+ * open, its writes and reads, and the close.
+ *
+ * Each open makes a job proc/run.N (visible there like any job while the
+ * file is open; an rmdir of it ends the session) and is its only reader.
+ * Both directions carry frames: a tag byte, a length (4 bytes, little-
+ * endian) and that many bytes; a write or read may hold several frames or
+ * end inside one (the kernel splits a write larger than the mount's
+ * max_write).  The exception is the first write, the command, which is
+ * one write(2) like a write to `cmd`:
+ *
+ *   'c' LINE          run LINE by /bin/sh -c, stdin empty
+ *   'C' LINE          the same, stdin a stream fed by this file
+ *
+ * then, written:
+ *
+ *   '0' LEN BYTES     stdin bytes (EPIPE once the command's stdin is gone)
+ *   '.' 0             the end of stdin (as is the close)
+ *
+ * The first write is answered once the command runs (or with the errno
+ * `cmd` would give).  Reads return the output in the order it came:
+ *
+ *   '1' LEN BYTES     stdout
+ *   '2' LEN BYTES     stderr
+ *   'x' LEN CODE      the exit code in decimal, as `wait` shows it; then EOF
+ *
+ * After a bad frame every later write fails with EINVAL.  When the
+ * platform lost track of the command, the reads fail with EIO after the
+ * frames that came (no 'x'), with the sentence in NAME/err.  Closing
+ * before the exit kills the command and what it started; the job leaves
+ * proc/.
+ *
+ * Reads and writes from two threads: use pread(2)/pwrite(2) (the offset
+ * is ignored).  read(2) and write(2) share the file position lock, so a
+ * write would wait for a read parked until output comes.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fs/job_int.h"
+
+static void ru_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct stat st;
+
+	(void)fi;
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	fs_sb_put(fs, sb);
+	err = fs_stat_node(fs, ino, &st);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+static void ru_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	if (((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != 0) ||
+	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+		       FUSE_SET_ATTR_GID))) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	ru_getattr(req, ino, fi);
+}
+
+static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	static atomic_uint seq;
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_job *j = NULL;
+	struct fs_jh *h;
+	uint64_t dropped;
+	char name[32];
+
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if (!api_has(fs->be, API_CAP_EXEC)) {
+		fs_sb_set_err(fs, sb, "run: this platform cannot run commands");
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDWR) {
+		fs_sb_set_err(fs, sb, "run: open it for reading and writing");
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* a name nobody has in proc/ (a script's mkdir of the same name
+	 * later gets EEXIST, as for any job) */
+	err = EEXIST;
+	for (int i = 0; i < 64 && !j && err == EEXIST; i++) {
+		snprintf(name, sizeof name, "run.%u",
+			 atomic_fetch_add(&seq, 1) + 1);
+		j = fs_proc_add(fs, sb, name, &err);
+	}
+	fs_sb_put(fs, sb);
+	if (!j) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	j->framed = true;
+	h = fs_jh_open(j, FS_K_SB_RUN, O_RDONLY, &dropped);
+	if (!h) {
+		fs_proc_drop(fs, j);
+		fs_job_put(j);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* the handle holds our reference */
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->noflush = 1; /* nothing to flush; a round trip saved */
+	/* seekable on purpose: pread/pwrite need it (see above) */
+	fuse_reply_open(req, fi);
+}
+
+static void ru_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+	struct fs_job *j = fs_jh_job(h);
+	int err;
+
+	(void)off;
+	pthread_mutex_lock(&j->lock);
+	err = j->state != FS_JOB_CREATED ? 0 :
+	      j->start_err		 ? j->start_err :
+					   EINVAL;
+	pthread_mutex_unlock(&j->lock);
+	if (err == EINVAL) {
+		struct fs *fs = fs_of(req);
+		struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+		if (sb) {
+			fs_sb_set_err(fs, sb, "%s: run: write the command "
+				      "before reading", j->name);
+			fs_sb_put(fs, sb);
+		}
+		err = EINVAL;
+	}
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fs_jh_read_stream(req, h, size);
+}
+
+static void ru_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+	struct fs_job *j = fs_jh_job(h);
+	bool first;
+
+	(void)ino;
+	(void)off;
+	pthread_mutex_lock(&j->lock);
+	first = j->state == FS_JOB_CREATED && !j->removed;
+	pthread_mutex_unlock(&j->lock);
+	if (!first) {
+		fs_job_run_write(req, h, buf, size);
+		return;
+	}
+	if (size < 2 || (buf[0] != FS_RUN_CMD && buf[0] != FS_RUN_CMD_STDIN)) {
+		struct fs *fs = fs_of(req);
+		int err;
+		struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+		if (sb) {
+			fs_sb_set_err(fs, sb, "%s: run: the first write is "
+				      "'%c' or '%c' and a command line",
+				      j->name, FS_RUN_CMD, FS_RUN_CMD_STDIN);
+			fs_sb_put(fs, sb);
+		}
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fs_job_run_start(req, h, buf[0] == FS_RUN_CMD_STDIN, buf, size);
+}
+
+static void ru_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
+	struct fs_job *j = fs_jh_job(h);
+
+	(void)ino;
+	fs_jh_close(h);
+	/* closing before exit kills the command and all it started */
+	fs_proc_drop(fs_of(req), j);
+	fs_job_put(j);
+	fuse_reply_err(req, 0);
+}
+
+static void ru_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		    struct fuse_pollhandle *ph)
+{
+	(void)ino;
+	fs_jh_poll(req, (struct fs_jh *)(uintptr_t)fi->fh, ph);
+}
+
+const struct fuse_lowlevel_ops fs_run_ops = {
+	.getattr = ru_getattr,
+	.setattr = ru_setattr,
+	.open = ru_open,
+	.read = ru_read,
+	.write = ru_write,
+	.release = ru_release,
+	.poll = ru_poll,
+};
