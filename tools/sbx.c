@@ -598,8 +598,10 @@ static int cmd_run(int argc, char **argv)
 		die("no sandbox '%s' under %s", sb, mnt);
 	line = make_line(argv, argc, &len);
 	code = run_framed(sb, sbpath, line, len, nostdin);
-	if (code >= 0)
+	if (code >= 0) {
+		free(line);
 		return code;
+	}
 
 	g_procfd = open(sbpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (g_procfd >= 0) {
