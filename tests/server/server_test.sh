@@ -55,6 +55,18 @@ live_init() {
 	done
 }
 hdr() { tr -d '\r' <$T/hdr | grep -i "^$1:" | head -1 | cut -d' ' -f2-; }
+# until SECONDS CMD...: run CMD every 0.1 s until it succeeds or SECONDS
+# passed (a bound, not a delay: a condition instead of a fixed sleep)
+until_ok() {
+	n=$(($1 * 10)); shift
+	while ! "$@"; do
+		n=$((n - 1))
+		[ $n -gt 0 ] || return 1
+		sleep 0.1
+	done
+}
+capsule_is() { req GET /v1/capsules/$1; [ "$(jqb .status)" = "$2" ]; }
+no_live_init() { [ -z "$(live_init $1)" ]; }
 
 start_server
 KEY=$(grep -o 'wrn_[0-9a-f]*' $T/out)
@@ -267,8 +279,8 @@ ID2=$(jqb .id)
 check "create from snapshot" [ "$code" = 201 -a "$(jqb .template)" = tsnap ]
 req POST /v1/capsules/$ID2/files/read -d '{"path":"/root/snapfile"}'
 check "snapshot carried the file" [ "$(cat $T/body)" = hello ]
-sleep 5
-req GET /v1/capsules/$ID2
+# timeout_sec 2: paused within the 2 s plus the server's check interval
+until_ok 15 capsule_is $ID2 paused || true
 check "timeout_sec auto-pauses an idle capsule" [ "$(jqb .status)" = paused ]
 req DELETE /v1/snapshots/tsnap
 check "snapshot in use: 409" [ "$code" = 409 ]
@@ -303,7 +315,7 @@ check "paused capsule for destroy" [ "$(jqb .status)" = paused ]
 check "... its init is alive" [ -n "$(live_init $ID3)" ]
 req DELETE /v1/capsules/$ID3
 check "destroy paused: 204" [ "$code" = 204 ]
-sleep 0.3
+until_ok 10 no_live_init $ID3 || true
 check "destroy paused: no live sandbox-init left" [ -z "$(live_init $ID3)" ]
 check "destroy paused: no overlay mount left" sh -c "! grep -q '$DATA/sandboxes/$ID3' /proc/mounts"
 check "destroy paused: no freezer cgroup left" sh -c "! ls -d /sys/fs/cgroup/freezer/sbxfs/*-$ID3 2>/dev/null"
