@@ -18,8 +18,8 @@
 
 #include "fs/job_int.h"
 
-static void ex_getattr(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
+void fs_sess_getattr(fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	int err;
@@ -39,8 +39,8 @@ static void ex_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, 0);
 }
 
-static void ex_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
-		       int to_set, struct fuse_file_info *fi)
+void fs_sess_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		     int to_set, struct fuse_file_info *fi)
 {
 	/* `echo cmd > exec` truncates first: accept it. */
 	if (((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != 0) ||
@@ -49,29 +49,39 @@ static void ex_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	ex_getattr(req, ino, fi);
+	fs_sess_getattr(req, ino, fi);
+}
+
+struct fs_sb *fs_sess_sb(fuse_req_t req, fuse_ino_t ino, const char *what)
+{
+	struct fs *fs = fs_of(req);
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+
+	if (!sb) {
+		fuse_reply_err(req, -err);
+		return NULL;
+	}
+	if (!api_has(fs->be, API_CAP_EXEC)) {
+		fs_sb_set_err(fs, sb, "%s: this platform cannot run commands",
+			      what);
+		fs_sb_put(fs, sb);
+		fuse_reply_err(req, EOPNOTSUPP);
+		return NULL;
+	}
+	return sb;
 }
 
 static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sess_sb(req, ino, "exec");
 	struct fs_job *j;
 	struct fs_jh *h;
 	uint64_t dropped;
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
-	if (!api_has(fs->be, API_CAP_EXEC)) {
-		fs_sb_set_err(fs, sb,
-			      "exec: this platform cannot run commands");
-		fs_sb_put(fs, sb);
-		fuse_reply_err(req, EOPNOTSUPP);
-		return;
-	}
 	j = fs_job_new(fs, sb, "exec", 0, 0);
 	fs_sb_put(fs, sb);
 	if (!j) {
@@ -94,8 +104,8 @@ static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void ex_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		  struct fuse_file_info *fi)
 {
 	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
 	struct fs_job *j = fs_jh_job(h);
@@ -114,8 +124,10 @@ static void ex_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 			if (sb) {
 				fs_sb_set_err(fs, sb,
-					      "exec: write a command line "
-					      "before reading");
+					      "%s: write a command line "
+					      "before reading",
+					      j->exec_session ? "exec" :
+								j->name);
 				fs_sb_put(fs, sb);
 			}
 			err = EINVAL;
@@ -150,19 +162,19 @@ static void ex_release(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-static void ex_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		    struct fuse_pollhandle *ph)
+void fs_sess_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		  struct fuse_pollhandle *ph)
 {
 	(void)ino;
 	fs_jh_poll(req, (struct fs_jh *)(uintptr_t)fi->fh, ph);
 }
 
 const struct fuse_lowlevel_ops fs_exec_ops = {
-	.getattr = ex_getattr,
-	.setattr = ex_setattr,
+	.getattr = fs_sess_getattr,
+	.setattr = fs_sess_setattr,
 	.open = ex_open,
-	.read = ex_read,
+	.read = fs_sess_read,
 	.write = ex_write,
 	.release = ex_release,
-	.poll = ex_poll,
+	.poll = fs_sess_poll,
 };

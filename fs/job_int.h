@@ -206,6 +206,19 @@ void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
 #define FS_RUN_EXIT 'x'
 #define FS_RUN_HDR 5 /* tag, then the length: 4 bytes, little-endian */
 
+/* exec.c: what NAME/exec and NAME/run (a session: one job per open)
+ * share.  fs_sess_sb: the sandbox of ino (a reference) if its platform
+ * runs commands; else NULL, replied (the sentence names `what`). */
+struct fs_sb *fs_sess_sb(fuse_req_t req, fuse_ino_t ino, const char *what);
+void fs_sess_getattr(fuse_req_t req, fuse_ino_t ino,
+		     struct fuse_file_info *fi);
+void fs_sess_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		     int to_set, struct fuse_file_info *fi);
+void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		  struct fuse_file_info *fi);
+void fs_sess_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		  struct fuse_pollhandle *ph);
+
 /* proc.c: the job an inode names (a reference), or NULL with *err. */
 struct fs_job *fs_job_get_ino(struct fs *fs, fuse_ino_t ino, int *err);
 /* proc.c: a new job NAME in sb's proc/ (a reference for the caller), or

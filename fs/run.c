@@ -42,60 +42,19 @@
 
 #include "fs/job_int.h"
 
-static void ru_getattr(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
-{
-	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-	struct stat st;
-
-	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_sb_put(fs, sb);
-	err = fs_stat_node(fs, ino, &st);
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fuse_reply_attr(req, &st, 0);
-}
-
-static void ru_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
-		       int to_set, struct fuse_file_info *fi)
-{
-	if (((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != 0) ||
-	    (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
-		       FUSE_SET_ATTR_GID))) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	ru_getattr(req, ino, fi);
-}
-
 static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	static atomic_uint seq;
 	struct fs *fs = fs_of(req);
 	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sess_sb(req, ino, "run");
 	struct fs_job *j = NULL;
 	struct fs_jh *h;
 	uint64_t dropped;
 	char name[32];
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
-	if (!api_has(fs->be, API_CAP_EXEC)) {
-		fs_sb_set_err(fs, sb, "run: this platform cannot run commands");
-		fs_sb_put(fs, sb);
-		fuse_reply_err(req, EOPNOTSUPP);
-		return;
-	}
 	if ((fi->flags & O_ACCMODE) != O_RDWR) {
 		fs_sb_set_err(fs, sb, "run: open it for reading and writing");
 		fs_sb_put(fs, sb);
@@ -130,37 +89,6 @@ static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->noflush = 1; /* nothing to flush; a round trip saved */
 	/* seekable on purpose: pread/pwrite need it (see above) */
 	fuse_reply_open(req, fi);
-}
-
-static void ru_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
-{
-	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
-	struct fs_job *j = fs_jh_job(h);
-	int err;
-
-	(void)off;
-	pthread_mutex_lock(&j->lock);
-	err = j->state != FS_JOB_CREATED ? 0 :
-	      j->start_err		 ? j->start_err :
-					   EINVAL;
-	pthread_mutex_unlock(&j->lock);
-	if (err == EINVAL) {
-		struct fs *fs = fs_of(req);
-		struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-
-		if (sb) {
-			fs_sb_set_err(fs, sb, "%s: run: write the command "
-				      "before reading", j->name);
-			fs_sb_put(fs, sb);
-		}
-		err = EINVAL;
-	}
-	if (err) {
-		fuse_reply_err(req, err);
-		return;
-	}
-	fs_jh_read_stream(req, h, size);
 }
 
 static void ru_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -210,19 +138,12 @@ static void ru_release(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-static void ru_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		    struct fuse_pollhandle *ph)
-{
-	(void)ino;
-	fs_jh_poll(req, (struct fs_jh *)(uintptr_t)fi->fh, ph);
-}
-
 const struct fuse_lowlevel_ops fs_run_ops = {
-	.getattr = ru_getattr,
-	.setattr = ru_setattr,
+	.getattr = fs_sess_getattr,
+	.setattr = fs_sess_setattr,
 	.open = ru_open,
-	.read = ru_read,
+	.read = fs_sess_read,
 	.write = ru_write,
 	.release = ru_release,
-	.poll = ru_poll,
+	.poll = fs_sess_poll,
 };

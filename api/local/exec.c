@@ -523,20 +523,31 @@ struct shim {
 
 static const char *const spool_name[2] = { "out.spool", "err.spool" };
 
-static void shim_send(int fd, const struct shim_msg *m, const int *fds,
-		      int nfd)
+/* Most descriptors one message carries (the zygote's: a sandbox's pidfd,
+ * root, cgroups and two sockets). */
+#define MSG_FDS_MAX (LOCAL_CG_FDS + 4)
+
+/* One message of len bytes with nfd descriptors (SCM_RIGHTS) on a
+ * SOCK_SEQPACKET socket; sendmsg's result.  Raw calls only. */
+static ssize_t fds_send(int sock, const void *buf, size_t len,
+			const int *fds, int nfd)
 {
 	union {
-		char buf[CMSG_SPACE(8 * sizeof(int))];
+		char c[CMSG_SPACE(MSG_FDS_MAX * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct iovec iov = { (void *)m, sizeof(*m) };
+	struct iovec iov = { (void *)buf, len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *c;
+	ssize_t n;
 
+	if (nfd > MSG_FDS_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
 	if (nfd > 0) {
 		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
+		mh.msg_control = u.c;
 		mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
 		c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
@@ -544,8 +555,16 @@ static void shim_send(int fd, const struct shim_msg *m, const int *fds,
 		c->cmsg_len = CMSG_LEN((size_t)nfd * sizeof(int));
 		memcpy(CMSG_DATA(c), fds, (size_t)nfd * sizeof(int));
 	}
-	while (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR)
-		;
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static void shim_send(int fd, const struct shim_msg *m, const int *fds,
+		      int nfd)
+{
+	(void)fds_send(fd, m, sizeof(*m), fds, nfd);
 }
 
 static __attribute__((noreturn)) void shim_exit(struct shim *s)
@@ -1157,28 +1176,39 @@ static int cmsg_fds(struct msghdr *mh, int *fds, int max)
 }
 
 /* One message and up to max descriptors; bytes received or -errno. */
-static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
-			 int *nfd)
+/* One message into buf (at most len bytes) and its descriptors (up to
+ * max into fds, *nfd of them; more are closed).  recvmsg's result, with
+ * EINTR retried unless flags has MSG_DONTWAIT.  Raw calls only. */
+static ssize_t fds_recv(int sock, void *buf, size_t len, int *fds, int max,
+			int *nfd, int flags)
 {
 	union {
-		char buf[CMSG_SPACE(8 * sizeof(int))];
+		char c[CMSG_SPACE(MSG_FDS_MAX * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct iovec iov = { m, sizeof(*m) };
+	struct iovec iov = { buf, len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf) };
+			     .msg_control = u.c,
+			     .msg_controllen = sizeof(u.c) };
 	ssize_t n;
 
 	*nfd = 0;
-	memset(m, 0, sizeof(*m));
 	do
-		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	*nfd = cmsg_fds(&mh, fds, max);
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
+	while (n < 0 && errno == EINTR && !(flags & MSG_DONTWAIT));
+	if (n > 0)
+		*nfd = cmsg_fds(&mh, fds, max);
 	return n;
+}
+
+static ssize_t shim_recv(int fd, struct shim_msg *m, int *fds, int max,
+			 int *nfd)
+{
+	ssize_t n;
+
+	memset(m, 0, sizeof(*m));
+	n = fds_recv(fd, m, sizeof(*m), fds, max, nfd, 0);
+	return n < 0 ? -errno : n;
 }
 
 struct jobprep {
@@ -1558,22 +1588,8 @@ static __attribute__((noreturn)) void spare_b(const struct spare_start *a)
 		   PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED)
 		_exit(127);
-	{
-		union {
-			char c[CMSG_SPACE(8 * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct iovec iov = { buf,
-				     sizeof(struct bgo_hdr) + SPARE_BLOB_MAX };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-				     .msg_control = u.c,
-				     .msg_controllen = sizeof(u.c) };
-
-		do
-			n = recvmsg(a->bctl, &mh, MSG_CMSG_CLOEXEC);
-		while (n < 0 && errno == EINTR);
-		nfd = n > 0 ? cmsg_fds(&mh, fds, 8) : 0;
-	}
+	n = fds_recv(a->bctl, buf, sizeof(struct bgo_hdr) + SPARE_BLOB_MAX,
+		     fds, 8, &nfd, 0);
 	if (n < (ssize_t)sizeof(struct bgo_hdr) || nfd != 4 ||
 	    ((struct bgo_hdr *)buf)->type != M_GO ||
 	    ((struct bgo_hdr *)buf)->len + sizeof(struct bgo_hdr) !=
@@ -1647,22 +1663,10 @@ static __attribute__((noreturn)) void spare_main(const struct spare_start *a)
 		if (!pf[0].revents)
 			continue;
 		memset(&g, 0, sizeof(g));
-		{
-			union {
-				char c[CMSG_SPACE(8 * sizeof(int))];
-				struct cmsghdr align;
-			} u;
-			struct iovec iov = { &g, sizeof(g) };
-			struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-					     .msg_control = u.c,
-					     .msg_controllen = sizeof(u.c) };
-
-			n = recvmsg(a->sctl, &mh, MSG_CMSG_CLOEXEC |
-				    MSG_DONTWAIT);
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			nfd = n > 0 ? cmsg_fds(&mh, fds, 8) : 0;
-		}
+		n = fds_recv(a->sctl, &g, sizeof(g), fds, 8, &nfd,
+			     MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
 		if (n != (ssize_t)sizeof(g) || g.type != M_GO || nfd != 6)
 			break; /* dropped, or sbxfs is gone */
 		memcpy(name, g.name, sizeof(name));
@@ -1706,7 +1710,7 @@ struct zmsg {
 	int32_t nsflags, ncg, userns;
 };
 
-#define Z_FDS (LOCAL_CG_FDS + 4) /* pidfd, rootfd, cgroups, sctl, bctl */
+#define Z_FDS MSG_FDS_MAX /* pidfd, rootfd, cgroups, sctl, bctl */
 
 /* Unmap the shared libraries only sbxfs needs (curl and the ~40 it
  * pulls in, libwebsockets, libfuse...): the zygote and what it forks run
@@ -1770,7 +1774,7 @@ static __attribute__((noreturn)) void zygote_main(int zfd)
 	static const char name[] = "sbxfs-zygote";
 	char *start;
 	size_t len;
-	int fds[Z_FDS + 4], nfd, i, dn;
+	int fds[Z_FDS], nfd, i, dn;
 	struct zmsg z;
 	ssize_t n;
 
@@ -1799,21 +1803,9 @@ static __attribute__((noreturn)) void zygote_main(int zfd)
 		sigaction(SIGCHLD, &ign, NULL);
 	}
 	for (;;) {
-		union {
-			char c[CMSG_SPACE((Z_FDS + 4) * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct iovec iov = { &z, sizeof(z) };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-				     .msg_control = u.c,
-				     .msg_controllen = sizeof(u.c) };
-
-		n = recvmsg(zfd, &mh, MSG_CMSG_CLOEXEC);
-		if (n < 0 && errno == EINTR)
-			continue;
+		n = fds_recv(zfd, &z, sizeof(z), fds, Z_FDS, &nfd, 0);
 		if (n <= 0)
 			_exit(0); /* sbxfs hung up */
-		nfd = cmsg_fds(&mh, fds, Z_FDS + 4);
 		if (n == (ssize_t)sizeof(z) && z.type == Z_SPARE &&
 		    z.ncg >= 0 && z.ncg <= LOCAL_CG_FDS && nfd == z.ncg + 4) {
 			struct spawn sp = { .pidfd = fds[0], .rootfd = fds[1],
@@ -1887,15 +1879,6 @@ static int zygote_fork(struct exloop *lp, const struct spare_start *a)
 	struct zmsg z = { .type = Z_SPARE, .nsflags = sp->nsflags,
 			  .ncg = sp->ncg, .userns = sp->userns };
 	int fds[Z_FDS], nfd = 0, i;
-	union {
-		char c[CMSG_SPACE(Z_FDS * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { &z, sizeof(z) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = u.c };
-	struct cmsghdr *c;
-	ssize_t n;
 
 	if (lp->zfd < 0 || sp->ncg > LOCAL_CG_FDS)
 		return -1;
@@ -1905,17 +1888,7 @@ static int zygote_fork(struct exloop *lp, const struct spare_start *a)
 		fds[nfd++] = sp->cgfd[i];
 	fds[nfd++] = a->sctl;
 	fds[nfd++] = a->bctl;
-	memset(&u, 0, sizeof(u));
-	mh.msg_controllen = CMSG_SPACE((size_t)nfd * sizeof(int));
-	c = CMSG_FIRSTHDR(&mh);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN((size_t)nfd * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, (size_t)nfd * sizeof(int));
-	do
-		n = sendmsg(lp->zfd, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n == (ssize_t)sizeof(z))
+	if (fds_send(lp->zfd, &z, sizeof(z), fds, nfd) == (ssize_t)sizeof(z))
 		return 0;
 	/* the zygote is gone: never again */
 	zygote_stop(lp);
@@ -2283,52 +2256,18 @@ static int spare_go(struct spare *s, const struct api_exec_req *req,
 	fds[4] = x->fd[W_OUT];
 	fds[5] = x->fd[W_ERR];
 	/* the monitor first: the job is watched before it runs */
-	{
-		struct iovec iov = { &g, sizeof(g) };
-		union {
-			char c[CMSG_SPACE(8 * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-				     .msg_control = u.c };
-		struct cmsghdr *c;
-		ssize_t n;
-
-		memset(&u, 0, sizeof(u));
-		mh.msg_controllen = CMSG_SPACE(6 * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(6 * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, sizeof(fds));
-		do
-			n = sendmsg(s->sctl, &mh, MSG_NOSIGNAL);
-		while (n < 0 && errno == EINTR);
-		if (n != (ssize_t)sizeof(g)) {
-			free(buf);
-			snprintf(msg, mlen, "the job's monitor is gone");
-			return -EIO;
-		}
-		/* B' gets its part; if it is gone (killed in the sandbox
-		 * this instant), its status pipe closes and S' reports
-		 * how it ended */
-		fds[0] = sp->stdio[0];
-		fds[1] = sp->stdio[1];
-		fds[2] = sp->stdio[2];
-		fds[3] = stw;
-		iov = (struct iovec){ buf, sizeof(h) + len };
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.c;
-		mh.msg_controllen = CMSG_SPACE(4 * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(4 * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, 4 * sizeof(int));
-		do
-			n = sendmsg(s->bctl, &mh, MSG_NOSIGNAL);
-		while (n < 0 && errno == EINTR);
+	if (fds_send(s->sctl, &g, sizeof(g), fds, 6) != (ssize_t)sizeof(g)) {
+		free(buf);
+		snprintf(msg, mlen, "the job's monitor is gone");
+		return -EIO;
 	}
+	/* B' gets its part; if it is gone (killed in the sandbox this
+	 * instant), its status pipe closes and S' reports how it ended */
+	fds[0] = sp->stdio[0];
+	fds[1] = sp->stdio[1];
+	fds[2] = sp->stdio[2];
+	fds[3] = stw;
+	(void)fds_send(s->bctl, buf, sizeof(h) + len, fds, 4);
 	free(buf);
 	return 0;
 }
