@@ -39,6 +39,7 @@
  */
 
 #include <errno.h>
+#include <link.h>
 #include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1719,7 +1720,28 @@ struct zmsg {
  * mappings before, about 40 after).  Not under the sanitizers: their
  * runtimes walk the loaded objects.  Raw calls and no allocation (a
  * fork of a threaded process). */
-static void zygote_shed(void)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+extern ElfW(Dyn) _DYNAMIC[] __attribute__((weak));
+
+/* Every symbol of our program was bound at start-up (linked with -z now,
+ * as sbxfs and sbxfs-server are, or LD_BIND_NOW): else the first call
+ * of a function through its PLT after the shed would have ld.so search
+ * the unmapped libraries (a crash).  Test programs are linked lazily. */
+static bool bound_now(const char *bind_env)
+{
+	if (bind_env && *bind_env)
+		return true;
+	for (ElfW(Dyn) *d = _DYNAMIC; d && d->d_tag != DT_NULL; d++) {
+		if (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_BIND_NOW))
+			return true;
+		if (d->d_tag == DT_FLAGS_1 && (d->d_un.d_val & DF_1_NOW))
+			return true;
+	}
+	return false;
+}
+#endif
+
+static void zygote_shed(const char *bind_env)
 {
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 	static const char *const keep[] = { "libc.so", "ld-linux",
@@ -1729,6 +1751,8 @@ static void zygote_shed(void)
 	int fd;
 	ssize_t n;
 
+	if (!bound_now(bind_env))
+		return;
 	buf = mmap(NULL, cap, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED)
@@ -1766,10 +1790,13 @@ static void zygote_shed(void)
 			munmap((void *)lo, hi - lo);
 	}
 	munmap(buf, cap);
+#else
+	(void)bind_env;
 #endif
 }
 
-static __attribute__((noreturn)) void zygote_main(int zfd)
+static __attribute__((noreturn)) void zygote_main(int zfd,
+						  const char *bind_env)
 {
 	static const char name[] = "sbxfs-zygote";
 	char *start;
@@ -1796,7 +1823,7 @@ static __attribute__((noreturn)) void zygote_main(int zfd)
 		dup2(dn, 2);
 	}
 	close_except(&zfd, 1);
-	zygote_shed();
+	zygote_shed(bind_env);
 	{
 		struct sigaction ign = { .sa_handler = SIG_IGN };
 
@@ -1845,11 +1872,14 @@ static void zygote_start(struct exloop *lp)
 	lp->zpid = 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return;
+	/* (read before the fork: getenv is not for a forked child) */
+	const char *bind_env = getenv("LD_BIND_NOW");
+
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	p = fork();
 	if (p == 0)
-		zygote_main(sv[1]);
+		zygote_main(sv[1], bind_env);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
 	if (p < 0) {
