@@ -708,6 +708,18 @@ Test(jobs, spare_hostile)
 		  !strstr(o.out, "READABLE") && !strstr(o.out, "local:"),
 		  "a spare shows the host to the sandbox: '%s'", o.out);
 	sh_free(&o);
+	/* on the host: the spares' monitors are children of sbxfs's
+	 * zygote, which is alive (a crashed zygote would only make every
+	 * spare a slower fork of sbxfs, nothing a user sees fail) */
+	o = sh_run("z=$(pgrep -P %d -x sbxfs-zygote) && "
+		   "ps -o stat= -p \"$z\" && pgrep -c -P \"$z\"",
+		   (int)m.pid);
+	SH_OK(o);
+	cr_assert(o.out[0] == 'S' || o.out[0] == 'R',
+		  "zygote state/children: '%s'", o.out);
+	cr_assert(strtol(strchr(o.out, '\n') + 1, NULL, 10) >= 1,
+		  "no spare came from the zygote: '%s'", o.out);
+	sh_free(&o);
 	/* root in the sandbox kills every spare it sees; jobs go on */
 	expect_out("ok\n0\n", "SBX_MOUNT=$MNT \"${SBX:-sbx}\" run box -- sh -c "
 			     "'pkill -9 -x sbxfs-exec; echo ok'; echo $?");
