@@ -16,28 +16,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "fs/gen.h"
 #include "fs/job_int.h"
-
-void fs_sess_getattr(fuse_req_t req, fuse_ino_t ino,
-		     struct fuse_file_info *fi)
-{
-	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-	struct stat st;
-
-	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fs_sb_put(fs, sb);
-	err = fs_stat_node(fs, ino, &st);
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fuse_reply_attr(req, &st, 0);
-}
 
 void fs_sess_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		     int to_set, struct fuse_file_info *fi)
@@ -49,19 +29,16 @@ void fs_sess_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	fs_sess_getattr(req, ino, fi);
+	fs_gen_sb_getattr(req, ino, fi);
 }
 
 struct fs_sb *fs_sess_sb(fuse_req_t req, fuse_ino_t ino, const char *what)
 {
 	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return NULL;
-	}
 	if (!api_has(fs->be, API_CAP_EXEC)) {
 		fs_sb_set_err(fs, sb, "%s: this platform cannot run commands",
 			      what);
@@ -77,8 +54,6 @@ static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	struct fs_sb *sb = fs_sess_sb(req, ino, "exec");
 	struct fs_job *j;
-	struct fs_jh *h;
-	uint64_t dropped;
 
 	if (!sb)
 		return;
@@ -89,19 +64,28 @@ static void ex_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	j->exec_session = true;
-	h = fs_jh_open(j, FS_K_SB_EXEC, O_RDONLY, &dropped);
-	if (!h) {
+	fi->nonseekable = 1;
+	if (!fs_sess_open(req, fi, j, FS_K_SB_EXEC))
 		fs_job_put(j);
+}
+
+bool fs_sess_open(fuse_req_t req, struct fuse_file_info *fi,
+		  struct fs_job *j, enum fs_kind kind)
+{
+	uint64_t dropped;
+	struct fs_jh *h = fs_jh_open(j, kind, O_RDONLY, &dropped);
+
+	if (!h) {
 		fuse_reply_err(req, ENOMEM);
-		return;
+		return false;
 	}
-	/* The session's one reference belongs to the handle. */
+	/* the caller's job reference belongs to the handle */
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	fi->nonseekable = 1;
 	fi->noflush = 1; /* nothing to flush; a round trip saved */
 	fuse_reply_open(req, fi);
+	return true;
 }
 
 void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -110,6 +94,7 @@ void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
 	struct fs_job *j = fs_jh_job(h);
 
+	(void)ino;
 	(void)off;
 	pthread_mutex_lock(&j->lock);
 	int err = j->state != FS_JOB_CREATED ? 0 :
@@ -117,21 +102,10 @@ void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 						       EINVAL;
 
 	pthread_mutex_unlock(&j->lock);
+	if (err == EINVAL)
+		fs_job_err(j, "%s: write a command line before reading",
+			   fs_job_label(j));
 	if (err) {
-		if (err == EINVAL) {
-			struct fs *fs = fs_of(req);
-			struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-
-			if (sb) {
-				fs_sb_set_err(fs, sb,
-					      "%s: write a command line "
-					      "before reading",
-					      j->exec_session ? "exec" :
-								j->name);
-				fs_sb_put(fs, sb);
-			}
-			err = EINVAL;
-		}
 		fuse_reply_err(req, err);
 		return;
 	}
@@ -170,7 +144,7 @@ void fs_sess_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 }
 
 const struct fuse_lowlevel_ops fs_exec_ops = {
-	.getattr = fs_sess_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.setattr = fs_sess_setattr,
 	.open = ex_open,
 	.read = fs_sess_read,

@@ -254,6 +254,9 @@ static inline struct fs *fs_of(fuse_req_t req)
 /* Reference to the live sandbox an inode names, or NULL: *err is then
  * -ESTALE (slot reused / destroyed) or -ENOENT. */
 struct fs_sb *fs_sb_get_ino(struct fs *fs, fuse_ino_t ino, int *err);
+/* The sandbox of ino for a handler (a reference), or NULL after replying
+ * with the error. */
+struct fs_sb *fs_sb_req(fuse_req_t req, fuse_ino_t ino);
 /* By directory name (ID or alias), or NULL. */
 struct fs_sb *fs_sb_get_name(struct fs *fs, const char *name);
 void fs_sb_put(struct fs *fs, struct fs_sb *sb);

@@ -127,14 +127,11 @@ void fs_gen_sb_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_sb_put(fs, sb);
 	fs_stat_node(fs, ino, &st); /* size 0: made at open, direct I/O */
 	fuse_reply_attr(req, &st, 0);

@@ -345,10 +345,7 @@ void fs_job_put_v(void *j)
 	fs_job_put(j);
 }
 
-/* A sentence in the sandbox's err file (and the log). */
-static void job_err(struct fs_job *j, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void job_err(struct fs_job *j, const char *fmt, ...)
+void fs_job_err(struct fs_job *j, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -623,8 +620,8 @@ static void job_started(void *ud, int err, const char *msg)
 	/* The sentence before the writer's reply: it may read `err` as soon
 	 * as its write failed. */
 	if (err)
-		job_err(j, "%s: cannot start: %s",
-			j->exec_session ? "exec" : j->name,
+		fs_job_err(j, "%s: cannot start: %s",
+			fs_job_label(j),
 			msg ? msg : api_strerror(err));
 	pthread_mutex_lock(&j->lock);
 	if (err) {
@@ -689,7 +686,7 @@ static int job_output(void *ud, int stream, const void *buf, size_t len)
 		 * some spool. */
 		j->paused = true;
 		pthread_mutex_unlock(&j->lock);
-		job_err(j, "%s: out of memory: %zu bytes of output lost",
+		fs_job_err(j, "%s: out of memory: %zu bytes of output lost",
 			j->name, len);
 		return 1;
 	}
@@ -716,8 +713,8 @@ static void job_exited(void *ud, int code, int err, const char *msg)
 	/* The sentence first: a reader that gets EIO below may look at
 	 * `err` at once. */
 	if (err)
-		job_err(j, "%s: lost track of the command: %s",
-			j->exec_session ? "exec" : j->name,
+		fs_job_err(j, "%s: lost track of the command: %s",
+			fs_job_label(j),
 			msg ? msg : api_strerror(err));
 	pthread_mutex_lock(&j->lock);
 	j->state = FS_JOB_EXITED;
@@ -785,15 +782,15 @@ static void job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	if (len && buf[len - 1] == '\n')
 		len--;
 	if (len == 0) {
-		job_err(j, "%s: cmd: expected one command line",
-			j->exec_session ? "exec" : j->name);
+		fs_job_err(j, "%s: cmd: expected one command line",
+			fs_job_label(j));
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	/* A NUL would cut the command short; other control characters
 	 * (escape sequences, \r) are no shell syntax: refuse, run nothing. */
 	if (fs_ctl_check(buf, len, msg, sizeof msg)) {
-		job_err(j, "%s: cmd: %s", j->exec_session ? "exec" : j->name,
+		fs_job_err(j, "%s: cmd: %s", fs_job_label(j),
 			msg);
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -818,8 +815,8 @@ static void job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 
 		pthread_mutex_unlock(&j->lock);
 		if (e == EBUSY)
-			job_err(j, "%s: a command was already started",
-				j->exec_session ? "exec" : j->name);
+			fs_job_err(j, "%s: a command was already started",
+				fs_job_label(j));
 		fuse_reply_err(req, e);
 		free(line);
 		fs_pend_free(p);
@@ -830,7 +827,7 @@ static void job_start(fuse_req_t req, struct fs_job *j, const char *buf,
 	j->in_stream = j->in_used || j->writers > 0 || j->in.end > 0;
 	if (j->in_stream && !api_has(be, API_CAP_EXEC_STDIN)) {
 		pthread_mutex_unlock(&j->lock);
-		job_err(j, "%s: this platform cannot feed stdin", j->name);
+		fs_job_err(j, "%s: this platform cannot feed stdin", j->name);
 		fuse_reply_err(req, EOPNOTSUPP);
 		free(line);
 		fs_pend_free(p);
@@ -927,7 +924,7 @@ void fs_job_attach(struct fs_job *j)
 	done_flush(&d);
 	free(info.cmd);
 	if (info.lost[0] || info.lost[1])
-		job_err(j, "%s: recovered after a restart; output lost while "
+		fs_job_err(j, "%s: recovered after a restart; output lost while "
 			"no sbxfs ran: %llu bytes of stdout, %llu of stderr",
 			j->name, (unsigned long long)info.lost[0],
 			(unsigned long long)info.lost[1]);
@@ -1206,7 +1203,7 @@ static void jf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (dropped)
-		job_err(j,
+		fs_job_err(j,
 			"%s/%s: the first %llu bytes were dropped (spool bound "
 			"of %u MiB reached while earlier readers consumed "
 			"them); this reader starts at byte %llu",
@@ -1560,7 +1557,7 @@ static void jf_write_ctl(fuse_req_t req, struct fs_job *j, const char *buf,
 	int err = fs_ctl_check(buf, size, msg, sizeof msg);
 
 	if (err) {
-		job_err(j, "%s/ctl: %s", j->name, msg);
+		fs_job_err(j, "%s/ctl: %s", j->name, msg);
 		fuse_reply_err(req, -err);
 		return;
 	}
@@ -1574,7 +1571,7 @@ static void jf_write_ctl(fuse_req_t req, struct fs_job *j, const char *buf,
 		err = ctl_line(j, line, msg, sizeof msg);
 	free(text);
 	if (err) {
-		job_err(j, "%s/ctl: %s", j->name, msg);
+		fs_job_err(j, "%s/ctl: %s", j->name, msg);
 		fuse_reply_err(req, -err);
 		return;
 	}
@@ -1641,8 +1638,8 @@ static void jf_write_stdin(fuse_req_t req, struct fs_job *j, const char *buf,
 
 /* Writes to NAME/run after the command: frames of stdin ('0', length,
  * bytes) and its end ('.', length 0), parsed across writes. */
-void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
-		      size_t size)
+static void run_frames(fuse_req_t req, struct fs_jh *h, const char *buf,
+		       size_t size)
 {
 	struct fs_job *j = h->j;
 	bool pump = false, bad = false, shut = false;
@@ -1694,7 +1691,7 @@ void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
 	if (bad || h->rf_bad) {
 		h->rf_bad = true;
 		pthread_mutex_unlock(&j->lock);
-		job_err(j, "%s: run: expected frames of stdin ('%c', a length "
+		fs_job_err(j, "%s: run: expected frames of stdin ('%c', a length "
 			"of 4 bytes, little-endian, the bytes) and its end "
 			"('%c', length 0)", j->name, FS_RUN_STDIN,
 			FS_RUN_STDIN_END);
@@ -1718,23 +1715,33 @@ void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
 	stdin_reply(req, j, size);
 }
 
-/* The first write to NAME/run: the command, with or without a stdin
- * stream (run.c).  h becomes stdin's writer for a stream. */
-void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
-		      const char *line, size_t len)
+void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
+		      size_t size)
 {
 	struct fs_job *j = h->j;
+	bool first, in = size >= 1 && buf[0] == FS_RUN_CMD_STDIN;
 
-	if (in) {
-		pthread_mutex_lock(&j->lock);
-		if (!h->writer) {
-			h->writer = true;
-			j->writers++;
-			j->in_used = true;
-		}
-		pthread_mutex_unlock(&j->lock);
+	pthread_mutex_lock(&j->lock);
+	first = j->state == FS_JOB_CREATED && !j->removed;
+	/* the command, with or without a stdin stream (run.c): h is
+	 * stdin's writer for a stream */
+	if (first && in && size >= 2 && !h->writer) {
+		h->writer = true;
+		j->writers++;
+		j->in_used = true;
 	}
-	job_start(req, j, line + 1, len - 1, len);
+	pthread_mutex_unlock(&j->lock);
+	if (!first) {
+		run_frames(req, h, buf, size);
+	} else if (size < 2 || (buf[0] != FS_RUN_CMD && !in)) {
+		fs_job_err(j, "%s: run: the first write is '%c' or '%c' and a "
+			   "command line", j->name, FS_RUN_CMD,
+			   FS_RUN_CMD_STDIN);
+		fuse_reply_err(req, EINVAL);
+	} else {
+		/* answered with the whole size: the mode byte too */
+		job_start(req, j, buf + 1, size - 1, size);
+	}
 }
 
 static void jf_write(fuse_req_t req, fuse_ino_t ino, const char *buf,

@@ -190,12 +190,9 @@ struct fs_job *fs_jh_job(struct fs_jh *h);
 void fs_jh_read_stream(fuse_req_t req, struct fs_jh *h, size_t size);
 void fs_jh_poll(fuse_req_t req, struct fs_jh *h, struct fuse_pollhandle *ph);
 
-/* A write to NAME/run after its command line: stdin bytes or stdin's
- * end (run.c has the protocol). */
+/* A write to NAME/run: the command first, then frames (run.c). */
 void fs_job_run_write(fuse_req_t req, struct fs_jh *h, const char *buf,
 		      size_t size);
-void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
-		      const char *line, size_t len);
 /* NAME/run's frames (run.c). */
 #define FS_RUN_CMD 'c'	     /* then the command line; stdin empty */
 #define FS_RUN_CMD_STDIN 'C' /* the same, stdin a stream */
@@ -206,12 +203,24 @@ void fs_job_run_start(fuse_req_t req, struct fs_jh *h, bool in,
 #define FS_RUN_EXIT 'x'
 #define FS_RUN_HDR 5 /* tag, then the length: 4 bytes, little-endian */
 
+/* A sentence in the job's sandbox's err file (and the log). */
+void fs_job_err(struct fs_job *j, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* How sentences name the job: "exec" for an exec session. */
+static inline const char *fs_job_label(const struct fs_job *j)
+{
+	return j->exec_session ? "exec" : j->name;
+}
+
 /* exec.c: what NAME/exec and NAME/run (a session: one job per open)
  * share.  fs_sess_sb: the sandbox of ino (a reference) if its platform
- * runs commands; else NULL, replied (the sentence names `what`). */
+ * runs commands; else NULL, replied (the sentence names `what`).
+ * fs_sess_open: j's one handle, kind, opened and replied (true), its
+ * reference the handle's; false: replied with the error, j still the
+ * caller's.  getattr is gen.c's fs_gen_sb_getattr. */
 struct fs_sb *fs_sess_sb(fuse_req_t req, fuse_ino_t ino, const char *what);
-void fs_sess_getattr(fuse_req_t req, fuse_ino_t ino,
-		     struct fuse_file_info *fi);
+bool fs_sess_open(fuse_req_t req, struct fuse_file_info *fi,
+		  struct fs_job *j, enum fs_kind kind);
 void fs_sess_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		     int to_set, struct fuse_file_info *fi);
 void fs_sess_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

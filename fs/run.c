@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fs/gen.h"
 #include "fs/job_int.h"
 
 static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -49,8 +50,6 @@ static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int err;
 	struct fs_sb *sb = fs_sess_sb(req, ino, "run");
 	struct fs_job *j = NULL;
-	struct fs_jh *h;
-	uint64_t dropped;
 	char name[32];
 
 	if (!sb)
@@ -75,53 +74,19 @@ static void ru_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	j->framed = true;
-	h = fs_jh_open(j, FS_K_SB_RUN, O_RDONLY, &dropped);
-	if (!h) {
+	/* seekable on purpose: pread/pwrite need it (see above) */
+	if (!fs_sess_open(req, fi, j, FS_K_SB_RUN)) {
 		fs_proc_drop(fs, j);
 		fs_job_put(j);
-		fuse_reply_err(req, ENOMEM);
-		return;
 	}
-	/* the handle holds our reference */
-	fi->fh = (uintptr_t)h;
-	fi->direct_io = 1;
-	fi->keep_cache = 0;
-	fi->noflush = 1; /* nothing to flush; a round trip saved */
-	/* seekable on purpose: pread/pwrite need it (see above) */
-	fuse_reply_open(req, fi);
 }
 
 static void ru_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct fs_jh *h = (struct fs_jh *)(uintptr_t)fi->fh;
-	struct fs_job *j = fs_jh_job(h);
-	bool first;
-
 	(void)ino;
 	(void)off;
-	pthread_mutex_lock(&j->lock);
-	first = j->state == FS_JOB_CREATED && !j->removed;
-	pthread_mutex_unlock(&j->lock);
-	if (!first) {
-		fs_job_run_write(req, h, buf, size);
-		return;
-	}
-	if (size < 2 || (buf[0] != FS_RUN_CMD && buf[0] != FS_RUN_CMD_STDIN)) {
-		struct fs *fs = fs_of(req);
-		int err;
-		struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
-
-		if (sb) {
-			fs_sb_set_err(fs, sb, "%s: run: the first write is "
-				      "'%c' or '%c' and a command line",
-				      j->name, FS_RUN_CMD, FS_RUN_CMD_STDIN);
-			fs_sb_put(fs, sb);
-		}
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	fs_job_run_start(req, h, buf[0] == FS_RUN_CMD_STDIN, buf, size);
+	fs_job_run_write(req, (struct fs_jh *)(uintptr_t)fi->fh, buf, size);
 }
 
 static void ru_release(fuse_req_t req, fuse_ino_t ino,
@@ -139,7 +104,7 @@ static void ru_release(fuse_req_t req, fuse_ino_t ino,
 }
 
 const struct fuse_lowlevel_ops fs_run_ops = {
-	.getattr = fs_sess_getattr,
+	.getattr = fs_gen_sb_getattr,
 	.setattr = fs_sess_setattr,
 	.open = ru_open,
 	.read = fs_sess_read,

@@ -50,6 +50,16 @@ struct fs_sb *fs_sb_get_ino(struct fs *fs, fuse_ino_t ino, int *err)
 			      err);
 }
 
+struct fs_sb *fs_sb_req(fuse_req_t req, fuse_ino_t ino)
+{
+	int err;
+	struct fs_sb *sb = fs_sb_get_ino(fs_of(req), ino, &err);
+
+	if (!sb)
+		fuse_reply_err(req, -err);
+	return sb;
+}
+
 /* fs->lock held. */
 static struct fs_sb *find_locked(struct fs *fs, const char *name)
 {

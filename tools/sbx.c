@@ -370,6 +370,18 @@ static bool stdin_is_empty(void)
 	       minor(st.st_rdev) == 3;
 }
 
+/* A pipe as our stdout: as large as one of our reads, so that a read is
+ * one write and a reader on the other side that takes 16 KiB at a time
+ * does not wake us for each (sbx + wc: 1k context switches for 256 MiB
+ * instead of 25k).  Best effort. */
+static void pipe_out_size(void)
+{
+	struct stat st;
+
+	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
+		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, IOBUF);
+}
+
 /* ---- run through NAME/run (fs/run.c): one open per command ------------ */
 
 static int g_runfd = -1;
@@ -453,7 +465,6 @@ static int run_framed(const char *sb, const char *sbpath, const char *line,
 	int tag = 0, code = -1, ofd = -1, niov = 0;
 	struct iovec iov[OUT_IOV];
 	char *buf, *first;
-	struct stat st;
 	pthread_t tid;
 	ssize_t n;
 
@@ -492,8 +503,7 @@ static int run_framed(const char *sb, const char *sbpath, const char *line,
 			(void)!pwrite(g_runfd, ".\0\0\0", 5, 0);
 		pthread_attr_destroy(&a);
 	}
-	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
-		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, IOBUF);
+	pipe_out_size();
 	buf = malloc(IOBUF);
 	if (!buf)
 		die("out of memory");
@@ -563,7 +573,6 @@ static int cmd_run(int argc, char **argv)
 	 * when we exit */
 	static struct pump pin, perr, pout;
 	char sbpath[PATH_MAX], ebuf[ERR_MAX + 1];
-	struct stat st;
 	bool nostdin = false;
 	int o, jfd, infd = -1, outfd, errfd, cfd, wfd, code;
 	const char *sb;
@@ -654,12 +663,7 @@ static int cmd_run(int argc, char **argv)
 		remove_job();
 		die("cannot start a thread");
 	}
-	/* A pipe as our stdout: as large as one of our reads, so that a read
-	 * is one write and a reader on the other side that takes 16 KiB at a
-	 * time does not wake us for each (sbx + wc: 1k context switches for
-	 * 256 MiB instead of 25k).  Best effort. */
-	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
-		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, IOBUF);
+	pipe_out_size();
 	pout.tid = pthread_self();
 	pout.from = outfd;
 	pout.to = STDOUT_FILENO;

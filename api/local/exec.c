@@ -1796,7 +1796,8 @@ static void zygote_shed(const char *bind_env)
 }
 
 static __attribute__((noreturn)) void zygote_main(int zfd,
-						  const char *bind_env)
+						  const char *bind_env,
+						  pid_t parent)
 {
 	static const char name[] = "sbxfs-zygote";
 	char *start;
@@ -1808,7 +1809,7 @@ static __attribute__((noreturn)) void zygote_main(int zfd,
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	prctl(PR_SET_NAME, name, 0, 0, 0);
-	if (getppid() == 1) /* sbxfs died before the prctl */
+	if (getppid() != parent) /* sbxfs died before the prctl */
 		_exit(0);
 	/* sbxfs's command line names host paths, and `pgrep -f` must
 	 * not take us for sbxfs */
@@ -1874,12 +1875,13 @@ static void zygote_start(struct exloop *lp)
 		return;
 	/* (read before the fork: getenv is not for a forked child) */
 	const char *bind_env = getenv("LD_BIND_NOW");
+	pid_t self = getpid();
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	p = fork();
 	if (p == 0)
-		zygote_main(sv[1], bind_env);
+		zygote_main(sv[1], bind_env, self);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
 	if (p < 0) {
@@ -2647,6 +2649,14 @@ static void close_in(struct api_exec *x)
 }
 
 /* Fail every queued stdin write (the command will not read them). */
+/* A write that will not happen: answered with err, freed. */
+static void wbuf_fail(struct wbuf *w, int err, const char *msg)
+{
+	if (w->cb)
+		w->cb(w->ud, err, msg);
+	free(w);
+}
+
 static void fail_writes(struct api_exec *x, int err, const char *msg)
 {
 	struct wbuf *w;
@@ -2655,9 +2665,7 @@ static void fail_writes(struct api_exec *x, int err, const char *msg)
 		x->wq = w->next;
 		if (!x->wq)
 			x->wq_tail = NULL;
-		if (w->cb)
-			w->cb(w->ud, err, msg);
-		free(w);
+		wbuf_fail(w, err, msg);
 	}
 }
 
@@ -3077,11 +3085,10 @@ static void run_cmd(struct excmd *c)
 		w = (struct wbuf *)c;
 		if (x->freed || x->fd[W_IN] < 0 || x->closing_in ||
 		    x->failed || x->exited_sent) {
-			if (w->cb && x->spawn_err && !x->freed)
-				w->cb(w->ud, x->spawn_err, x->spawn_msg);
-			else if (w->cb)
-				w->cb(w->ud, -EPIPE, "stdin is closed");
-			free(w);
+			if (x->spawn_err && !x->freed)
+				wbuf_fail(w, x->spawn_err, x->spawn_msg);
+			else
+				wbuf_fail(w, -EPIPE, "stdin is closed");
 			break;
 		}
 		w->next = NULL;
@@ -3529,11 +3536,8 @@ void local_exec_fini(struct local *l)
 	for (; c; c = next) {
 		next = c->next;
 		if (c->op == C_WRITE) {
-			struct wbuf *w = (struct wbuf *)c;
-
-			if (w->cb)
-				w->cb(w->ud, -EPIPE, "backend shut down");
-			free(w);
+			wbuf_fail((struct wbuf *)c, -EPIPE,
+				  "backend shut down");
 		} else if (c->op == C_START) {
 			run_cmd(c); /* into the live list, freed below */
 		} else if (c->op == C_REAPSB) {
@@ -3762,14 +3766,9 @@ void local_exec_free(struct api_backend *be, struct api_exec *x)
 		pthread_mutex_unlock(&lp->mu);
 		for (; c; c = next) {
 			next = c->next;
-			if (c->op == C_WRITE) {
-				struct wbuf *w = (struct wbuf *)c;
-
-				if (w->cb)
-					w->cb(w->ud, -EPIPE,
-					      "the command was killed");
-				free(w);
-			}
+			if (c->op == C_WRITE)
+				wbuf_fail((struct wbuf *)c, -EPIPE,
+					  "the command was killed");
 		}
 		return;
 	}
