@@ -32,13 +32,10 @@ static void m_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	struct mopen *o;
 	char id[API_ID_MAX];
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	snprintf(id, sizeof id, "%s", sb->id);
 	fs_sb_put(fs, sb);
 	if (!fs_gen_rdonly(req, fi))

@@ -46,14 +46,11 @@ static void ports_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	fuse_ino_t ino;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
+	struct fs_sb *sb = fs_sb_req(req, parent);
 	unsigned port;
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	port = parse_port(name);
 	if (!port) {
 		fs_sb_set_err(fs, sb, "ports/%.64s: a port is a number from 1 "
@@ -133,13 +130,10 @@ static void ports_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	char id[API_ID_MAX];
 	struct plist *p;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	p = calloc(1, sizeof *p);
 	if (!p) {
 		fs_sb_put(fs, sb);
@@ -201,13 +195,10 @@ static void port_open(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = fs_of(req);
 	struct popen *t;
 	char id[API_ID_MAX];
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	if (!fs_gen_rdonly(req, fi)) {
 		fs_sb_put(fs, sb);
 		return;

@@ -203,14 +203,12 @@ static void pd_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs_of(req), ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 	struct stat st;
 
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_sb_put(fs_of(req), sb);
 	err = fs_stat_node(fs_of(req), ino, &st);
 	if (err)
@@ -222,15 +220,12 @@ static void pd_getattr(fuse_req_t req, fuse_ino_t ino,
 static void pd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
+	struct fs_sb *sb = fs_sb_req(req, parent);
 	struct fs_jobs *t;
 	fuse_ino_t ino = 0;
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	t = jobs_open(fs, sb);
 	fs_sb_put(fs, sb);
 	if (t) {
@@ -329,14 +324,12 @@ static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct fs *fs = fs_of(req);
 	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
+	struct fs_sb *sb = fs_sb_req(req, parent);
 	struct fs_job *j;
 
 	(void)mode;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	if (!fs_name_valid(name)) {
 		fs_sb_set_err(fs, sb, "proc: bad job name '%.64s': %s", name,
 			      FS_NAME_RULE);
@@ -361,15 +354,12 @@ static void pd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void pd_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
+	struct fs_sb *sb = fs_sb_req(req, parent);
 	struct fs_jobs *t;
 	struct fs_job *j = NULL;
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	t = jobs_get(sb, false);
 	fs_sb_put(fs, sb);
 	if (t) {
@@ -402,15 +392,13 @@ static void pd_opendir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fs_of(req);
 	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 	struct fs_dir *d;
 	struct stat st;
 	struct fs_jobs *t;
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	d = calloc(1, sizeof(*d));
 	if (!d) {
 		fs_sb_put(fs, sb);

@@ -331,13 +331,10 @@ static void sb_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	const struct fs_gen_ent *en;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, parent, &err);
+	struct fs_sb *sb = fs_sb_req(req, parent);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	en = fs_gen_find(fs, sb_entries, FS_GEN_N(sb_entries), name);
 	if (!en)
 		fuse_reply_err(req, ENOENT);
@@ -354,14 +351,11 @@ static void sb_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_stat_synthetic(fs, ino, S_IFDIR | 0755, &st);
 	st.st_nlink = 4;
 	if (sb->created)
@@ -407,14 +401,11 @@ static void alias_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_stat_synthetic(fs, ino, S_IFLNK | 0777, &st);
 	st.st_size = (off_t)strlen(sb->name);
 	fs_sb_put(fs, sb);
@@ -425,13 +416,10 @@ static void alias_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	char id[API_ID_MAX];
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	snprintf(id, sizeof id, "%s", sb->name); /* ID -> NAME */
 	fs_sb_put(fs, sb);
 	fuse_reply_readlink(req, id);

@@ -110,13 +110,10 @@ static void sbctl_open(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_sb_put(fs, sb);
 	/* O_TRUNC (shell `>`) is accepted: there is nothing to truncate. */
 	fi->direct_io = 1;
@@ -149,14 +146,12 @@ static void sbctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	char *line, *save = NULL;
 	struct sjob *j;
 	int err = 0;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
 	(void)off;
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	if (size > SBCTL_WRITE_MAX) {
 		fs_sb_set_err(fs, sb, "ctl: write of %zu bytes is too long",
 			      size);

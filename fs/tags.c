@@ -259,14 +259,11 @@ static void link_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fs_of(req);
 	struct stat st;
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
 	(void)fi;
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	fs_stat_synthetic(fs, ino, S_IFLNK | 0777, &st);
 	st.st_size = link_size(sb);
 	fs_sb_put(fs, sb);
@@ -277,13 +274,10 @@ static void link_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	char target[API_ID_MAX + 8];
-	int err;
-	struct fs_sb *sb = fs_sb_get_ino(fs, ino, &err);
+	struct fs_sb *sb = fs_sb_req(req, ino);
 
-	if (!sb) {
-		fuse_reply_err(req, -err);
+	if (!sb)
 		return;
-	}
 	snprintf(target, sizeof target, "../../%s", fs_sb_dirname(sb));
 	fs_sb_put(fs, sb);
 	fuse_reply_readlink(req, target);
